@@ -1,0 +1,171 @@
+"""CloudEvents 1.0 over Kafka, binary content mode.
+
+The event's attributes travel as ``ce_``-prefixed headers, the payload is the message value as
+``application/json``, and the message key is the tenant id (the partitioning key). A W3C
+``traceparent``/``tracestate`` pair passes through untouched.
+Spec: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+from uuid import uuid4
+
+from pydantic import ValidationError
+
+from tenantflow.contracts.common import EventPayload
+from tenantflow.contracts.registry import REGISTRY
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+H_ID = "ce_id"
+H_TYPE = "ce_type"
+H_SOURCE = "ce_source"
+H_SPECVERSION = "ce_specversion"
+H_TIME = "ce_time"
+H_SUBJECT = "ce_subject"
+H_SCHEMAVERSION = "ce_schemaversion"
+"""Extension attribute: the payload's integer schema version for its ce_type."""
+H_CONTENT_TYPE = "content-type"
+H_TRACEPARENT = "traceparent"
+H_TRACESTATE = "tracestate"
+
+Headers = list[tuple[str, bytes]]
+P = TypeVar("P", bound=EventPayload)
+
+
+class EnvelopeError(ValueError):
+    """The message is not a tenantflow CloudEvent this process can read."""
+
+
+class UnknownEventType(EnvelopeError):  # noqa: N818 - a condition, not a failure of the caller
+    pass
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[P]):
+    """One event with its CloudEvents attributes."""
+
+    data: P
+    source: str
+    id: str = field(default_factory=lambda: str(uuid4()))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.data.event_type
+
+    @property
+    def schema_version(self) -> int:
+        return self.data.schema_version
+
+    @property
+    def subject(self) -> str:
+        return str(self.data.tenant_id)
+
+    @property
+    def key(self) -> bytes:
+        return self.subject.encode()
+
+    @property
+    def topic(self) -> str:
+        return self.data.topic.value
+
+    def headers(self) -> Headers:
+        headers: Headers = [
+            (H_SPECVERSION, SPEC_VERSION.encode()),
+            (H_ID, self.id.encode()),
+            (H_SOURCE, self.source.encode()),
+            (H_TYPE, self.type.encode()),
+            (H_TIME, self.time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
+            (H_SUBJECT, self.subject.encode()),
+            (H_SCHEMAVERSION, str(self.schema_version).encode()),
+            (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
+        ]
+        if self.traceparent:
+            headers.append((H_TRACEPARENT, self.traceparent.encode()))
+        if self.tracestate:
+            headers.append((H_TRACESTATE, self.tracestate.encode()))
+        return headers
+
+    def value(self) -> bytes:
+        return self.data.model_dump_json().encode()
+
+
+def header_map(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """Last value wins, as for CloudEvents attributes; invalid UTF-8 is an envelope error."""
+    result: dict[str, str] = {}
+    for name, raw in headers:
+        try:
+            result[name] = raw.decode() if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
+    return result
+
+
+def read_type(headers: Sequence[tuple[str, bytes]]) -> tuple[str, int]:
+    """The (ce_type, schema version) of a message, without decoding its value."""
+    attributes = header_map(headers)
+    event_type = attributes.get(H_TYPE)
+    if not event_type:
+        raise EnvelopeError("missing ce_type header")
+    raw_version = attributes.get(H_SCHEMAVERSION, "1")
+    if not raw_version.isdigit():
+        raise EnvelopeError(f"ce_schemaversion {raw_version!r} is not an integer")
+    return event_type, int(raw_version)
+
+
+def decode(
+    headers: Sequence[tuple[str, bytes]],
+    value: bytes | None,
+    accept: Iterable[type[EventPayload]] | None = None,
+) -> Envelope[EventPayload]:
+    """Decode a Kafka record into an envelope.
+
+    ``accept`` limits decoding to the payload classes a consumer handles; any other type raises
+    ``UnknownEventType`` (the caller usually skips it). Unknown payload fields are ignored, so an
+    additive change by a producer never breaks a consumer.
+    """
+    attributes = header_map(headers)
+    if attributes.get(H_SPECVERSION) != SPEC_VERSION:
+        raise EnvelopeError(f"ce_specversion must be {SPEC_VERSION!r}")
+    content_type = attributes.get(H_CONTENT_TYPE, CONTENT_TYPE).split(";")[0].strip()
+    if content_type != CONTENT_TYPE:
+        raise EnvelopeError(f"content-type {content_type!r} is not {CONTENT_TYPE}")
+    for required in (H_ID, H_SOURCE, H_TIME, H_SUBJECT):
+        if not attributes.get(required):
+            raise EnvelopeError(f"missing {required} header")
+    event_type, version = read_type(headers)
+    candidates = REGISTRY if accept is None else {
+        (cls.event_type, cls.schema_version): cls for cls in accept
+    }
+    payload_class = candidates.get((event_type, version))
+    if payload_class is None:
+        raise UnknownEventType(f"{event_type} v{version} is not handled here")
+    if value is None:
+        raise EnvelopeError("message has no value")
+    try:
+        data = payload_class.model_validate_json(value, extra="ignore")
+    except ValidationError as exc:
+        raise EnvelopeError(f"payload does not match {event_type} v{version}: {exc}") from exc
+    if str(data.tenant_id) != attributes[H_SUBJECT]:
+        raise EnvelopeError("ce_subject differs from the payload's tenant_id")
+    try:
+        time = datetime.fromisoformat(attributes[H_TIME])
+    except ValueError as exc:
+        raise EnvelopeError(f"ce_time {attributes[H_TIME]!r} is not RFC 3339") from exc
+    return Envelope(
+        data=data,
+        source=attributes[H_SOURCE],
+        id=attributes[H_ID],
+        time=time,
+        traceparent=attributes.get(H_TRACEPARENT),
+        tracestate=attributes.get(H_TRACESTATE),
+    )
+

@@ -1,0 +1,467 @@
+"""Every event of the tenantflow flow, version 1.
+
+Events are facts in the past tense. Each carries its tenant, its actor, the change it belongs to
+(correlation id) and the event that caused it (causation id), from ``EventPayload``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from tenantflow.contracts.common import Contract, EventPayload
+from tenantflow.contracts.topics import Topic
+
+# --- shared vocabulary -------------------------------------------------------------------------
+
+
+class EnterpriseApp(StrEnum):
+    DIRECTORY_CONNECTOR = "directory_connector"
+    INTUNE_WRITER = "intune_writer"
+
+
+class VerificationFailure(StrEnum):
+    ADMIN_CONSENT_MISSING = "admin_consent_missing"
+    PERMISSION_MISSING = "permission_missing"
+    USER_NOT_AUTHORIZED = "user_not_authorized"
+    TENANT_NOT_FOUND = "tenant_not_found"
+    TENANT_MISMATCH = "tenant_mismatch"
+
+
+class LinkAuthorization(StrEnum):
+    GLOBAL_ADMINISTRATOR = "global_administrator"
+    APP_ASSIGNMENT = "app_assignment"
+    APP_ASSIGNMENT_THROUGH_GROUP = "app_assignment_through_group"
+
+
+class _Rejection(Contract):
+    reason: VerificationFailure = Field(
+        description="Why verification failed; stable, machine-readable.",
+        examples=["permission_missing"],
+    )
+    detail: str = Field(
+        description="A human-readable explanation for the portal.",
+        examples=["The directory connector lacks Directory.Read.All."],
+    )
+    missing_permissions: list[str] = Field(
+        default_factory=list,
+        description="Microsoft Graph application permissions not granted, by name.",
+        examples=[["Directory.Read.All"]],
+    )
+    admin_consent_url: str | None = Field(
+        default=None,
+        description="Where a Global Administrator grants admin consent, when consent is missing.",
+        examples=[
+            "https://login.microsoftonline.com/6f1c9e52-8a1d-4c1e-9a57-2d8c3b1e7f10/v2.0/"
+            "adminconsent?client_id=5e3ce6c0-2b1f-4285-8d4b-75ee78787346"
+            "&scope=https://graph.microsoft.com/.default"
+        ],
+    )
+
+
+# --- tenant link -------------------------------------------------------------------------------
+
+
+class TenantLinkRequested(EventPayload):
+    """A portal user asked to link a tenant; consent has not been verified yet."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.link.requested"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+
+class TenantLinkVerified(EventPayload):
+    """Microsoft Graph confirmed the directory connector's consent and the user's right to link."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.link.verified"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+    display_name: str = Field(
+        description="The tenant's display name from GET /organization.", examples=["Contoso"]
+    )
+    default_domain: str | None = Field(
+        description="The tenant's default verified domain.", examples=["contoso.onmicrosoft.com"]
+    )
+    granted_permissions: list[str] = Field(
+        description="Application permissions granted to the directory connector, by name.",
+        examples=[["Directory.Read.All"]],
+    )
+    authorized_by: LinkAuthorization = Field(
+        description="Why the requesting user may link this tenant.",
+        examples=["global_administrator"],
+    )
+
+
+class TenantLinkRejected(_Rejection, EventPayload):
+    """Linking was refused; the reason says what a Global Administrator has to do."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.link.rejected"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+
+# --- Intune writing activation -----------------------------------------------------------------
+
+
+class IntuneWritingActivationRequested(EventPayload):
+    """A portal admin asked to let tenantflow write Intune app assignments in this tenant."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.intune_writing.activation_requested"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+
+class IntuneWritingEnabled(EventPayload):
+    """The Intune writer app is consented with every write permission; writes may flow."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.intune_writing.enabled"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+    granted_permissions: list[str] = Field(
+        description="Application permissions granted to the Intune writer app, by name.",
+        examples=[
+            [
+                "DeviceManagementApps.ReadWrite.All",
+                "DeviceManagementManagedDevices.Read.All",
+                "Organization.Read.All",
+            ]
+        ],
+    )
+
+
+class IntuneWritingRejected(_Rejection, EventPayload):
+    """Intune writing stays off; the reason says what is missing."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.intune_writing.rejected"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+
+class ConsentRevoked(EventPayload):
+    """A linked tenant lost consent or a permission: writers and sync stop for it."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.consent.revoked"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+    app: EnterpriseApp = Field(
+        description="Which enterprise app lost consent or a permission.",
+        examples=["directory_connector"],
+    )
+    reason: VerificationFailure = Field(
+        description="admin_consent_missing or permission_missing.",
+        examples=["admin_consent_missing"],
+    )
+    detail: str = Field(
+        description="A human-readable explanation for the portal.",
+        examples=["AADSTS700016: the application has no service principal in the tenant."],
+    )
+    missing_permissions: list[str] = Field(
+        default_factory=list,
+        description="Application permissions no longer granted, by name.",
+        examples=[["DeviceManagementApps.ReadWrite.All"]],
+    )
+    detected_by: Literal["scheduled_check", "reported_failure"] = Field(
+        description="A periodic re-check, or a 401/403/AADSTS700016 another service reported.",
+        examples=["scheduled_check"],
+    )
+
+
+class TenantUnlinked(EventPayload):
+    """The tenant was unlinked: every service stops its work and purges cached directory data."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.unlinked"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+
+# --- directory cache ---------------------------------------------------------------------------
+
+DirectoryResource = Literal["users", "groups", "devices"]
+
+
+class DirectorySyncRequested(EventPayload):
+    """Refresh the cache of the tenant's users, groups and devices."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.sync.requested"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    mode: Literal["full", "delta"] = Field(
+        description="full re-reads everything; delta continues from the stored delta links.",
+        examples=["delta"],
+    )
+    resources: list[DirectoryResource] = Field(
+        default_factory=lambda: ["users", "groups", "devices"],
+        description="Which directory resources to sync.",
+        examples=[["users", "groups", "devices"]],
+        min_length=1,
+    )
+
+
+class DirectorySynced(EventPayload):
+    """A directory sync finished; the counts are what the cache holds now."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.synced"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    mode: Literal["full", "delta"] = Field(
+        description="How the sync ran; a delta that Graph expired restarts as full.",
+        examples=["delta"],
+    )
+    users: int = Field(ge=0, description="Users in the cache after the sync.", examples=[1250])
+    groups: int = Field(ge=0, description="Groups in the cache after the sync.", examples=[84])
+    devices: int = Field(ge=0, description="Devices in the cache after the sync.", examples=[1410])
+    changes: int = Field(
+        ge=0, description="Objects added, changed or removed by this sync.", examples=[12]
+    )
+
+
+class GroupUpserted(EventPayload):
+    """A group appeared or changed in the tenant's directory."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.group.upserted"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    group_id: UUID = Field(
+        description="The group's Entra ID object id.",
+        examples=["9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"],
+    )
+    display_name: str = Field(description="The group's display name.", examples=["Sales devices"])
+    security_enabled: bool = Field(
+        description="Security groups can be assignment targets.", examples=[True]
+    )
+    dynamic: bool = Field(
+        default=False,
+        description="Membership is computed by a rule (groupTypes contains DynamicMembership).",
+        examples=[False],
+    )
+
+
+class GroupRemoved(EventPayload):
+    """A group was deleted from the tenant's directory."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.group.removed"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    group_id: UUID = Field(
+        description="The removed group's Entra ID object id.",
+        examples=["9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"],
+    )
+
+
+# --- deployments -------------------------------------------------------------------------------
+
+
+class AssignmentIntent(StrEnum):
+    REQUIRED = "required"
+    AVAILABLE = "available"
+    UNINSTALL = "uninstall"
+
+
+class AssignmentTarget(Contract):
+    kind: Literal["group", "exclusion_group", "all_users", "all_devices"] = Field(
+        description="A group (included or excluded), or one of Intune's virtual groups.",
+        examples=["group"],
+    )
+    group_id: UUID | None = Field(
+        default=None,
+        description="The group's object id; required for group and exclusion_group.",
+        examples=["9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"],
+    )
+
+    @model_validator(mode="after")
+    def _group_id_matches_kind(self) -> AssignmentTarget:
+        needs_group = self.kind in ("group", "exclusion_group")
+        if needs_group != (self.group_id is not None):
+            raise ValueError("group_id is required for group targets and forbidden otherwise")
+        return self
+
+
+class AssignmentFilterRef(Contract):
+    filter_id: UUID = Field(
+        description="The Intune assignment filter's id.",
+        examples=["1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"],
+    )
+    mode: Literal["include", "exclude"] = Field(
+        description="Include or exclude the devices the filter matches.", examples=["include"]
+    )
+
+
+class DesiredAssignment(Contract):
+    target: AssignmentTarget = Field(description="Who gets the app.")
+    intent: AssignmentIntent = Field(description="What Intune does.", examples=["required"])
+    filter: AssignmentFilterRef | None = Field(
+        default=None, description="An optional assignment filter."
+    )
+
+
+class _DeploymentRevision(Contract):
+    app_id: UUID = Field(
+        description="The Intune mobileApp id (deviceAppManagement/mobileApps/{id}).",
+        examples=["4b8e2f6a-1c3d-4e5f-9a0b-1c2d3e4f5a6b"],
+    )
+    revision: int = Field(
+        ge=1,
+        description="The app's desired-state revision in this tenant; increases by one per change.",
+        examples=[3],
+    )
+
+
+class DeploymentChangeRequested(_DeploymentRevision, EventPayload):
+    """A user changed an app's desired assignments; this is the complete desired set."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.deployment.change.requested"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    desired_assignments: list[DesiredAssignment] = Field(
+        description="The whole desired assignment set after this change (never a partial one).",
+    )
+
+
+class DeploymentChangeVerified(_DeploymentRevision, EventPayload):
+    """The change's tenant is linked with Intune writing enabled, and its references resolve."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.deployment.change.verified"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+
+class DeploymentRejectionReason(StrEnum):
+    TENANT_NOT_LINKED = "tenant_not_linked"
+    INTUNE_WRITING_NOT_ENABLED = "intune_writing_not_enabled"
+    CONSENT_REVOKED = "consent_revoked"
+    APP_NOT_FOUND = "app_not_found"
+    GROUP_NOT_FOUND = "group_not_found"
+    FILTER_NOT_FOUND = "filter_not_found"
+
+
+class DeploymentChangeRejected(_DeploymentRevision, EventPayload):
+    """The change will not be written; nothing in Graph was touched."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.deployment.change.rejected"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    reason: DeploymentRejectionReason = Field(
+        description="Why the change was refused.", examples=["group_not_found"]
+    )
+    detail: str = Field(
+        description="A human-readable explanation.",
+        examples=["Group 9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d does not exist in the tenant."],
+    )
+    unresolved_references: list[str] = Field(
+        default_factory=list,
+        description="Object ids that could not be resolved (groups, filters, the app).",
+        examples=[["9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"]],
+    )
+
+
+class DeploymentChangeApplied(_DeploymentRevision, EventPayload):
+    """Microsoft Graph now holds exactly the desired assignment set."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.deployment.change.applied"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    written_assignments: list[DesiredAssignment] = Field(
+        description="The assignment set written with POST mobileApps/{id}/assign.",
+    )
+    unchanged: bool = Field(
+        description="Graph already matched the desired set, so nothing was written.",
+        examples=[False],
+    )
+    graph_request_id: str | None = Field(
+        default=None,
+        description="Graph's request-id of the write, for support cases with Microsoft.",
+        examples=["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"],
+    )
+    applied_at: datetime = Field(
+        description="When Graph acknowledged the write.", examples=["2026-11-22T10:15:30Z"]
+    )
+
+
+class DeploymentChangeFailed(_DeploymentRevision, EventPayload):
+    """Writing the change to Microsoft Graph failed; Graph holds the previous set."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.deployment.change.failed"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    reason: Literal["consent_revoked", "graph_error", "throttled", "superseded"] = Field(
+        description="The failure's class.", examples=["graph_error"]
+    )
+    detail: str = Field(
+        description="A human-readable explanation.",
+        examples=["Graph answered 400 BadRequest: the mobile app is not assignable."],
+    )
+    retryable: bool = Field(
+        description="Whether resubmitting the same change may succeed.", examples=[False]
+    )
+    graph_status: int | None = Field(
+        default=None, description="HTTP status from Graph, if any.", examples=[400]
+    )
+    graph_error_code: str | None = Field(
+        default=None, description="error.code from Graph's body, if any.", examples=["BadRequest"]
+    )
+    graph_request_id: str | None = Field(
+        default=None,
+        description="Graph's request-id of the failed call.",
+        examples=["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"],
+    )
+
+
+# --- dead letters ------------------------------------------------------------------------------
+
+
+class OriginalHeader(Contract):
+    name: str = Field(description="Header name as received.", examples=["ce_type"])
+    value: str = Field(
+        description="Header value, decoded as UTF-8 (invalid bytes replaced).",
+        examples=["dev.tenantflow.tenant.link.requested"],
+    )
+
+
+class DeadLettered(EventPayload):
+    """A consumer gave up on a message: it could not be decoded or failed permanently.
+
+    The original message is kept whole, so it can be inspected and replayed.
+    """
+
+    event_type: ClassVar[str] = "dev.tenantflow.deadlettered"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEAD_LETTER
+
+    consumer: str = Field(
+        description="The consumer (service and handler group) that gave up.",
+        examples=["consent.tenant-links"],
+    )
+    error_type: str = Field(
+        description="The error's class.", examples=["undecodable", "PermanentHandlerError"]
+    )
+    error: str = Field(
+        description="What went wrong, for a human.",
+        examples=["body is not valid JSON: Expecting value at line 1 column 1"],
+    )
+    attempts: int = Field(ge=1, description="How many times it was tried.", examples=[1])
+    original_topic: str = Field(description="Where the message was read.", examples=["tenantflow.tenants"])
+    original_partition: int = Field(ge=0, description="Its partition.", examples=[2])
+    original_offset: int = Field(ge=0, description="Its offset.", examples=[1041])
+    original_key: str | None = Field(
+        description="Its key (the tenant id), decoded as UTF-8.",
+        examples=["6f1c9e52-8a1d-4c1e-9a57-2d8c3b1e7f10"],
+    )
+    original_headers: list[OriginalHeader] = Field(description="Its headers, in order.")
+    original_value_base64: str = Field(
+        description="Its value, byte for byte, base64-encoded.", examples=["bm90IGpzb24="]
+    )

@@ -1,0 +1,37 @@
+"""Which payload class each (ce_type, schema version) pair decodes to."""
+
+from __future__ import annotations
+
+from tenantflow.contracts import events
+from tenantflow.contracts.common import EventPayload
+
+EVENT_CLASSES: tuple[type[EventPayload], ...] = (
+    events.TenantLinkRequested,
+    events.TenantLinkVerified,
+    events.TenantLinkRejected,
+    events.IntuneWritingActivationRequested,
+    events.IntuneWritingEnabled,
+    events.IntuneWritingRejected,
+    events.ConsentRevoked,
+    events.TenantUnlinked,
+    events.DirectorySyncRequested,
+    events.DirectorySynced,
+    events.GroupUpserted,
+    events.GroupRemoved,
+    events.DeploymentChangeRequested,
+    events.DeploymentChangeVerified,
+    events.DeploymentChangeRejected,
+    events.DeploymentChangeApplied,
+    events.DeploymentChangeFailed,
+    events.DeadLettered,
+)
+
+REGISTRY: dict[tuple[str, int], type[EventPayload]] = {
+    (cls.event_type, cls.schema_version): cls for cls in EVENT_CLASSES
+}
+if len(REGISTRY) != len(EVENT_CLASSES):
+    raise RuntimeError("two event classes claim the same (event_type, schema_version)")
+
+
+def schema_file_name(cls: type[EventPayload]) -> str:
+    return f"{cls.event_type}/v{cls.schema_version}.json"

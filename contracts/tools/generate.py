@@ -1,0 +1,138 @@
+"""Regenerate the committed contract artefacts: ``make contracts``.
+
+- ``schemas/<type>/v<n>.json``: the JSON Schema of every event version. A published schema is
+  only rewritten when the change is additive; a breaking change stops here and asks for a new
+  version instead.
+- ``examples/<type>/v<n>.json``: created from the fields' examples when missing, never
+  overwritten (a committed example is a promise that old events still decode).
+- ``asyncapi.json``: the AsyncAPI document FastStream produces for the topics and events.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from pydantic import BaseModel
+
+from tenantflow.contracts import compat
+from tenantflow.contracts.common import EventPayload
+from tenantflow.contracts.registry import EVENT_CLASSES, schema_file_name
+from tenantflow.contracts.topics import TOPIC_CONFIGS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "schemas"
+EXAMPLES = ROOT / "examples"
+
+
+def _dump(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _example_value(field_info: Any, annotation: Any) -> Any:
+    if field_info.examples:
+        return field_info.examples[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return example_of(annotation)
+    return field_info.get_default(call_default_factory=True)
+
+
+def example_of(cls: type[BaseModel]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        result[name] = _example_value(info, info.annotation)
+    return result
+
+
+def write_schemas() -> list[str]:
+    published = compat.load_published(SCHEMAS)
+    problems: list[str] = []
+    for cls in EVENT_CLASSES:
+        name = schema_file_name(cls)
+        current = compat.current_schema(cls)
+        if name in published:
+            broken = compat.breaking_changes(published[name], current)
+            if broken:
+                problems += [f"{name}: {p} (publish v{cls.schema_version + 1} instead)" for p in broken]
+                continue
+        path = SCHEMAS / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_dump(current))
+    return problems
+
+
+def write_missing_examples(overrides: dict[str, dict[str, Any]]) -> None:
+    for cls in EVENT_CLASSES:
+        path = EXAMPLES / schema_file_name(cls)
+        if path.exists():
+            continue
+        example = _base_example(cls) | overrides.get(cls.event_type, {})
+        cls.model_validate(example)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_dump(example))
+
+
+def _base_example(cls: type[EventPayload]) -> dict[str, Any]:
+    example = example_of(cls)
+    example["actor"] = {
+        "kind": "user",
+        "tenant_id": "6f1c9e52-8a1d-4c1e-9a57-2d8c3b1e7f10",
+        "object_id": "0b6a7d3e-4c2f-4f7a-9d1e-5a8b2c3d4e5f",
+    }
+    return example
+
+
+_ASSIGNMENT = {
+    "target": {"kind": "group", "group_id": "9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"},
+    "intent": "required",
+    "filter": {"filter_id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "mode": "include"},
+}
+_DEAD_LETTER_HEADERS = [
+    {"name": "ce_specversion", "value": "1.0"},
+    {"name": "ce_type", "value": "dev.tenantflow.tenant.link.requested"},
+]
+EXAMPLE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "dev.tenantflow.deployment.change.requested": {"desired_assignments": [_ASSIGNMENT]},
+    "dev.tenantflow.deployment.change.applied": {"written_assignments": [_ASSIGNMENT]},
+    "dev.tenantflow.deadlettered": {
+        "actor": {"kind": "service", "service": "consent"},
+        "original_headers": _DEAD_LETTER_HEADERS,
+    },
+    "dev.tenantflow.tenant.consent.revoked": {"actor": {"kind": "service", "service": "consent"}},
+}
+
+
+def asyncapi_document() -> dict[str, Any]:
+    broker = KafkaBroker("localhost:9092", description="tenantflow's event bus")
+    for config in TOPIC_CONFIGS.values():
+        for cls in EVENT_CLASSES:
+            if cls.topic is config.topic:
+                broker.publisher(
+                    config.name,
+                    title=f"{config.name}:{cls.event_type}:v{cls.schema_version}",
+                    description=f"{config.description} {cls.__doc__ or ''}".strip(),
+                    schema=cls,
+                    include_in_schema=True,
+                )
+    spec = AsyncAPI(broker, title="tenantflow events", version="1.0.0", schema_version="3.0.0")
+    document: dict[str, Any] = json.loads(spec.to_specification().to_json())
+    return document
+
+
+def main() -> int:
+    problems = write_schemas()
+    write_missing_examples(EXAMPLE_OVERRIDES)
+    (ROOT / "asyncapi.json").write_text(_dump(asyncapi_document()))
+    if problems:
+        print("Breaking changes to published event versions:", *problems, sep="\n  ", file=sys.stderr)
+        return 1
+    print(f"{len(EVENT_CLASSES)} event versions: schemas, examples and asyncapi.json are current")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
