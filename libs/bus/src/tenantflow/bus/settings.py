@@ -1,0 +1,66 @@
+"""Connection settings every service shares: one Kafka cluster, one PostgreSQL database.
+
+Read from ``KAFKA_*`` and ``DATABASE_*`` environment variables, so a deployment sets them once.
+A service's own ``Settings`` nests them and may override them with its prefix, for example
+``TENANTFLOW_CONSENT_DATABASE__URL`` for a service-specific database role.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka connection. Azure Event Hubs: SASL_SSL, PLAIN, username ``$ConnectionString``,
+    password the namespace connection string, port 9093. Confluent Cloud: SASL_SSL, PLAIN,
+    API key and secret."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="forbid")
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None
+    """A CA bundle for SSL/SASL_SSL; the system's trust store when unset."""
+    enable_idempotence: bool = True
+    """Keep on: with acks=all it gives in-order, duplicate-free writes per partition."""
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> KafkaSettings:
+        uses_sasl = self.security_protocol.startswith("SASL_")
+        if uses_sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"{self.security_protocol} needs KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME "
+                "and KAFKA_SASL_PASSWORD"
+            )
+        if not uses_sasl and self.sasl_mechanism:
+            raise ValueError("KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL is not SASL_*")
+        if self.ssl_ca_file and not self.ssl_ca_file.is_file():
+            raise ValueError(f"KAFKA_SSL_CA_FILE {self.ssl_ca_file} does not exist")
+        return self
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATABASE_", extra="forbid")
+
+    url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/tenantflow")
+    """An SQLAlchemy URL with the asyncpg driver; plain postgresql:// is accepted too."""
+    pool_size: int = Field(default=5, ge=1)
+    max_overflow: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _asyncpg_url(self) -> DatabaseSettings:
+        url = self.url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                self.url = SecretStr("postgresql+asyncpg://" + url.removeprefix(prefix))
+                return self
+        if not url.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must be a postgresql:// or postgresql+asyncpg:// URL")
+        return self

