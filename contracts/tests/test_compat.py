@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
 from pydantic import Field
 
@@ -48,7 +49,9 @@ def _without(schema: compat.JsonSchema, field: str) -> compat.JsonSchema:
 
 
 def test_retyping_a_field_is_breaking() -> None:
-    problems = compat.breaking_changes(published(GroupUpserted), compat.current_schema(_RetypedField))
+    problems = compat.breaking_changes(
+        published(GroupUpserted), compat.current_schema(_RetypedField)
+    )
     assert problems == ["field 'security_enabled' changed type"]
 
 

@@ -57,7 +57,9 @@ def write_schemas() -> list[str]:
         if name in published:
             broken = compat.breaking_changes(published[name], current)
             if broken:
-                problems += [f"{name}: {p} (publish v{cls.schema_version + 1} instead)" for p in broken]
+                problems += [
+                    f"{name}: {p} (publish v{cls.schema_version + 1} instead)" for p in broken
+                ]
                 continue
         path = SCHEMAS / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,9 @@ def main() -> int:
     write_missing_examples(EXAMPLE_OVERRIDES)
     (ROOT / "asyncapi.json").write_text(_dump(asyncapi_document()))
     if problems:
-        print("Breaking changes to published event versions:", *problems, sep="\n  ", file=sys.stderr)
+        print(
+            "Breaking changes to published event versions:", *problems, sep="\n  ", file=sys.stderr
+        )
         return 1
     print(f"{len(EVENT_CLASSES)} event versions: schemas, examples and asyncapi.json are current")
     return 0

@@ -80,7 +80,11 @@ def check_all(schemas_dir: Path) -> list[str]:
         name = schema_file_name(cls)
         claimed.add(name)
         if name in published:
-            problems += [f"{name}: {p}" for p in breaking_changes(published[name], current_schema(cls))]
-    problems += [f"{name}: published, but no event class has this version" for name in
-                 sorted(set(published) - claimed)]
+            problems += [
+                f"{name}: {p}" for p in breaking_changes(published[name], current_schema(cls))
+            ]
+    problems += [
+        f"{name}: published, but no event class has this version"
+        for name in sorted(set(published) - claimed)
+    ]
     return problems

@@ -42,7 +42,7 @@ class EnvelopeError(ValueError):
     """The message is not a tenantflow CloudEvent this process can read."""
 
 
-class UnknownEventType(EnvelopeError):  # noqa: N818 - a condition, not a failure of the caller
+class UnknownEventType(EnvelopeError):
     pass
 
 
@@ -142,9 +142,11 @@ def decode(
         if not attributes.get(required):
             raise EnvelopeError(f"missing {required} header")
     event_type, version = read_type(headers)
-    candidates = REGISTRY if accept is None else {
-        (cls.event_type, cls.schema_version): cls for cls in accept
-    }
+    candidates = (
+        REGISTRY
+        if accept is None
+        else {(cls.event_type, cls.schema_version): cls for cls in accept}
+    )
     payload_class = candidates.get((event_type, version))
     if payload_class is None:
         raise UnknownEventType(f"{event_type} v{version} is not handled here")
@@ -168,4 +170,3 @@ def decode(
         traceparent=attributes.get(H_TRACEPARENT),
         tracestate=attributes.get(H_TRACESTATE),
     )
-

@@ -454,7 +454,9 @@ class DeadLettered(EventPayload):
         examples=["body is not valid JSON: Expecting value at line 1 column 1"],
     )
     attempts: int = Field(ge=1, description="How many times it was tried.", examples=[1])
-    original_topic: str = Field(description="Where the message was read.", examples=["tenantflow.tenants"])
+    original_topic: str = Field(
+        description="Where the message was read.", examples=["tenantflow.tenants"]
+    )
     original_partition: int = Field(ge=0, description="Its partition.", examples=[2])
     original_offset: int = Field(ge=0, description="Its offset.", examples=[1041])
     original_key: str | None = Field(

@@ -1,0 +1,1 @@
+"""Shared bus plumbing for tenantflow services: imported, never run."""

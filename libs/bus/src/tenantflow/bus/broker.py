@@ -59,6 +59,15 @@ def connection_kwargs(settings: KafkaSettings, client_id: str) -> dict[str, Any]
     return kwargs
 
 
+def producer_kwargs(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """An aiokafka producer with the same safe settings the broker's producer gets."""
+    return {
+        **connection_kwargs(settings, client_id),
+        **PRODUCER_SETTINGS,
+        "enable_idempotence": settings.enable_idempotence,
+    }
+
+
 def make_broker(settings: KafkaSettings, client_id: str, **overrides: Any) -> KafkaBroker:
     """A broker with safe producer settings and at-least-once consumption by default."""
     options: dict[str, Any] = {

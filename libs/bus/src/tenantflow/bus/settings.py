@@ -28,6 +28,8 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_ca_file: Path | None = None
     """A CA bundle for SSL/SASL_SSL; the system's trust store when unset."""
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    """Prepended to every topic name, for environments that share one cluster."""
     enable_idempotence: bool = True
     """Keep on: with acks=all it gives in-order, duplicate-free writes per partition."""
 
@@ -40,7 +42,9 @@ class KafkaSettings(BaseSettings):
                 "and KAFKA_SASL_PASSWORD"
             )
         if not uses_sasl and self.sasl_mechanism:
-            raise ValueError("KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL is not SASL_*")
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL is not SASL_*"
+            )
         if self.ssl_ca_file and not self.ssl_ca_file.is_file():
             raise ValueError(f"KAFKA_SSL_CA_FILE {self.ssl_ca_file} does not exist")
         return self
@@ -64,3 +68,17 @@ class DatabaseSettings(BaseSettings):
         if not url.startswith("postgresql+asyncpg://"):
             raise ValueError("DATABASE_URL must be a postgresql:// or postgresql+asyncpg:// URL")
         return self
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's ``Settings``; the subclass sets its ``env_prefix``."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    create_topics: bool = True
+    """Create missing topics from the contracts at start-up (off where an operator owns them)."""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -20,13 +22,16 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         cluster = await admin.describe_cluster()
         brokers = max(1, len(cluster["brokers"]))
-        wanted = [c for c in (configs or list(TOPIC_CONFIGS.values())) if c.name not in existing]
+        prefix = settings.topic_prefix
+        wanted = [
+            c for c in (configs or list(TOPIC_CONFIGS.values())) if prefix + c.name not in existing
+        ]
         if not wanted:
             return []
         response = await admin.create_topics(
             [
                 NewTopic(
-                    name=config.name,
+                    name=prefix + config.name,
                     num_partitions=config.partitions,
                     replication_factor=config.replicas(brokers),
                     topic_configs=config.kafka_config(brokers),
@@ -42,6 +47,24 @@ async def ensure_topics(
             if code != 0:
                 raise error(f"creating topic {topic}: {message}")
             created.append(topic)
+        await _until_led(admin, created)
         return created
     finally:
         await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, topics: list[str], seconds: float = 30.0) -> None:
+    """A topic accepts writes once every partition has a leader; creation returns before."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while topics:
+        described = await admin.describe_topics(topics)
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(partition["leader"] >= 0 for partition in topic["partitions"])
+            for topic in described
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics {topics} have no partition leaders after {seconds} s")
+        await asyncio.sleep(0.05)

@@ -140,8 +140,14 @@ def _resolve_with_maven(version: str, target: Path) -> None:
     staging = target / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     command = [
-        "mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-        f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+        "mvn",
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
@@ -208,18 +214,33 @@ class KafkaBroker:
         data = self.workdir / "data"
         if not (data / "meta.properties").exists():
             self._run_tool(
-                java, distribution, "kafka.tools.StorageTool", "format",
-                "--cluster-id", random_cluster_id(), "--config", str(properties),
+                java,
+                distribution,
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                random_cluster_id(),
+                "--config",
+                str(properties),
             )
         log = self.log_file.open("ab")
         process = subprocess.Popen(
             [
-                java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+                java,
+                f"-Xms{self.heap}",
+                f"-Xmx{self.heap}",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
-                "-cp", distribution.classpath, "kafka.Kafka", str(properties),
+                "-cp",
+                distribution.classpath,
+                "kafka.Kafka",
+                str(properties),
             ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -274,12 +295,23 @@ class KafkaBroker:
 
     def _run_tool(self, java: str, distribution: KafkaDistribution, main: str, *args: str) -> str:
         completed = subprocess.run(
-            [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
-             "-cp", distribution.classpath, main, *args],
-            capture_output=True, text=True, check=False,
+            [
+                java,
+                "-Xmx256m",
+                f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
+                "-cp",
+                distribution.classpath,
+                main,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if completed.returncode != 0:
-            raise InfraError(f"{main} {' '.join(args)} failed:\n{completed.stdout}{completed.stderr}")
+            raise InfraError(
+                f"{main} {' '.join(args)} failed:\n{completed.stdout}{completed.stderr}"
+            )
         return completed.stdout
 
     def tool(self, main: str, *args: str) -> str:

@@ -71,42 +71,88 @@ class PostgresServer:
     def _pg(self, tool: str, *args: str, user: str | None) -> str:
         completed = subprocess.run(
             [str(_binaries() / tool), *args],
-            capture_output=True, text=True, check=False, user=user, cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+            user=user,
+            cwd=self.workdir,
         )
         if completed.returncode != 0:
-            log = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+            log = (
+                self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+            )
             raise InfraError(f"{tool} failed: {completed.stdout}{completed.stderr}\n{log}")
         return completed.stdout
 
     def start(self) -> None:
+        if not self.database.isidentifier():
+            raise InfraError(f"database name {self.database!r} must be a plain identifier")
         self.workdir.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
             self._pg(
-                "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
-                "--encoding=UTF8", "--no-instructions", user=user,
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+                user=user,
             )
         self.port = self.port or free_port(self.host)
         options = [
-            f"-h {self.host}", f"-p {self.port}", f"-k {self.workdir}",
-            "-c max_connections=200", "-c shared_buffers=128MB",
+            f"-h {self.host}",
+            f"-p {self.port}",
+            f"-k {self.workdir}",
+            "-c max_connections=200",
+            "-c shared_buffers=128MB",
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         self._pg(
-            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60",
-            "-o", " ".join(options), "start", user=user,
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join(options),
+            "start",
+            user=user,
         )
         exists = self._pg(
-            "psql", "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
-            "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'", user=user,
+            "psql",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",  # noqa: S608
+            user=user,
         )
         if exists.strip() != "1":
-            self._pg("createdb", "-h", self.host, "-p", str(self.port), "-U", SUPERUSER,
-                     self.database, user=user)
+            self._pg(
+                "createdb",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                self.database,
+                user=user,
+            )
 
     def stop(self) -> None:
         if not (self.pgdata / "postmaster.pid").exists():
             return
-        self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop",
-                 user=self._run_as())
+        self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", user=self._run_as())

@@ -1,0 +1,1 @@
+"""tenantflow consent: verifies admin consent and the linking user's rights in Graph."""

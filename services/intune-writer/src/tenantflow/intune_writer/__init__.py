@@ -1,0 +1,1 @@
+"""tenantflow intune-writer: applies deployment changes to Intune through Microsoft Graph."""

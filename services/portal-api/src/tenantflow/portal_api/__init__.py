@@ -1,0 +1,1 @@
+"""tenantflow portal-api: the HTTP API portal users reach through the API gateway."""

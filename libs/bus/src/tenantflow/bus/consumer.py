@@ -1,0 +1,308 @@
+"""At-least-once, idempotent event consumption with dead-lettering.
+
+For each record, in one PostgreSQL transaction: claim the event id in the inbox (a duplicate
+stops here), run the handler, store the events it emits in the outbox. The Kafka offset is
+committed only after that transaction committed. Failures:
+
+- undecodable, an unsupported version, or ``PermanentError``: dead-lettered at once;
+- infrastructure (``errors.is_transient``): retried with backoff until it passes, never skipped;
+- anything else: retried ``max_attempts`` times, then dead-lettered with the error.
+
+A dead letter is itself an outbox event, committed with the inbox claim, so the partition moves
+on only once the reason is safely stored. Offsets never move past an unhandled message: if the
+process dies mid-retry, the next owner of the partition gets the message again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+from uuid import UUID, uuid5
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tenantflow.bus.broker import CONSUMER_SETTINGS
+from tenantflow.bus.db import SessionFactory, transaction
+from tenantflow.bus.errors import PermanentError, is_transient
+from tenantflow.bus.outbox import Outbox
+from tenantflow.bus.tables import bus_tables
+from tenantflow.contracts.common import EventPayload, ServiceActor
+from tenantflow.contracts.envelope import (
+    Envelope,
+    EnvelopeError,
+    decode,
+    header_map,
+    read_type,
+)
+from tenantflow.contracts.events import DeadLettered, OriginalHeader
+from tenantflow.contracts.topics import Topic
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=EventPayload)
+NIL_TENANT = UUID(int=0)
+
+
+class Record(Protocol):
+    """What the consumer needs of a Kafka record (aiokafka's ConsumerRecord has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+class Outcome(StrEnum):
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    max_attempts: int = 5
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+
+@dataclass
+class HandlerContext:
+    """What a handler gets besides its event: the open transaction and a way to emit events."""
+
+    session: AsyncSession
+    envelope: Envelope[EventPayload]
+    outbox: Outbox
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.id
+
+    async def emit(self, data: EventPayload) -> Envelope[EventPayload]:
+        """Store a follow-up event in this transaction; the trace context is carried over."""
+        follow_up = Envelope(
+            data=data,
+            source=self.outbox.source,
+            traceparent=self.envelope.traceparent,
+            tracestate=self.envelope.tracestate,
+        )
+        return await self.outbox.add(self.session, follow_up)
+
+
+Handler = Callable[[Any, HandlerContext], Awaitable[None]]
+
+
+@dataclass
+class _Failure:
+    error_type: str
+    error: str
+    attempts: int
+
+
+@dataclass
+class EventConsumer:
+    """One consumer group: its topics, its handlers by event type and version, its inbox."""
+
+    name: str
+    topics: Sequence[Topic]
+    sessions: SessionFactory
+    outbox: Outbox
+    service: str
+    settings: ConsumerSettings = field(default_factory=ConsumerSettings)
+    _handlers: dict[tuple[str, int], tuple[type[EventPayload], Handler]] = field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        self._inbox = bus_tables(self.outbox.schema).inbox
+        self.stats: Counter[Outcome] = Counter()
+
+    def handles(
+        self, payload: type[P]
+    ) -> Callable[
+        [Callable[[P, HandlerContext], Awaitable[None]]],
+        Callable[[P, HandlerContext], Awaitable[None]],
+    ]:
+        """Register the decorated coroutine as the handler of ``payload``'s type and version."""
+
+        def register(
+            handler: Callable[[P, HandlerContext], Awaitable[None]],
+        ) -> Callable[[P, HandlerContext], Awaitable[None]]:
+            if payload.topic not in self.topics:
+                raise ValueError(f"{payload.event_type} is on {payload.topic}, not consumed here")
+            self._handlers[(payload.event_type, payload.schema_version)] = (payload, handler)
+            return handler
+
+        return register
+
+    def subscribe(self, broker: KafkaBroker) -> None:
+        """Attach this consumer to ``broker`` as one FastStream subscriber."""
+
+        async def raw_body(message: Any) -> Any:
+            return message.body  # decoding is ours: a poison message must reach process()
+
+        subscriber = broker.subscriber(
+            *(self.outbox.topic_prefix + topic.value for topic in self.topics),
+            group_id=self.name,
+            decoder=raw_body,
+            no_reply=True,
+            title=self.name,
+            **CONSUMER_SETTINGS,
+        )
+
+        @subscriber
+        async def consume(message: KafkaMessage) -> None:
+            await self.process(message.raw_message)  # type: ignore[arg-type]
+
+    # --- processing ------------------------------------------------------------------------
+
+    async def process(self, record: Record) -> Outcome:
+        outcome = await self._process(record)
+        self.stats[outcome] += 1
+        return outcome
+
+    async def _process(self, record: Record) -> Outcome:
+        try:
+            event_type, version = read_type(record.headers)
+        except EnvelopeError as exc:
+            return await self._dead_letter(record, None, _Failure("undecodable", str(exc), 1))
+        registered = self._handlers.get((event_type, version))
+        if registered is None:
+            if any(known_type == event_type for known_type, _ in self._handlers):
+                failure = _Failure("unsupported_version", f"{event_type} v{version}", 1)
+                return await self._dead_letter(record, None, failure)
+            return Outcome.IGNORED  # another consumer's event on a shared topic
+        payload_type, handler = registered
+        try:
+            envelope = decode(record.headers, record.value, accept=[payload_type])
+        except EnvelopeError as exc:
+            return await self._dead_letter(record, None, _Failure("undecodable", str(exc), 1))
+        return await self._handle(record, envelope, handler)
+
+    async def _handle(
+        self, record: Record, envelope: Envelope[EventPayload], handler: Handler
+    ) -> Outcome:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with transaction(self.sessions) as session:
+                    if not await self._claim(session, envelope.id):
+                        return Outcome.DUPLICATE
+                    await handler(envelope.data, HandlerContext(session, envelope, self.outbox))
+                return Outcome.HANDLED
+            except PermanentError as exc:
+                failure = _Failure(type(exc).__name__, str(exc), attempt)
+                return await self._dead_letter(record, envelope, failure)
+            except Exception as exc:
+                if not is_transient(exc) and attempt >= self.settings.max_attempts:
+                    log.exception(
+                        "%s: giving up on %s after %d attempts", self.name, envelope.id, attempt
+                    )
+                    failure = _Failure(type(exc).__name__, str(exc), attempt)
+                    return await self._dead_letter(record, envelope, failure)
+                log.warning("%s: attempt %d on %s failed: %r", self.name, attempt, envelope.id, exc)
+                await self._backoff(attempt)
+
+    async def _claim(self, session: AsyncSession, event_id: str) -> bool:
+        connection = await session.connection()
+        claimed = await connection.execute(
+            insert(self._inbox)
+            .values(consumer=self.name, event_id=event_id)
+            .on_conflict_do_nothing()
+            .returning(self._inbox.c.event_id)
+        )
+        return claimed.first() is not None
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = self.settings.backoff_initial_s * 2 ** (attempt - 1)
+        await asyncio.sleep(min(delay, self.settings.backoff_max_s))
+
+    async def _dead_letter(
+        self, record: Record, envelope: Envelope[EventPayload] | None, failure: _Failure
+    ) -> Outcome:
+        event_id = envelope.id if envelope else _coordinates(record)
+        letter = self._letter(record, envelope, failure)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with transaction(self.sessions) as session:
+                    if await self._claim(session, event_id):
+                        await self.outbox.add(session, letter)
+                log.error("%s: dead-lettered %s: %s", self.name, event_id, failure.error)
+                return Outcome.DEAD_LETTERED
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("%s: storing a dead letter failed: %r", self.name, exc)
+                await self._backoff(attempt)
+
+    def _letter(
+        self, record: Record, envelope: Envelope[EventPayload] | None, failure: _Failure
+    ) -> Envelope[EventPayload]:
+        data = DeadLettered(
+            tenant_id=envelope.data.tenant_id if envelope else _tenant_of(record),
+            actor=ServiceActor(service=self.service),
+            correlation_id=(envelope.data.correlation_id if envelope else _correlation_of(record)),
+            causation_id=envelope.id if envelope else _header(record, "ce_id"),
+            consumer=self.name,
+            error_type=failure.error_type,
+            error=failure.error[:4000],
+            attempts=failure.attempts,
+            original_topic=record.topic,
+            original_partition=record.partition,
+            original_offset=record.offset,
+            original_key=record.key.decode(errors="replace") if record.key else None,
+            original_headers=[
+                OriginalHeader(name=name, value=value.decode(errors="replace"))
+                for name, value in record.headers
+            ],
+            original_value_base64=base64.b64encode(record.value or b"").decode(),
+        )
+        traceparent = envelope.traceparent if envelope else _header(record, "traceparent")
+        return Envelope(data=data, source=self.outbox.source, traceparent=traceparent)
+
+
+def _coordinates(record: Record) -> str:
+    return f"{record.topic}/{record.partition}/{record.offset}"
+
+
+def _header(record: Record, name: str) -> str | None:
+    try:
+        return header_map(record.headers).get(name)
+    except EnvelopeError:
+        return None
+
+
+def _tenant_of(record: Record) -> UUID:
+    """The key is the tenant id; a record without a usable one is filed under the nil tenant."""
+    key = record.key.decode(errors="replace") if record.key else None
+    for candidate in (key, _header(record, "ce_subject")):
+        if not candidate:
+            continue
+        try:
+            return UUID(candidate)
+        except ValueError:
+            continue
+    return NIL_TENANT
+
+
+def _correlation_of(record: Record) -> UUID:
+    try:
+        return UUID(json.loads(record.value or b"")["correlation_id"])
+    except (ValueError, KeyError, TypeError):
+        # stable, so a redelivered poison message gets the same correlation id
+        return uuid5(UUID(int=0), _coordinates(record))

@@ -1,0 +1,63 @@
+"""A minimal ASGI app for workers: lifespan runs the service, /healthz and /readyz report on it.
+
+uvicorn serves it, so SIGTERM gives a clean shutdown through the lifespan protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from tenantflow.bus.runtime import ServiceRuntime
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def worker_app(runtime: ServiceRuntime) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def respond(send: Send, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await runtime.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/healthz":
+            await respond(send, 200, {"status": "ok", "service": runtime.service})
+        elif scope["path"] == "/readyz":
+            checks = await runtime.readiness()
+            await respond(send, 200 if all(checks.values()) else 503, checks)
+        else:
+            await respond(send, 404, {"status": 404, "title": "Not Found"})
+
+    return app

@@ -1,0 +1,42 @@
+"""The transactional outbox: an event is stored in the same transaction as the state change."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from tenantflow.bus.tables import bus_tables
+from tenantflow.contracts.common import EventPayload
+from tenantflow.contracts.envelope import Envelope
+
+
+class Outbox:
+    """Appends events to one service's outbox table; ``OutboxRelay`` publishes them."""
+
+    def __init__(self, schema: str, source: str, topic_prefix: str = "") -> None:
+        self.schema = schema
+        self.topic_prefix = topic_prefix
+        self._table = bus_tables(schema).outbox
+        self.source = source
+
+    def envelope(
+        self, data: EventPayload, traceparent: str | None = None
+    ) -> Envelope[EventPayload]:
+        return Envelope(data=data, source=self.source, traceparent=traceparent)
+
+    async def add(
+        self, db: AsyncSession | AsyncConnection, event: EventPayload | Envelope[EventPayload]
+    ) -> Envelope[EventPayload]:
+        """Store ``event`` in the caller's transaction; it is published only if that commits."""
+        envelope = event if isinstance(event, Envelope) else self.envelope(event)
+        connection = await db.connection() if isinstance(db, AsyncSession) else db
+        await connection.execute(
+            insert(self._table).values(
+                event_id=envelope.id,
+                topic=self.topic_prefix + envelope.topic,
+                key=envelope.key,
+                headers=[[name, value.decode()] for name, value in envelope.headers()],
+                value=envelope.value(),
+            )
+        )
+        return envelope

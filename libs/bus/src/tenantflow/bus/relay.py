@@ -1,0 +1,184 @@
+"""Publishes a service's outbox to Kafka, in commit order, and marks what was published.
+
+- Wakes on the outbox trigger's NOTIFY, so an event leaves within milliseconds of its commit;
+  ``idle_check_s`` is only a safety net for a notification lost with a dropped connection.
+- One relay per schema is active at a time (a session advisory lock); replicas stand by. That
+  keeps rows in id order, and aiokafka's idempotent producer keeps that order per partition.
+- Publish, then mark. A crash in between republishes the rows: a duplicate that consumers'
+  inboxes drop, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from tenantflow.bus.broker import producer_kwargs
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.bus.tables import bus_tables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch_size: int = 500
+    idle_check_s: float = 5.0
+    standby_check_s: float = 2.0
+    retry_backoff_s: float = 1.0
+    retain_published_days: int = 7
+    purge_every_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        kafka: KafkaSettings,
+        client_id: str,
+        settings: RelaySettings | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._tables = bus_tables(schema)
+        self._kafka = kafka
+        self._client_id = client_id
+        self.settings = settings or RelaySettings()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.is_leader = False
+        self.last_error: BaseException | None = None
+        # schema is a checked identifier (bus_tables), never user input
+        table = f'"{schema}".outbox'
+        self._select = (
+            f"SELECT id, topic, key, headers, value FROM {table} "  # noqa: S608
+            "WHERE published_at IS NULL ORDER BY id LIMIT $1"
+        )
+        self._mark = f"UPDATE {table} SET published_at = now() WHERE id = ANY($1::bigint[])"  # noqa: S608
+        self._purge = f"DELETE FROM {table} WHERE published_at < now() - make_interval(days => $1)"  # noqa: S608
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self._tables.schema}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def run(self) -> None:
+        """Relay until cancelled, reconnecting to PostgreSQL and Kafka after failures."""
+        while True:
+            try:
+                await self._run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                self.last_error = exc
+                self.is_leader = False
+                log.warning("outbox relay for %s failed, retrying: %r", self._tables.schema, exc)
+                await asyncio.sleep(self.settings.retry_backoff_s)
+
+    async def _run_once(self) -> None:
+        connection: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        producer = AIOKafkaProducer(**producer_kwargs(self._kafka, self._client_id))
+        try:
+            await connection.add_listener(self._tables.notify_channel, self._notified)
+            await self._become_leader(connection)
+            await producer.start()
+            await self._relay(connection, producer)
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _become_leader(self, connection: asyncpg.Connection) -> None:
+        key = f"outbox-relay:{self._tables.schema}"
+        while not await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+            await self._wait(self.settings.standby_check_s)
+        self.is_leader = True
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _relay(self, connection: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        while True:
+            self._wake.clear()
+            while await self.relay_batch(connection, producer) == self.settings.batch_size:
+                pass
+            if loop.time() >= next_purge:
+                await connection.execute(self._purge, self.settings.retain_published_days)
+                next_purge = loop.time() + self.settings.purge_every_s
+            await self._wait(self.settings.idle_check_s)
+
+    async def relay_batch(self, connection: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        rows = await self._fetch(connection)
+        if not rows:
+            return 0
+        await self.publish(producer, rows)
+        await self.mark_published(connection, [row.id for row in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def _fetch(self, connection: asyncpg.Connection) -> list[OutboxRow]:
+        records = await connection.fetch(self._select, self.settings.batch_size)
+        return [
+            OutboxRow(
+                id=record["id"],
+                topic=record["topic"],
+                key=record["key"],
+                headers=[(name, value.encode()) for name, value in _json(record["headers"])],
+                value=record["value"],
+            )
+            for record in records
+        ]
+
+    async def publish(self, producer: AIOKafkaProducer, rows: Sequence[OutboxRow]) -> None:
+        """Send every row, then wait for every acknowledgement. Sends are queued in id order;
+        aiokafka keeps one request in flight per partition, so each partition keeps it."""
+        deliveries = [
+            await producer.send(row.topic, value=row.value, key=row.key, headers=row.headers)
+            for row in rows
+        ]
+        await asyncio.gather(*deliveries)
+
+    async def mark_published(self, connection: asyncpg.Connection, ids: list[int]) -> None:
+        await connection.execute(self._mark, ids)
+
+
+def _json(value: Any) -> Any:
+    """asyncpg hands jsonb over as text unless a codec is registered."""
+    return json.loads(value) if isinstance(value, str) else value

@@ -1,0 +1,105 @@
+"""The pieces every service runs, started and stopped in the right order.
+
+Start: migrate the service's schema, create missing topics, start the outbox relay, start the
+broker (which starts the consumers). Stop (SIGTERM): the broker first, so no new message is
+taken and the one in hand finishes; then the relay; then the database pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tenantflow.bus.broker import make_broker
+from tenantflow.bus.consumer import ConsumerSettings, EventConsumer
+from tenantflow.bus.db import asyncpg_dsn, create_engine, migrate, session_factory
+from tenantflow.bus.outbox import Outbox
+from tenantflow.bus.relay import OutboxRelay, RelaySettings
+from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
+from tenantflow.bus.topics import ensure_topics
+from tenantflow.contracts.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    service: str
+    """The service's name: its client id, CloudEvents source and actor name."""
+    schema: str
+    migrations: Path
+    kafka: KafkaSettings
+    database: DatabaseSettings
+    relay_settings: RelaySettings = field(default_factory=RelaySettings)
+    consumer_settings: ConsumerSettings = field(default_factory=ConsumerSettings)
+    create_topics: bool = True
+
+    def __post_init__(self) -> None:
+        self.engine: AsyncEngine = create_engine(self.database)
+        self.sessions = session_factory(self.engine)
+        self.outbox = Outbox(
+            self.schema, source=f"/tenantflow/{self.service}", topic_prefix=self.kafka.topic_prefix
+        )
+        self.broker = make_broker(self.kafka, client_id=f"tenantflow-{self.service}")
+        self.relay = OutboxRelay(
+            asyncpg_dsn(self.database),
+            self.schema,
+            self.kafka,
+            client_id=f"tenantflow-{self.service}-relay",
+            settings=self.relay_settings,
+        )
+        self.started = False
+
+    def consumer(self, group: str, *topics: Topic) -> EventConsumer:
+        """A consumer group of this service, subscribed on the broker."""
+        consumer = EventConsumer(
+            name=f"{self.service}.{group}",
+            topics=topics,
+            sessions=self.sessions,
+            outbox=self.outbox,
+            service=self.service,
+            settings=self.consumer_settings,
+        )
+        consumer.subscribe(self.broker)
+        return consumer
+
+    async def start(self) -> None:
+        await migrate(self.engine, self.migrations, self.schema)
+        if self.create_topics:
+            await ensure_topics(self.kafka)
+        self.relay.start()
+        await self.broker.start()
+        self.started = True
+        log.info("%s started", self.service)
+
+    async def stop(self) -> None:
+        self.started = False
+        await self.broker.stop()
+        await self.relay.stop()
+        await self.engine.dispose()
+        log.info("%s stopped", self.service)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Each dependency's state; ready when every value is true."""
+
+        async def database() -> bool:
+            try:
+                async with self.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+            except Exception:
+                return False
+            return True
+
+        db_ok, kafka_ok = await asyncio.gather(database(), self.broker.ping(timeout=2.0))
+        return {
+            "started": self.started,
+            "database": db_ok,
+            "kafka": bool(kafka_ok),
+            "outbox_relay": self.relay.running,
+        }

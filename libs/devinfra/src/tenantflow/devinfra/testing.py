@@ -1,0 +1,58 @@
+"""Test helpers for every integration tier: what really is on a topic, and waiting on a
+condition with a deadline (never a bare sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool] | bool], within: float = 20.0, what: str = ""
+) -> None:
+    """Wait until ``condition`` holds; fail the test at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within} s: {what or condition}")
+        await asyncio.sleep(0.02)
+
+
+async def read_topic(
+    settings: KafkaSettings, topic: Topic, count: int, within: float = 20.0
+) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of ``topic`` from the beginning, once at least ``count`` are there."""
+    consumer = AIOKafkaConsumer(
+        **connection_kwargs(settings, "test-reader"), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        name = settings.topic_prefix + topic
+        partitions = [TopicPartition(name, p) for p in range(TOPIC_CONFIGS[topic].partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[ConsumerRecord[Any, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while len(records) < count:
+            if loop.time() > deadline:
+                raise AssertionError(f"{name}: {len(records)} of {count} records within {within} s")
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()

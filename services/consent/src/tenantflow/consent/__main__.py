@@ -1,0 +1,3 @@
+from tenantflow.consent.main import main
+
+main()

@@ -1,0 +1,3 @@
+from tenantflow.directory_sync.main import main
+
+main()

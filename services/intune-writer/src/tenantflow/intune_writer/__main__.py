@@ -1,0 +1,3 @@
+from tenantflow.intune_writer.main import main
+
+main()

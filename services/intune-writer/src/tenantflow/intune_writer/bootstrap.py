@@ -1,0 +1,23 @@
+"""Composition root of intune-writer: builds everything the process runs, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.intune_writer.models import SCHEMA
+from tenantflow.intune_writer.settings import Settings
+
+SERVICE = "intune-writer"
+MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+
+
+def bootstrap(settings: Settings) -> ServiceRuntime:
+    return ServiceRuntime(
+        service=SERVICE,
+        schema=SCHEMA,
+        migrations=MIGRATIONS,
+        kafka=settings.kafka,
+        database=settings.database,
+        create_topics=settings.create_topics,
+    )

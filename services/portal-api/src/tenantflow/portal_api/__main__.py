@@ -1,0 +1,3 @@
+from tenantflow.portal_api.main import main
+
+main()

@@ -1,0 +1,11 @@
+"""Settings of portal-api, from TENANTFLOW_PORTAL_* (and the shared KAFKA_* / DATABASE_*)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from tenantflow.bus.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANTFLOW_PORTAL_", env_nested_delimiter="__")
