@@ -184,6 +184,7 @@ class TenantUnlinked(EventPayload):
 # --- directory cache ---------------------------------------------------------------------------
 
 DirectoryResource = Literal["users", "groups", "devices"]
+ALL_DIRECTORY_RESOURCES: tuple[DirectoryResource, ...] = ("users", "groups", "devices")
 
 
 class DirectorySyncRequested(EventPayload):
@@ -198,7 +199,7 @@ class DirectorySyncRequested(EventPayload):
         examples=["delta"],
     )
     resources: list[DirectoryResource] = Field(
-        default_factory=lambda: ["users", "groups", "devices"],
+        default_factory=lambda: list(ALL_DIRECTORY_RESOURCES),
         description="Which directory resources to sync.",
         examples=[["users", "groups", "devices"]],
         min_length=1,

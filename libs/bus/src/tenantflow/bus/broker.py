@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -79,6 +80,7 @@ def make_broker(settings: KafkaSettings, client_id: str, **overrides: Any) -> Ka
         "allow_auto_create_topics": False,
         "request_timeout_ms": 30_000,
         "graceful_timeout": 15.0,
+        "log_level": logging.DEBUG,  # per-message logs only when asked for
     }
     options.update(overrides)
     return KafkaBroker(settings.bootstrap_servers, **options)

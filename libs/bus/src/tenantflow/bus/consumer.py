@@ -162,7 +162,7 @@ class EventConsumer:
             **CONSUMER_SETTINGS,
         )
 
-        @subscriber
+        @subscriber  # type: ignore[untyped-decorator]  # FastStream's decorator is untyped
         async def consume(message: KafkaMessage) -> None:
             await self.process(message.raw_message)  # type: ignore[arg-type]
 

@@ -1,0 +1,77 @@
+"""compose.yaml cannot run here (no Docker engine), so its structure is checked instead."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("portal-api", "consent", "directory-sync", "intune-writer")
+WORKERS = ("consent", "directory-sync", "intune-writer")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return document
+
+
+def test_infrastructure_is_kraft_kafka_and_postgres(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4.")
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "zookeeper" not in str(kafka).lower()
+    assert compose["services"]["postgres"]["image"].startswith("postgres:")
+
+
+def test_every_container_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("healthcheck", {}).get("test"), name
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_services_build_from_the_repo_and_wait_for_healthy_infra(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
+    assert service["build"]["context"] == "."
+    assert service["build"]["args"]["SERVICE"] == name
+    assert (ROOT / "services" / name / "pyproject.toml").is_file()
+    assert service["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+    }
+    env = service["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert "@postgres:5432/" in env["DATABASE_URL"]
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_can_scale(compose: dict[str, Any], name: str) -> None:
+    service = compose["services"][name]
+    assert "container_name" not in service
+    assert "ports" not in service  # a fixed host port would collide at --scale 2
+
+
+def test_kafka_advertises_the_listener_services_use(compose: dict[str, Any]) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    assert "INTERNAL://kafka:19092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+
+
+def test_dockerfile_syncs_dependencies_in_two_steps() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    syncs = re.findall(r"uv sync [^\n]*", dockerfile)
+    assert len(syncs) == 2
+    assert "--no-install-workspace" in syncs[0]
+    assert "--frozen" in syncs[0] and "--frozen" in syncs[1]
+    for member in ("contracts", "libs/bus", *(f"services/{s}" for s in SERVICES)):
+        assert f"COPY {member}/pyproject.toml" in dockerfile, member
