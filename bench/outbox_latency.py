@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+from pydantic import SecretStr
+
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.db import transaction
 from tenantflow.bus.runtime import ServiceRuntime
@@ -47,7 +49,7 @@ async def measure(infra: LocalInfra, events: int, rate: float) -> dict[str, Any]
         schema=f"bench_{uuid4().hex[:8]}",
         migrations=MIGRATIONS,
         kafka=KafkaSettings(bootstrap_servers=infra.bootstrap_servers),
-        database=DatabaseSettings(url=infra.database_url),  # type: ignore[arg-type]
+        database=DatabaseSettings(url=SecretStr(infra.database_url)),
     )
     committed: dict[str, float] = {}
     delivered: dict[str, float] = {}

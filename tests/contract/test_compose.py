@@ -72,6 +72,7 @@ def test_dockerfile_syncs_dependencies_in_two_steps() -> None:
     syncs = re.findall(r"uv sync [^\n]*", dockerfile)
     assert len(syncs) == 2
     assert "--no-install-workspace" in syncs[0]
-    assert "--frozen" in syncs[0] and "--frozen" in syncs[1]
+    assert "--frozen" in syncs[0]
+    assert "--frozen" in syncs[1]
     for member in ("contracts", "libs/bus", *(f"services/{s}" for s in SERVICES)):
         assert f"COPY {member}/pyproject.toml" in dockerfile, member

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tenantflow.devinfra.processes import free_port
-from tenantflow.devinfra.pytest_plugin import TestInfra
+from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.devinfra.testing import eventually
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ SERVICES = {
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 async def test_service_starts_ready_and_stops_on_sigterm(
-    service: str, infra: TestInfra, tmp_path: Path
+    service: str, infra: RunningInfra, tmp_path: Path
 ) -> None:
     module, prefix = SERVICES[service]
     port = free_port()

@@ -13,13 +13,13 @@ from tenantflow.bus.relay import RelaySettings
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 from tenantflow.bus.topics import ensure_topics
-from tenantflow.devinfra.pytest_plugin import TestInfra
+from tenantflow.devinfra.pytest_plugin import RunningInfra
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 @pytest.fixture
-async def kafka_settings(infra: TestInfra) -> KafkaSettings:
+async def kafka_settings(infra: RunningInfra) -> KafkaSettings:
     settings = KafkaSettings(
         bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"t{uuid4().hex[:10]}."
     )
@@ -28,7 +28,7 @@ async def kafka_settings(infra: TestInfra) -> KafkaSettings:
 
 
 @pytest.fixture
-def database_settings(infra: TestInfra) -> DatabaseSettings:
+def database_settings(infra: RunningInfra) -> DatabaseSettings:
     return DatabaseSettings(url=infra.database_url)  # type: ignore[arg-type]
 
 

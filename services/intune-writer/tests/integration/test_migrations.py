@@ -7,14 +7,14 @@ from sqlalchemy import text
 
 from tenantflow.bus.db import create_engine, migrate
 from tenantflow.bus.settings import DatabaseSettings
-from tenantflow.devinfra.pytest_plugin import TestInfra
+from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.intune_writer.bootstrap import MIGRATIONS
 from tenantflow.intune_writer.models import SCHEMA, metadata
 
 pytestmark = pytest.mark.integration
 
 
-async def test_migrations_create_every_table_in_the_service_schema(infra: TestInfra) -> None:
+async def test_migrations_create_every_table_in_the_service_schema(infra: RunningInfra) -> None:
     engine = create_engine(DatabaseSettings(url=infra.database_url))  # type: ignore[arg-type]
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)

@@ -17,7 +17,7 @@ import pytest
 from tenantflow.devinfra.infra import LocalInfra
 
 
-class TestInfra(Protocol):
+class RunningInfra(Protocol):
     bootstrap_servers: str
     database_url: str
 
@@ -47,7 +47,7 @@ class _Local:
 
 
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestInfra]:
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInfra]:
     mode = os.environ.get("TENANTFLOW_TEST_INFRA", "local")
     if mode == "containers":
         from tenantflow.devinfra.containers import container_infra
@@ -63,3 +63,14 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestInfra]:
         yield _Local(local)
     finally:
         local.stop()
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test belongs to exactly one tier, so `make test-unit` never misses or mixes one."""
+    for item in items:
+        tiers = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if len(tiers) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: mark it with one of {TIERS}, not {tiers}")

@@ -1,0 +1,50 @@
+# tenantflow: `make setup` once, then `make run` or `make test`.
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST = $(UV) run --frozen pytest
+SRC = contracts/src libs/bus/src libs/devinfra/src services/portal-api/src services/consent/src \
+      services/directory-sync/src services/intune-writer/src
+
+.PHONY: setup run test test-unit test-integration test-e2e lint format contracts bench infra-up infra-down clean
+
+setup: ## environment with uv, and the Kafka broker's jars in the user cache
+	$(UV) sync --frozen --all-packages
+	$(UV) run --frozen tenantflow-infra fetch
+
+run: ## local Kafka + PostgreSQL (or KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL) and every service
+	$(UV) run --frozen python -m tenantflow.devinfra.run
+
+test: ## every tier: unit, integration (real Kafka and PostgreSQL), e2e (services as processes)
+	$(PYTEST)
+
+test-unit: ## the fast loop: no I/O
+	$(PYTEST) -m unit
+
+test-integration:
+	$(PYTEST) -m integration
+
+test-e2e:
+	$(PYTEST) -m e2e
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy $(SRC) contracts/tools bench
+
+format:
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+contracts: ## regenerate JSON Schemas, missing examples and the AsyncAPI document
+	$(UV) run --frozen python contracts/tools/generate.py
+
+bench: ## benchmarks: print figures, write JSON to bench/results/
+	$(UV) run --frozen python bench/outbox_latency.py
+
+infra-up:
+	$(UV) run --frozen tenantflow-infra up
+
+infra-down:
+	$(UV) run --frozen tenantflow-infra down
+
+clean: infra-down
+	rm -rf .local bench/results

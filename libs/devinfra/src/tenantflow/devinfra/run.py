@@ -1,0 +1,100 @@
+"""`make run`: local Kafka and PostgreSQL (unless already up or external), then every service.
+
+Output is prefixed with the service's name. Ctrl-C or SIGTERM stops the services (each gets a
+SIGTERM and a graceful shutdown), then the infrastructure this command started itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tenantflow.devinfra.infra import LocalInfra
+from tenantflow.devinfra.processes import InfraError
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    env_prefix: str
+    port: int
+
+
+SERVICES = (
+    Service("portal-api", "tenantflow.portal_api", "TENANTFLOW_PORTAL_", 8000),
+    Service("consent", "tenantflow.consent", "TENANTFLOW_CONSENT_", 8081),
+    Service("directory-sync", "tenantflow.directory_sync", "TENANTFLOW_DIRSYNC_", 8082),
+    Service("intune-writer", "tenantflow.intune_writer", "TENANTFLOW_WRITER_", 8083),
+)
+
+
+def _pipe(name: str, stream: IO[bytes]) -> None:
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"{name:>15} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    workdir = Path(os.environ.get("TENANTFLOW_INFRA_DIR", ".local/infra")).resolve()
+    infra = LocalInfra.from_state(workdir)
+    started_here = infra is None
+    if infra is None:
+        infra = LocalInfra(workdir=workdir)
+        try:
+            infra.start()
+        except InfraError as exc:
+            print(f"tenantflow run: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+    print("infrastructure:", *(f"{k}={v}" for k, v in infra.environment().items()))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for service in SERVICES:
+            port = os.environ.get(f"{service.env_prefix}PORT", str(service.port))
+            env = {
+                **os.environ,
+                **infra.environment(),
+                f"{service.env_prefix}PORT": port,
+                f"{service.env_prefix}HOST": os.environ.get(
+                    f"{service.env_prefix}HOST", "127.0.0.1"
+                ),
+            }
+            process = subprocess.Popen(
+                [sys.executable, "-m", service.module],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            assert process.stdout is not None
+            threading.Thread(target=_pipe, args=(service.name, process.stdout), daemon=True).start()
+            processes.append(process)
+            print(f"{service.name} on http://127.0.0.1:{port} (/healthz, /readyz)")
+        while not stop.wait(0.5):
+            if any(p.poll() is not None for p in processes):
+                print("a service exited; stopping the others", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if started_here:
+            infra.stop()
+
+
+if __name__ == "__main__":
+    main()
