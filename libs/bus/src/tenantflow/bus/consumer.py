@@ -26,6 +26,8 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 from uuid import UUID, uuid5
 
+from aiokafka import TopicPartition
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy.dialects.postgresql import insert
@@ -34,6 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tenantflow.bus.broker import CONSUMER_SETTINGS
 from tenantflow.bus.db import SessionFactory, transaction
 from tenantflow.bus.errors import PermanentError, is_transient
+from tenantflow.bus.offsets import OffsetCommitter
 from tenantflow.bus.outbox import Outbox
 from tenantflow.bus.tables import bus_tables
 from tenantflow.contracts.common import EventPayload, ServiceActor
@@ -128,6 +131,7 @@ class EventConsumer:
     def __post_init__(self) -> None:
         self._inbox = bus_tables(self.outbox.schema).inbox
         self.stats: Counter[Outcome] = Counter()
+        self.offsets = OffsetCommitter(self.name)
 
     def handles(
         self, payload: type[P]
@@ -159,12 +163,19 @@ class EventConsumer:
             decoder=raw_body,
             no_reply=True,
             title=self.name,
-            **CONSUMER_SETTINGS,
+            **{**CONSUMER_SETTINGS, "ack_policy": AckPolicy.MANUAL},
         )
 
         @subscriber  # type: ignore[untyped-decorator]  # FastStream's decorator is untyped
         async def consume(message: KafkaMessage) -> None:
-            await self.process(message.raw_message)  # type: ignore[arg-type]
+            record: Any = message.raw_message
+            try:
+                await self.process(record)
+            except BaseException:
+                # not processed: rewind, so this consumer reads the message again
+                message.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                raise
+            self.offsets.processed(message.consumer, record)
 
     # --- processing ------------------------------------------------------------------------
 

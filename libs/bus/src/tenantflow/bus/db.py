@@ -30,7 +30,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         settings.url.get_secret_value(),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,  # a dropped connection fails one attempt, which is retried
     )
 
 

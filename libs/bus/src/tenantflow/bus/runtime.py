@@ -55,6 +55,7 @@ class ServiceRuntime:
             settings=self.relay_settings,
         )
         self.started = False
+        self.consumers: list[EventConsumer] = []
 
     def consumer(self, group: str, *topics: Topic) -> EventConsumer:
         """A consumer group of this service, subscribed on the broker."""
@@ -67,6 +68,7 @@ class ServiceRuntime:
             settings=self.consumer_settings,
         )
         consumer.subscribe(self.broker)
+        self.consumers.append(consumer)
         return consumer
 
     async def start(self) -> None:
@@ -80,7 +82,11 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         self.started = False
+        for consumer in self.consumers:  # what is processed by now is not redelivered
+            await consumer.offsets.commit_pending()
         await self.broker.stop()
+        for consumer in self.consumers:
+            await consumer.offsets.close()
         await self.relay.stop()
         await self.engine.dispose()
         log.info("%s stopped", self.service)

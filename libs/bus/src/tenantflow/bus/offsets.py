@@ -1,0 +1,67 @@
+"""Offset commits off the hot path, never past a message that was not fully processed.
+
+A consumer processes one message at a time. Once a message's transaction committed, its
+offset + 1 is recorded here and committed in the background; commits that pile up while one is
+in flight are coalesced into the next. A commit that is lost (a crash, a rebalance) only means
+the next owner of the partition gets already-processed messages again, which the inbox drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
+
+log = logging.getLogger(__name__)
+
+
+class OffsetCommitter:
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pending: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    def processed(self, consumer: AIOKafkaConsumer, record: Any) -> None:
+        """``record`` is done (its transaction committed): its offset may be committed."""
+        self._consumer = consumer
+        self._pending[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"offsets-{self._name}")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.commit_pending()
+
+    async def commit_pending(self) -> None:
+        consumer, offsets = self._consumer, self._pending
+        self._pending = {}
+        if consumer is None or not offsets:
+            return
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self.commits += 1
+        except (IllegalStateError, KafkaError) as exc:
+            # a rebalance took the partition: its new owner resumes from the last commit
+            log.warning("%s: offset commit skipped: %r", self._name, exc)
+
+    async def close(self) -> None:
+        """Stop committing. Offsets still pending are redelivered later; the inbox drops them."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
