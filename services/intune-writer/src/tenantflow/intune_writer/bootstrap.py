@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.intune_writer import handlers
 from tenantflow.intune_writer.models import SCHEMA
 from tenantflow.intune_writer.settings import Settings
 
@@ -13,7 +14,7 @@ MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 
 def bootstrap(settings: Settings) -> ServiceRuntime:
-    return ServiceRuntime(
+    runtime = ServiceRuntime(
         service=SERVICE,
         schema=SCHEMA,
         migrations=MIGRATIONS,
@@ -21,3 +22,5 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         database=settings.database,
         create_topics=settings.create_topics,
     )
+    handlers.register(runtime)
+    return runtime
