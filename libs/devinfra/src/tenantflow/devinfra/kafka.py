@@ -223,7 +223,7 @@ class KafkaBroker:
                 "--config",
                 str(properties),
             )
-        log = self.log_file.open("ab")
+        log = self.log_file.open("wb")  # fresh: readiness is read from this log
         process = subprocess.Popen(
             [
                 java,
