@@ -38,6 +38,7 @@ contracts: ## regenerate JSON Schemas, missing examples and the AsyncAPI documen
 	$(UV) run --frozen python contracts/tools/generate.py
 
 bench: ## benchmarks: print figures, write JSON to bench/results/
+	$(UV) run --frozen python bench/infra_start.py
 	$(UV) run --frozen python bench/outbox_latency.py
 
 infra-up:
