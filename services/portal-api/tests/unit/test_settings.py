@@ -1,26 +1,14 @@
-"""Settings come from the environment, with this service's prefix and the shared KAFKA_*."""
+"""Settings come from the environment: this service's prefix and the shared KAFKA_* / DATABASE_*."""
 
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
+from tenantflow.devinfra.service_checks import check_settings_from_environment
 from tenantflow.portal_api.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 
-def test_prefixed_and_shared_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TENANTFLOW_PORTAL_PORT", "9123")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
-    monkeypatch.setenv("DATABASE_URL", "postgresql://app@db:5432/tenantflow")
-    settings = Settings()
-    assert settings.port == 9123
-    assert settings.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
-    assert settings.database.url.get_secret_value().startswith("postgresql+asyncpg://")
-
-
-def test_invalid_values_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TENANTFLOW_PORTAL_PORT", "not-a-port")
-    with pytest.raises(ValidationError):
-        Settings()
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_settings_from_environment(Settings, monkeypatch)

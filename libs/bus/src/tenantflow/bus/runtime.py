@@ -21,7 +21,7 @@ from tenantflow.bus.consumer import ConsumerSettings, EventConsumer
 from tenantflow.bus.db import asyncpg_dsn, create_engine, migrate, session_factory
 from tenantflow.bus.outbox import Outbox
 from tenantflow.bus.relay import OutboxRelay, RelaySettings
-from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
+from tenantflow.bus.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from tenantflow.bus.topics import ensure_topics
 from tenantflow.contracts.topics import Topic
 
@@ -56,6 +56,19 @@ class ServiceRuntime:
         )
         self.started = False
         self.consumers: list[EventConsumer] = []
+
+    @classmethod
+    def for_service(
+        cls, service: str, schema: str, migrations: Path, settings: ServiceSettings
+    ) -> ServiceRuntime:
+        return cls(
+            service=service,
+            schema=schema,
+            migrations=migrations,
+            kafka=settings.kafka,
+            database=settings.database,
+            create_topics=settings.create_topics,
+        )
 
     def consumer(self, group: str, *topics: Topic) -> EventConsumer:
         """A consumer group of this service, subscribed on the broker."""

@@ -14,13 +14,6 @@ MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 
 def bootstrap(settings: Settings) -> ServiceRuntime:
-    runtime = ServiceRuntime(
-        service=SERVICE,
-        schema=SCHEMA,
-        migrations=MIGRATIONS,
-        kafka=settings.kafka,
-        database=settings.database,
-        create_topics=settings.create_topics,
-    )
+    runtime = ServiceRuntime.for_service(SERVICE, SCHEMA, MIGRATIONS, settings)
     handlers.register(runtime)
     return runtime
