@@ -4,6 +4,9 @@
   ``idle_check_s`` is only a safety net for a notification lost with a dropped connection.
 - One relay per schema is active at a time (a session advisory lock); replicas stand by. That
   keeps rows in id order, and aiokafka's idempotent producer keeps that order per partition.
+- Rows go out in outbox id order among those committed. Two transactions writing events for the
+  same tenant at once could commit in the other order than their ids; a service that changes a
+  tenant's state locks that tenant's row first, which makes id order the commit order per tenant.
 - Publish, then mark. A crash in between republishes the rows: a duplicate that consumers'
   inboxes drop, never a loss.
 """
