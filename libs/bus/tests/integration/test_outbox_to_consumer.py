@@ -20,7 +20,7 @@ from tenantflow.bus.relay import OutboxRelay
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.tables import bus_tables
 from tenantflow.contracts.common import UserActor
-from tenantflow.contracts.envelope import decode
+from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import DeadLettered, TenantLinkRequested, TenantLinkVerified
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.testing import eventually, read_topic
@@ -279,3 +279,31 @@ async def test_a_non_idempotent_producer_leaves_no_producer_state(
         await producer.stop()
     described = await asyncio.to_thread(infra.describe_producers, topic, 0)
     assert [line for line in described.splitlines()[1:] if line.strip()] == []
+
+
+async def test_an_unsupported_version_of_a_handled_type_is_dead_lettered(
+    runtime: ServiceRuntime,
+) -> None:
+    consumer = runtime.consumer("links", Topic.TENANTS)
+
+    @consumer.handles(TenantLinkRequested)
+    async def verify(event: TenantLinkRequested, ctx: HandlerContext) -> None:
+        raise AssertionError("a v2 event must not reach the v1 handler")
+
+    await runtime.start()
+    event = Envelope(data=link_requested(), source="/tenantflow/future-portal")
+    headers = [(n, b"2" if n == "ce_schemaversion" else v) for n, v in event.headers()]
+    producer = AIOKafkaProducer(**connection_kwargs(runtime.kafka, "future-producer"))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            runtime.kafka.topic_prefix + event.topic, event.value(), key=event.key, headers=headers
+        )
+    finally:
+        await producer.stop()
+
+    letters = await read_topic(runtime.kafka, Topic.DEAD_LETTER, count=1)
+    letter = decode(letters[0].headers, letters[0].value)
+    assert isinstance(letter.data, DeadLettered)
+    assert letter.data.error_type == "unsupported_version"
+    assert letter.data.correlation_id == event.data.correlation_id

@@ -140,12 +140,12 @@ class EventConsumer:
         Callable[[P, HandlerContext], Awaitable[None]],
     ]:
         """Register the decorated coroutine as the handler of ``payload``'s type and version."""
+        if payload.topic not in self.topics:
+            raise ValueError(f"{payload.event_type} is on {payload.topic}, not consumed here")
 
         def register(
             handler: Callable[[P, HandlerContext], Awaitable[None]],
         ) -> Callable[[P, HandlerContext], Awaitable[None]]:
-            if payload.topic not in self.topics:
-                raise ValueError(f"{payload.event_type} is on {payload.topic}, not consumed here")
             self._handlers[(payload.event_type, payload.schema_version)] = (payload, handler)
             return handler
 
