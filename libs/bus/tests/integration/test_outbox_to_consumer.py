@@ -37,9 +37,14 @@ def link_requested(tenant: UUID | None = None) -> TenantLinkRequested:
     )
 
 
-async def record_in_outbox(runtime: ServiceRuntime, event: TenantLinkRequested) -> str:
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def record_in_outbox(
+    runtime: ServiceRuntime, event: TenantLinkRequested, traceparent: str | None = None
+) -> str:
     async with transaction(runtime.sessions) as session:
-        envelope = await runtime.outbox.add(session, event)
+        envelope = await runtime.outbox.add(session, runtime.outbox.envelope(event, traceparent))
     return envelope.id
 
 
@@ -74,7 +79,7 @@ async def test_outbox_relay_kafka_consumer_inbox(runtime: ServiceRuntime) -> Non
 
     await runtime.start()
     event = link_requested()
-    event_id = await record_in_outbox(runtime, event)
+    event_id = await record_in_outbox(runtime, event, traceparent=TRACEPARENT)
 
     await eventually(lambda: handled == [event_id], what="the consumer handled the event")
     records = await read_topic(runtime.kafka, Topic.TENANTS, count=2)
@@ -82,6 +87,7 @@ async def test_outbox_relay_kafka_consumer_inbox(runtime: ServiceRuntime) -> Non
     assert isinstance(follow_up.data, TenantLinkVerified)
     assert follow_up.data.causation_id == event_id
     assert follow_up.data.correlation_id == event.correlation_id
+    assert follow_up.traceparent == TRACEPARENT
     assert records[0].key == str(event.tenant_id).encode()
     assert records[0].partition == records[-1].partition  # keyed by tenant: one partition
     await eventually(lambda: consumer.stats[Outcome.IGNORED] == 1, what="follow-up skipped")
