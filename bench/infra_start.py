@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed_start(make: type[KafkaBroker] | type[PostgresServer]) -> float:
     with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
-        server = make(Path(workdir))
+        server = make(Path(workdir), bound_to_parent=True)
         began = time.perf_counter()
         server.start()
         elapsed = time.perf_counter() - began

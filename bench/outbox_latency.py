@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="events sent first, not counted")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
-        infra = LocalInfra(workdir=Path(workdir), durable=True)
+        infra = LocalInfra(workdir=Path(workdir), durable=True, bound_to_parent=True)
         infra.start()
         try:
             result = asyncio.run(measure(infra, args.events, args.rate, args.warmup))

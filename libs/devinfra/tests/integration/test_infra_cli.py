@@ -15,6 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tenantflow.contracts.topics import TOPIC_CONFIGS
+from tenantflow.devinfra.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +73,39 @@ async def test_infra_up_answers_and_infra_down_leaves_nothing(tmp_path: Path) ->
     assert not alive(kafka_pid)
     assert not alive(postgres_pid)
     assert not (tmp_path / "infra.json").exists()
+
+
+_STARTS_THEN_WAITS = """
+import sys, time
+from pathlib import Path
+from tenantflow.devinfra.infra import LocalInfra
+infra = LocalInfra(workdir=Path(sys.argv[1]), durable=False, bound_to_parent=True, env={})
+infra.start()
+print(infra.kafka.pid_file.read_text(), flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+async def test_a_killed_test_run_leaves_no_broker_or_database(tmp_path: Path) -> None:
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _STARTS_THEN_WAITS,
+        str(tmp_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert owner.stdout is not None
+    kafka_pid = int(await asyncio.wait_for(owner.stdout.readline(), 120))
+    pid_file = tmp_path / "postgres" / "pgdata" / "postmaster.pid"
+    postgres_pid = int(pid_file.read_text().split()[0])
+    assert alive(kafka_pid)
+    assert alive(postgres_pid)
+
+    owner.kill()  # SIGKILL: no finaliser runs
+    await owner.wait()
+
+    async def both_gone() -> bool:
+        return not alive(kafka_pid) and not alive(postgres_pid)
+
+    await eventually(both_gone, within=60, what="broker and database stopped with their owner")

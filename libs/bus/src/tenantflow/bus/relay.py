@@ -128,6 +128,7 @@ class OutboxRelay:
     async def _become_leader(self, connection: asyncpg.Connection) -> None:
         key = f"outbox-relay:{self._tables.schema}"
         while not await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+            self._wake.clear()  # a standby retries on the next commit or after standby_check_s
             await self._wait(self.settings.standby_check_s)
         self.is_leader = True
 

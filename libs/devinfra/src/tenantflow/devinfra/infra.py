@@ -34,6 +34,8 @@ class LocalInfra:
 
     workdir: Path
     durable: bool = True
+    bound_to_parent: bool = False
+    """The servers stop with this process even if it dies without cleaning up (tests, bench)."""
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     kafka: KafkaBroker | None = None
     postgres: PostgresServer | None = None
@@ -63,13 +65,20 @@ class LocalInfra:
             if not self.env.get("DATABASE_URL"):
                 began = time.monotonic()
                 self.postgres = PostgresServer(
-                    self.workdir / "postgres", port=self.postgres_port, durable=self.durable
+                    self.workdir / "postgres",
+                    port=self.postgres_port,
+                    durable=self.durable,
+                    bound_to_parent=self.bound_to_parent,
                 )
                 self.postgres.start()
                 self.timings.postgres_start_s = time.monotonic() - began
             if not self.env.get("KAFKA_BOOTSTRAP_SERVERS"):
                 began = time.monotonic()
-                self.kafka = KafkaBroker(self.workdir / "kafka", port=self.kafka_port)
+                self.kafka = KafkaBroker(
+                    self.workdir / "kafka",
+                    port=self.kafka_port,
+                    bound_to_parent=self.bound_to_parent,
+                )
                 self.kafka.start()
                 self.timings.kafka_start_s = time.monotonic() - began
             asyncio.run(self.create_topics())

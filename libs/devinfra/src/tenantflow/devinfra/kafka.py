@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenantflow.devinfra.processes import InfraError, free_port, wait_until
+from tenantflow.devinfra.processes import InfraError, die_with_parent, free_port, wait_until
 
 KAFKA_VERSION = os.environ.get("TENANTFLOW_KAFKA_VERSION", "4.1.1")
 SCALA_VERSION = "2.13"
@@ -191,6 +191,8 @@ class KafkaBroker:
     controller_port: int = 0
     heap: str = "512m"
     host: str = "127.0.0.1"
+    bound_to_parent: bool = False
+    """Stop with the process that started it (tests, benchmarks); not for `infra-up`."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -242,6 +244,7 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM) if self.bound_to_parent else None,
         )
         log.close()
         self.pid_file.write_text(str(process.pid))

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tenantflow.devinfra.processes import InfraError, free_port
+from tenantflow.devinfra.processes import InfraError, die_with_parent, free_port, wait_until
 
 SYSTEM_USER = "tenantflow-pg"
 SUPERUSER = "postgres"
@@ -36,6 +37,9 @@ class PostgresServer:
     durable: bool = True
     """False trades crash safety for speed (fsync off): for throwaway test clusters only."""
     host: str = "127.0.0.1"
+    bound_to_parent: bool = False
+    """Run as this process's child and stop with it (tests, benchmarks); not for `infra-up`."""
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def pgdata(self) -> Path:
@@ -102,29 +106,29 @@ class PostgresServer:
                 user=user,
             )
         self.port = self.port or free_port(self.host)
-        options = [
-            f"-h {self.host}",
-            f"-p {self.port}",
-            f"-k {self.workdir}",
-            "-c max_connections=200",
-            "-c shared_buffers=128MB",
-        ]
+        settings = {"max_connections": "200", "shared_buffers": "128MB"}
         if not self.durable:
-            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        self._pg(
-            "pg_ctl",
-            "-D",
-            str(self.pgdata),
-            "-l",
-            str(self.log_file),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            " ".join(options),
-            "start",
-            user=user,
-        )
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        options = ["-h", self.host, "-p", str(self.port), "-k", str(self.workdir)]
+        for name, value in settings.items():
+            options += ["-c", f"{name}={value}"]
+        if self.bound_to_parent:
+            self._start_as_child(options, user)
+        else:
+            self._pg(
+                "pg_ctl",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join(options),
+                "start",
+                user=user,
+            )
         exists = self._pg(
             "psql",
             "-h",
@@ -152,7 +156,39 @@ class PostgresServer:
                 user=user,
             )
 
+    def _start_as_child(self, options: list[str], user: str | None) -> None:
+        """The postmaster as this process's child, stopped (SIGINT: fast shutdown) by the kernel
+        if this process dies first."""
+        log = self.log_file.open("wb")
+        self._process = subprocess.Popen(
+            [str(_binaries() / "postgres"), "-D", str(self.pgdata), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            user=user,
+            cwd=self.workdir,
+            preexec_fn=die_with_parent(signal.SIGINT),
+        )
+        log.close()
+        process = self._process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise InfraError(
+                    f"postgres exited with {process.returncode}:\n"
+                    + self.log_file.read_text(errors="replace")[-3000:]
+                )
+            pid_file = self.pgdata / "postmaster.pid"
+            return pid_file.exists() and pid_file.read_text().rstrip().endswith("ready")
+
+        wait_until(ready, 60, f"PostgreSQL on {self.host}:{self.port}")
+
     def stop(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGINT)
+            self._process.wait(timeout=60)
+            self._process = None
+            return
         if not (self.pgdata / "postmaster.pid").exists():
             return
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", user=self._run_as())

@@ -57,7 +57,9 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInfra]:
         return
     if mode != "local":
         raise pytest.UsageError(f"TENANTFLOW_TEST_INFRA={mode!r}: use local or containers")
-    local = LocalInfra(workdir=tmp_path_factory.mktemp("infra"), durable=False)
+    local = LocalInfra(
+        workdir=tmp_path_factory.mktemp("infra"), durable=False, bound_to_parent=True
+    )
     local.start()
     try:
         yield _Local(local)
