@@ -436,7 +436,9 @@ class OriginalHeader(Contract):
 class DeadLettered(EventPayload):
     """A consumer gave up on a message: it could not be decoded or failed permanently.
 
-    The original message is kept whole, so it can be inspected and replayed.
+    The original message is kept whole, so it can be inspected and replayed. Its tenant is the
+    original key, else its ce_subject; a message with neither as a tenant id is filed under the
+    nil UUID (00000000-0000-0000-0000-000000000000).
     """
 
     event_type: ClassVar[str] = "dev.tenantflow.deadlettered"

@@ -69,7 +69,6 @@ async def test_outbox_relay_kafka_consumer_inbox(runtime: ServiceRuntime) -> Non
                 tenant_id=event.tenant_id,
                 actor=event.actor,
                 correlation_id=event.correlation_id,
-                causation_id=ctx.event_id,
                 display_name="Contoso",
                 default_domain="contoso.onmicrosoft.com",
                 granted_permissions=["Directory.Read.All"],

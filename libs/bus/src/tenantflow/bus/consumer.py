@@ -77,6 +77,8 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class ConsumerSettings:
     max_attempts: int = 5
+    """Attempts before an unexpected error dead-letters a message; infrastructure failures
+    (``errors.is_transient``) are retried without limit instead."""
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
 
@@ -94,7 +96,10 @@ class HandlerContext:
         return self.envelope.id
 
     async def emit(self, data: EventPayload) -> Envelope[EventPayload]:
-        """Store a follow-up event in this transaction; the trace context is carried over."""
+        """Store a follow-up event in this transaction. The trace context is carried over, and
+        the causation id is the handled event's unless the handler set another."""
+        if data.causation_id is None:
+            data = data.model_copy(update={"causation_id": self.envelope.id})
         follow_up = Envelope(
             data=data,
             source=self.outbox.source,

@@ -101,10 +101,19 @@ class OutboxRelay:
         while True:
             try:
                 await self._run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except Exception as exc:
                 self.last_error = exc
                 self.is_leader = False
-                log.warning("outbox relay for %s failed, retrying: %r", self._tables.schema, exc)
+                expected = isinstance(
+                    exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | KafkaError
+                )
+                log.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "outbox relay for %s failed, retrying: %r",
+                    self._tables.schema,
+                    exc,
+                    exc_info=not expected,
+                )
                 await asyncio.sleep(self.settings.retry_backoff_s)
 
     async def _run_once(self) -> None:
