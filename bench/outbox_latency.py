@@ -1,11 +1,12 @@
 """Outbox relay latency: from the commit of a state change to its delivery to a consumer.
 
-Each event is committed in its own transaction (the outbox row with it), the relay wakes on the
-NOTIFY, publishes with acks=all and idempotence, and a consumer with an inbox handles it. The
-figure is handler start minus commit return, per event, on real Kafka and PostgreSQL (durable:
-fsync on). Prints the figures and writes JSON to bench/results/.
+Two services, two processes, as in production: a producing service commits events one per
+transaction (the outbox row with its state change) and its relay publishes them (woken by NOTIFY,
+acks=all, idempotent producer); a consuming service handles them through its inbox. The figure is
+handler start minus commit return, per event, both read from the same monotonic clock, on real
+Kafka and PostgreSQL (fsync on). Prints the figures and writes JSON to bench/results/.
 
-    uv run python bench/outbox_latency.py [--events 1000] [--rate 200]
+    uv run python bench/outbox_latency.py [--events 1000] [--rate 100] [--warmup 200]
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from pydantic import SecretStr
 
@@ -35,70 +37,107 @@ from tenantflow.devinfra.infra import LocalInfra
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "libs/bus/tests/integration/migrations"
+TENANTS = 50
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))
-    return ordered[index]
-
-
-async def measure(infra: LocalInfra, events: int, rate: float, warmup: int) -> dict[str, Any]:
-    runtime = ServiceRuntime(
-        service="bench",
-        schema=f"bench_{uuid4().hex[:8]}",
+def runtime(service: str, bootstrap: str, database_url: str) -> ServiceRuntime:
+    return ServiceRuntime(
+        service=service,
+        schema=f"bench_{service}_{uuid4().hex[:8]}",
         migrations=MIGRATIONS,
-        kafka=KafkaSettings(bootstrap_servers=infra.bootstrap_servers),
-        database=DatabaseSettings(url=SecretStr(infra.database_url)),
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        database=DatabaseSettings(url=SecretStr(database_url)),
+        create_topics=False,
     )
-    committed: dict[str, float] = {}
-    delivered: dict[str, float] = {}
-    done = asyncio.Event()
-    consumer = runtime.consumer("bench", Topic.TENANTS)
 
-    @consumer.handles(TenantLinkRequested)
-    async def handle(event: TenantLinkRequested, ctx: HandlerContext) -> None:
-        delivered.setdefault(ctx.event_id, time.perf_counter())
-        if len(delivered) >= warmup + events:
-            done.set()
 
-    await runtime.start()
+async def produce(bootstrap: str, database_url: str, total: int, rate: float, out: Path) -> None:
+    """The producing service: one transaction per event, paced at ``rate`` per second."""
+    producer = runtime("producer", bootstrap, database_url)
+    await producer.start()
+    committed: dict[str, int] = {}
+    tenants = [uuid4() for _ in range(TENANTS)]
     try:
-        tenants = [uuid4() for _ in range(50)]
-        interval = 1.0 / rate
-        started = time.perf_counter()
-        for index in range(warmup + events):
-            tenant: UUID = tenants[index % len(tenants)]
+        started = time.monotonic()
+        for index in range(total):
+            tenant = tenants[index % TENANTS]
             event = TenantLinkRequested(
                 tenant_id=tenant,
                 actor=UserActor(tenant_id=tenant, object_id=uuid4()),
                 correlation_id=uuid4(),
             )
-            async with transaction(runtime.sessions) as session:
-                envelope = await runtime.outbox.add(session, event)
-            committed[envelope.id] = time.perf_counter()
-            pause = started + (index + 1) * interval - time.perf_counter()
+            async with transaction(producer.sessions) as session:
+                envelope = await producer.outbox.add(session, event)
+            committed[envelope.id] = time.monotonic_ns()
+            pause = started + (index + 1) / rate - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)  # pacing the load, not synchronisation
-        await asyncio.wait_for(done.wait(), timeout=120)
+        await asyncio.to_thread(out.write_text, json.dumps(committed))
+        await asyncio.to_thread(sys.stdin.read)  # keep the relay up until the consumer is done
     finally:
-        await runtime.stop()
+        await producer.stop()
+
+
+async def consume(infra: LocalInfra, events: int, rate: float, warmup: int) -> dict[str, Any]:
+    consumer_service = runtime("consumer", infra.bootstrap_servers, infra.database_url)
+    delivered: dict[str, int] = {}
+    done = asyncio.Event()
+    consumer = consumer_service.consumer("bench", Topic.TENANTS)
+
+    @consumer.handles(TenantLinkRequested)
+    async def handle(event: TenantLinkRequested, ctx: HandlerContext) -> None:
+        delivered.setdefault(ctx.event_id, time.monotonic_ns())
+        if len(delivered) >= warmup + events:
+            done.set()
+
+    await consumer_service.start()
+    with tempfile.NamedTemporaryFile(suffix=".json") as committed_file:
+        producer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--produce",
+            infra.bootstrap_servers,
+            infra.database_url,
+            str(warmup + events),
+            str(rate),
+            committed_file.name,
+            stdin=asyncio.subprocess.PIPE,
+        )
+        try:
+            await asyncio.wait_for(done.wait(), timeout=60 + (warmup + events) / rate * 3)
+        finally:
+            assert producer.stdin is not None
+            producer.stdin.close()
+            await producer.wait()
+            await consumer_service.stop()
+        committed: dict[str, int] = json.loads(
+            await asyncio.to_thread(Path(committed_file.name).read_text)
+        )
     measured = list(committed)[warmup:]  # the first ones warm up the JIT, caches and pools
-    latencies_ms = [(delivered[key] - committed[key]) * 1000 for key in measured]
+    latencies_ms = [(delivered[key] - committed[key]) / 1e6 for key in measured]
+    ordered = sorted(latencies_ms)
+
+    def percentile(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(share * len(ordered)) - 1)], 2)
+
     return {
         "benchmark": "outbox_relay_commit_to_consumer",
         "events": events,
         "warmup_events": warmup,
         "rate_per_s": rate,
         "median_ms": round(statistics.median(latencies_ms), 2),
-        "p95_ms": round(percentile(latencies_ms, 0.95), 2),
-        "p99_ms": round(percentile(latencies_ms, 0.99), 2),
+        "p95_ms": percentile(0.95),
+        "p99_ms": percentile(0.99),
         "max_ms": round(max(latencies_ms), 2),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--produce":
+        bootstrap, database_url, total, rate, out = sys.argv[2:7]
+        asyncio.run(produce(bootstrap, database_url, int(total), float(rate), Path(out)))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="events committed per second")
@@ -108,11 +147,9 @@ def main() -> None:
         infra = LocalInfra(workdir=Path(workdir), durable=True, bound_to_parent=True)
         infra.start()
         try:
-            result = asyncio.run(measure(infra, args.events, args.rate, args.warmup))
+            result = asyncio.run(consume(infra, args.events, args.rate, args.warmup))
         finally:
             infra.stop()
-    if infra.timings.kafka_start_s is not None:
-        result["kafka_broker_start_s"] = round(infra.timings.kafka_start_s, 2)
     print(
         f"outbox relay, commit -> consumer, {result['events']} events at {args.rate:.0f}/s: "
         f"median {result['median_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
@@ -120,7 +157,9 @@ def main() -> None:
     )
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
-    (results / "outbox_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    (results / f"outbox_latency_{args.rate:g}_per_s.json").write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":
