@@ -129,32 +129,11 @@ class PostgresServer:
                 "start",
                 user=user,
             )
-        exists = self._pg(
-            "psql",
-            "-h",
-            self.host,
-            "-p",
-            str(self.port),
-            "-U",
-            SUPERUSER,
-            "-d",
-            "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",  # noqa: S608
-            user=user,
-        )
+        server = ("-h", self.host, "-p", str(self.port), "-U", SUPERUSER)
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"  # noqa: S608
+        exists = self._pg("psql", *server, "-d", "postgres", "-tAc", query, user=user)
         if exists.strip() != "1":
-            self._pg(
-                "createdb",
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-U",
-                SUPERUSER,
-                self.database,
-                user=user,
-            )
+            self._pg("createdb", *server, self.database, user=user)
 
     def _start_as_child(self, options: list[str], user: str | None) -> None:
         """The postmaster as this process's child, stopped (SIGINT: fast shutdown) by the kernel
