@@ -1,0 +1,3 @@
+from tenantflow.emulator.main import main
+
+main()

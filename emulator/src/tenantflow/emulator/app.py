@@ -1,0 +1,196 @@
+"""The emulator's ASGI application: Entra ID routes and the /_emulator control plane."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, KeySet
+from tenantflow.emulator.entra import Entra, routes
+from tenantflow.emulator.graph_permissions import APP_ROLES
+from tenantflow.emulator.settings import EmulatorSettings
+from tenantflow.emulator.state import Directory, SeedTenant, Tenant
+
+
+class RequestIds:
+    """Every response carries request-id and client-request-id, as Graph's do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        client_request_id = request_id
+        for name, value in scope["headers"]:
+            if name == b"client-request-id":
+                client_request_id = value.decode()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"request-id", request_id.encode()),
+                    (b"client-request-id", client_request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
+
+
+class ConsentGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    permissions: list[str] = Field(default_factory=list)
+    display_name: str | None = None
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"status": status, "detail": detail}, status_code=status)
+
+
+@dataclass
+class Emulator:
+    settings: EmulatorSettings
+    base_url: str
+
+    def __post_init__(self) -> None:
+        self.authority = CertificateAuthority(self.settings.state_dir / "tls")
+        self.apps = self.settings.apps()
+        self.certificates = {
+            app.client_id: AppCertificate.load_or_create(self.settings.state_dir / "apps", app.name)
+            for app in self.apps.values()
+        }
+        self.directory = Directory()
+        self.keys = KeySet()
+        self.keys.add()
+        self.entra = Entra(self.base_url, self.directory, self.keys, self.apps, self.certificates)
+
+    def reset(self) -> None:
+        self.directory.tenants.clear()
+
+    def tenant_document(self, tenant: Tenant) -> dict[str, Any]:
+        return {
+            "id": str(tenant.id),
+            "display_name": tenant.display_name,
+            "verified_domains": tenant.verified_domains,
+            "users": [user.model_dump(mode="json") for user in tenant.users.values()],
+            "enterprise_apps": [
+                {
+                    "app_id": str(sp.app_id),
+                    "service_principal_id": str(sp.id),
+                    "display_name": sp.display_name,
+                    "permissions": sp.permissions,
+                    "assigned_principals": [str(p) for p in sp.assigned_principals],
+                }
+                for sp in tenant.service_principals.values()
+            ],
+        }
+
+    def asgi(self) -> ASGIApp:
+        async def health(request: Request) -> Response:
+            return JSONResponse({"status": "ok", "tenants": len(self.directory.tenants)})
+
+        async def ca_pem(request: Request) -> Response:
+            return PlainTextResponse(
+                self.authority.ca_path.read_text(), media_type="application/x-pem-file"
+            )
+
+        async def apps(request: Request) -> Response:
+            return JSONResponse(
+                [
+                    {
+                        "name": app.name,
+                        "client_id": str(app.client_id),
+                        "client_secret": app.client_secret.get_secret_value(),
+                        "certificate_path": str(
+                            self.settings.state_dir / "apps" / f"{app.name}.pem"
+                        ),
+                        "private_key_path": str(
+                            self.settings.state_dir / "apps" / f"{app.name}-key.pem"
+                        ),
+                        "certificate_thumbprint": self.certificates[app.client_id].sha1_hex,
+                    }
+                    for app in self.apps.values()
+                ]
+            )
+
+        async def create_tenant(request: Request) -> Response:
+            try:
+                seed = SeedTenant.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return _problem(422, str(exc))
+            tenant = Tenant.from_seed(seed)
+            self.directory.tenants[tenant.id] = tenant
+            return JSONResponse(self.tenant_document(tenant), status_code=201)
+
+        def tenant_or_404(request: Request) -> Tenant | None:
+            return self.directory.find(request.path_params["tenant_id"])
+
+        async def get_tenant(request: Request) -> Response:
+            tenant = tenant_or_404(request)
+            if tenant is None:
+                return _problem(404, "no such tenant")
+            return JSONResponse(self.tenant_document(tenant))
+
+        async def put_consent(request: Request) -> Response:
+            tenant = tenant_or_404(request)
+            if tenant is None:
+                return _problem(404, "no such tenant")
+            try:
+                app_id = UUID(request.path_params["app_id"])
+                grant = ConsentGrant.model_validate_json(await request.body() or b"{}")
+            except (ValueError, ValidationError) as exc:
+                return _problem(422, str(exc))
+            unknown = sorted(set(grant.permissions) - set(APP_ROLES))
+            if unknown:
+                return _problem(422, f"unknown Graph application permissions {unknown}")
+            known = self.apps.get(app_id)
+            name = grant.display_name or (known.display_name if known else str(app_id))
+            principal = tenant.consent(app_id, name, grant.permissions)
+            return JSONResponse(
+                {"service_principal_id": str(principal.id), "permissions": principal.permissions}
+            )
+
+        async def delete_consent(request: Request) -> Response:
+            tenant = tenant_or_404(request)
+            if tenant is None:
+                return _problem(404, "no such tenant")
+            try:
+                app_id = UUID(request.path_params["app_id"])
+            except ValueError as exc:
+                return _problem(422, str(exc))
+            if not tenant.revoke(app_id):
+                return _problem(404, "the app has no consent in this tenant")
+            return Response(status_code=204)
+
+        async def reset(request: Request) -> Response:
+            self.reset()
+            return Response(status_code=204)
+
+        control = [
+            Route("/_emulator/health", health),
+            Route("/_emulator/ca.pem", ca_pem),
+            Route("/_emulator/apps", apps),
+            Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/_emulator/tenants", create_tenant, methods=["POST"]),
+            Route("/_emulator/tenants/{tenant_id}", get_tenant),
+            Route("/_emulator/tenants/{tenant_id}/consents/{app_id}", put_consent, methods=["PUT"]),
+            Route(
+                "/_emulator/tenants/{tenant_id}/consents/{app_id}",
+                delete_consent,
+                methods=["DELETE"],
+            ),
+        ]
+        return RequestIds(Starlette(routes=[*control, *routes(self.entra)]))

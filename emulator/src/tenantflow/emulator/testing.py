@@ -1,0 +1,54 @@
+"""Starting the emulator as its own process, for tests and benchmarks of any component."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class RunningEmulator:
+    url: str
+    ca: str
+    apps: dict[str, dict[str, Any]]
+    """The app registrations it knows, by name: client id, secret, certificate paths."""
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=self.ssl_context())
+
+
+@contextmanager
+def running_emulator(state_dir: Path, timeout: float = 60) -> Iterator[RunningEmulator]:
+    """An emulator process on a free port; stopped (SIGTERM) when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tenantflow.emulator", "--port", "0", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed: dict[str, str] = {}
+        while len(printed) < 2:
+            line = process.stdout.readline()  # the process prints both lines once it listens
+            if not line:
+                raise RuntimeError(f"the emulator exited with {process.wait(timeout)}")
+            name, _, value = line.strip().partition("=")
+            printed[name] = value
+        url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
+        with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca)) as client:
+            apps = {app["name"]: app for app in client.get("/_emulator/apps").json()}
+        yield RunningEmulator(url, ca, apps)
+    finally:
+        process.terminate()
+        process.wait(timeout)
