@@ -17,12 +17,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_ca_bundle_ove
 GRAPH_DEFAULT = ["https://graph.microsoft.com/.default"]
 
 
+ADMIN = UUID("0b6a7d3e-4c2f-4f7a-9d1e-5a8b2c3d4e5f")
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+
+
 def seed_tenant(emulator: RunningEmulator, consented: dict[str, list[str]]) -> UUID:
     tenant_id = uuid4()
     document = {
         "id": str(tenant_id),
         "display_name": "Contoso",
         "verified_domains": [f"contoso{tenant_id.hex[:6]}.onmicrosoft.com"],
+        "users": [
+            {
+                "id": str(ADMIN),
+                "display_name": "Megan Bowen",
+                "user_principal_name": "megan@contoso.example",
+                "directory_roles": ["Global Administrator"],
+            }
+        ],
         "enterprise_apps": [
             {"app_id": emulator.apps[name]["client_id"], "permissions": permissions}
             for name, permissions in consented.items()
@@ -193,3 +205,94 @@ def test_openid_configuration_and_request_ids(emulator: RunningEmulator) -> None
     assert "private_key_jwt" in config["token_endpoint_auth_methods_supported"]
     assert response.headers["client-request-id"] == "7c1f0e2a-0000-4000-8000-000000000001"
     assert UUID(response.headers["request-id"])
+
+
+def user_token(emulator: RunningEmulator, tenant: UUID, **extra: Any) -> str:
+    with emulator.client() as client:
+        response = client.post(
+            "/_emulator/tokens",
+            json={"tenant_id": str(tenant), "user_id": str(ADMIN), **extra},
+        )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def portal_claims(emulator: RunningEmulator, token: str, tenant: UUID) -> dict[str, Any]:
+    with emulator.client() as client:
+        jwks = client.get(f"/{tenant}/discovery/v2.0/keys").json()
+    kid = jwt.get_unverified_header(token)["kid"]
+    [jwk] = [key for key in jwks["keys"] if key["kid"] == kid]
+    return jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["RS256"],
+        audience=emulator.apps["portal-api"]["client_id"],
+        issuer=f"https://login.microsoftonline.com/{tenant}/v2.0",
+    )
+
+
+def test_a_minted_user_token_has_the_v2_claims(emulator: RunningEmulator) -> None:
+    tenant = seed_tenant(emulator, {})
+    token = user_token(emulator, tenant, roles=["Tenantflow.Admin"])
+    claims = portal_claims(emulator, token, tenant)
+    assert claims["tid"] == str(tenant)
+    assert claims["oid"] == str(ADMIN)
+    assert claims["roles"] == ["Tenantflow.Admin"]
+    assert claims["wids"] == [GLOBAL_ADMINISTRATOR]
+    assert claims["preferred_username"] == "megan@contoso.example"
+    assert claims["scp"] == "access_as_user"
+    assert claims["ver"] == "2.0"
+
+
+def test_minted_tokens_can_be_expired_or_not_yet_valid(emulator: RunningEmulator) -> None:
+    tenant = seed_tenant(emulator, {})
+    with pytest.raises(jwt.ExpiredSignatureError):
+        portal_claims(emulator, user_token(emulator, tenant, lifetime_seconds=-60), tenant)
+    with pytest.raises(jwt.ImmatureSignatureError):
+        portal_claims(emulator, user_token(emulator, tenant, not_before_in_seconds=600), tenant)
+
+
+def test_on_behalf_of_exchanges_a_portal_token_for_a_graph_token(
+    emulator: RunningEmulator,
+) -> None:
+    tenant = seed_tenant(emulator, {"portal-api": []})
+    incoming = user_token(emulator, tenant)
+    result = msal_app(emulator, "portal-api", tenant).acquire_token_on_behalf_of(
+        incoming, ["https://graph.microsoft.com/User.Read"]
+    )
+    assert "access_token" in result, result
+    claims = jwt.decode(result["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == "https://graph.microsoft.com"
+    assert claims["iss"] == f"https://sts.windows.net/{tenant}/"
+    assert claims["oid"] == str(ADMIN)
+    assert claims["scp"] == "User.Read"
+    assert claims["appid"] == emulator.apps["portal-api"]["client_id"]
+
+
+def test_key_rollover(emulator: RunningEmulator) -> None:
+    tenant = seed_tenant(emulator, {"portal-api": []})
+    before = user_token(emulator, tenant)
+    old_kid = jwt.get_unverified_header(before)["kid"]
+    with emulator.client() as client:
+        new_kid = client.post("/_emulator/keys").json()["kid"]
+        after = user_token(emulator, tenant)
+        assert jwt.get_unverified_header(after)["kid"] == new_kid
+        published = {
+            key["kid"] for key in client.get(f"/{tenant}/discovery/v2.0/keys").json()["keys"]
+        }
+        assert published == {old_kid, new_kid}
+        portal_claims(emulator, before, tenant)  # both still validate during the overlap
+
+        assert client.delete(f"/_emulator/keys/{old_kid}").status_code == 204
+        published = {
+            key["kid"] for key in client.get(f"/{tenant}/discovery/v2.0/keys").json()["keys"]
+        }
+    assert published == {new_kid}
+    with pytest.raises(ValueError):
+        portal_claims(emulator, before, tenant)  # its key is gone from the JWKS
+    result = msal_app(emulator, "portal-api", tenant).acquire_token_on_behalf_of(
+        before, ["https://graph.microsoft.com/User.Read"]
+    )
+    assert result["error"] == "invalid_grant"
+    assert result["error_codes"] == [50013]

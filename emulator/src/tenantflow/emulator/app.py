@@ -56,6 +56,20 @@ class ConsentGrant(BaseModel):
     display_name: str | None = None
 
 
+class UserTokenRequest(BaseModel):
+    """Simulates an interactive sign-in: a portal user token for a seeded user."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant_id: UUID
+    user_id: UUID
+    roles: list[str] = Field(default_factory=list, description="Portal app roles.")
+    scopes: list[str] = Field(default_factory=lambda: ["access_as_user"])
+    lifetime_seconds: int = Field(default=3600, description="Negative for an expired token.")
+    not_before_in_seconds: int = Field(default=0, description="Positive: not yet valid.")
+    audience: str | None = Field(default=None, description="Default: the portal API client id.")
+    issuer: str | None = Field(default=None, description="Default: the tenant's v2 issuer.")
+
+
 def _problem(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"status": status, "detail": detail}, status_code=status)
 
@@ -175,6 +189,46 @@ class Emulator:
                 return _problem(404, "the app has no consent in this tenant")
             return Response(status_code=204)
 
+        async def mint_user_token(request: Request) -> Response:
+            try:
+                wanted = UserTokenRequest.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return _problem(422, str(exc))
+            tenant = self.directory.tenants.get(wanted.tenant_id)
+            if tenant is None:
+                return _problem(404, "no such tenant")
+            user = tenant.users.get(wanted.user_id)
+            if user is None:
+                return _problem(404, "no such user in the tenant")
+            token = self.entra.user_token(
+                tenant,
+                user,
+                audience=wanted.audience or str(self.settings.portal_api_client_id),
+                roles=wanted.roles,
+                scopes=wanted.scopes,
+                lifetime_s=wanted.lifetime_seconds,
+                not_before_in_s=wanted.not_before_in_seconds,
+                issuer=wanted.issuer,
+            )
+            return JSONResponse({"access_token": token, "token_type": "Bearer"})
+
+        async def add_key(request: Request) -> Response:
+            key = self.keys.add()
+            return JSONResponse({"kid": key.kid, "active": True}, status_code=201)
+
+        async def retire_key(request: Request) -> Response:
+            try:
+                self.keys.retire(request.path_params["kid"])
+            except KeyError:
+                return _problem(404, "no such key")
+            except ValueError as exc:
+                return _problem(409, str(exc))
+            return Response(status_code=204)
+
+        async def list_keys(request: Request) -> Response:
+            active = self.keys.active.kid
+            return JSONResponse([{"kid": k.kid, "active": k.kid == active} for k in self.keys.keys])
+
         async def reset(request: Request) -> Response:
             self.reset()
             return Response(status_code=204)
@@ -184,6 +238,10 @@ class Emulator:
             Route("/_emulator/ca.pem", ca_pem),
             Route("/_emulator/apps", apps),
             Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/_emulator/tokens", mint_user_token, methods=["POST"]),
+            Route("/_emulator/keys", list_keys),
+            Route("/_emulator/keys", add_key, methods=["POST"]),
+            Route("/_emulator/keys/{kid}", retire_key, methods=["DELETE"]),
             Route("/_emulator/tenants", create_tenant, methods=["POST"]),
             Route("/_emulator/tenants/{tenant_id}", get_tenant),
             Route("/_emulator/tenants/{tenant_id}/consents/{app_id}", put_consent, methods=["PUT"]),

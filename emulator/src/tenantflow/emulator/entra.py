@@ -4,6 +4,7 @@ secret or a certificate assertion). Shapes follow shared/reference/graph-wire-fo
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,16 +17,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tenantflow.emulator.crypto import AppCertificate, KeySet
+from tenantflow.emulator.crypto import AppCertificate, KeySet, b64url
 from tenantflow.emulator.graph_permissions import GRAPH_RESOURCE
 from tenantflow.emulator.settings import AppRegistration
-from tenantflow.emulator.state import Directory, Tenant
+from tenantflow.emulator.state import Directory, SeedUser, Tenant
 
 LOGIN_HOST = "https://login.microsoftonline.com"
 TOKEN_LIFETIME_S = 3599
 CLOCK_SKEW_S = 300
 RESERVED_SCOPES = {"openid", "profile", "offline_access"}
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 def issuer_v2(tenant_id: UUID | str) -> str:
@@ -138,6 +140,8 @@ class Entra:
                 "tenant ID and are signing into the correct cloud.",
             )
         grant = form.get("grant_type")
+        if grant == JWT_BEARER and form.get("requested_token_use") == "on_behalf_of":
+            return self._on_behalf_of(tenant, form, endpoint)
         if grant != "client_credentials":
             raise EntraError(
                 400,
@@ -192,6 +196,125 @@ class Entra:
             "ext_expires_in": TOKEN_LIFETIME_S,
             "access_token": self.sign(claims),
         }
+
+    def user_token(
+        self,
+        tenant: Tenant,
+        user: SeedUser,
+        audience: str,
+        roles: list[str],
+        scopes: list[str],
+        lifetime_s: int,
+        not_before_in_s: int = 0,
+        issuer: str | None = None,
+    ) -> str:
+        """A v2 access token for a signed-in user of ``tenant`` to the API ``audience``
+        (what the portal's front end would get from an interactive sign-in)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": issuer or issuer_v2(tenant.id),
+            "iat": now,
+            "nbf": now + not_before_in_s,
+            "exp": now + lifetime_s,
+            "azp": audience,
+            "azpacr": "0",
+            "name": user.display_name,
+            "oid": str(user.id),
+            "preferred_username": user.user_principal_name,
+            "rh": "0.emulator",
+            "scp": " ".join(scopes),
+            "sub": b64url(hashlib.sha256(f"{user.id}:{audience}".encode()).digest())[:43],
+            "tid": str(tenant.id),
+            "uti": uuid.uuid4().hex[:22],
+            "ver": "2.0",
+            "wids": sorted(str(template) for template in user.role_templates()),
+        }
+        if roles:
+            claims["roles"] = roles
+        return self.sign(claims)
+
+    def _on_behalf_of(self, tenant: Tenant, form: dict[str, str], endpoint: str) -> dict[str, Any]:
+        app = self._authenticate(tenant, form, endpoint)
+        assertion = form.get("assertion", "")
+        try:
+            incoming = jwt.decode(
+                assertion,
+                self._verification_key(assertion),
+                algorithms=["RS256"],
+                audience=[str(app.client_id), f"api://{app.client_id}"],
+                issuer=issuer_v2(tenant.id),
+                leeway=CLOCK_SKEW_S,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise EntraError(
+                400,
+                "invalid_grant",
+                500133,
+                "Assertion is not within its valid time range.",
+            ) from exc
+        except jwt.PyJWTError as exc:
+            raise EntraError(
+                400, "invalid_grant", 50013, f"Assertion failed signature validation: {exc}"
+            ) from exc
+        scopes = [s for s in form.get("scope", "").split() if s not in RESERVED_SCOPES]
+        resources = {scope.rsplit("/", 1)[0] for scope in scopes}
+        if not scopes or resources != {GRAPH_RESOURCE}:
+            raise EntraError(
+                400,
+                "invalid_scope",
+                70011,
+                f"The provided value for the input parameter 'scope' is not valid: "
+                f"{form.get('scope', '')}",
+            )
+        delegated = sorted(scope.rsplit("/", 1)[1] for scope in scopes)
+        now = int(time.time())
+        claims = {
+            "aud": GRAPH_RESOURCE,
+            "iss": issuer_v1(tenant.id),
+            "iat": now,
+            "nbf": now,
+            "exp": now + TOKEN_LIFETIME_S,
+            "app_displayname": app.display_name,
+            "appid": str(app.client_id),
+            "appidacr": "2" if "client_assertion" in form else "1",
+            "idtyp": "user",
+            "name": incoming.get("name"),
+            "oid": incoming["oid"],
+            "scp": " ".join(delegated),
+            "sub": incoming["sub"],
+            "tid": str(tenant.id),
+            "unique_name": incoming.get("preferred_username"),
+            "upn": incoming.get("preferred_username"),
+            "uti": uuid.uuid4().hex[:22],
+            "ver": "1.0",
+            "wids": incoming.get("wids", []),
+        }
+        return {
+            "token_type": "Bearer",
+            "scope": " ".join(f"{GRAPH_RESOURCE}/{scope}" for scope in delegated),
+            "expires_in": TOKEN_LIFETIME_S,
+            "ext_expires_in": 0,
+            "access_token": self.sign(claims),
+            "refresh_token": b64url(uuid.uuid4().bytes + uuid.uuid4().bytes),
+        }
+
+    def _verification_key(self, token: str) -> Any:
+        """The published key the token names; a retired key is gone, as after a rollover."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise EntraError(400, "invalid_grant", 50013, f"Assertion is malformed: {exc}") from exc
+        for key in self.keys.keys:
+            if key.kid == kid:
+                return key.private_key.public_key()
+        raise EntraError(
+            400,
+            "invalid_grant",
+            50013,
+            f"Assertion failed signature validation. [Reason - The key was not found., "
+            f"Thumbprint of key used by client: '{kid}']",
+        )
 
     def sign(self, claims: dict[str, Any]) -> str:
         key = self.keys.active

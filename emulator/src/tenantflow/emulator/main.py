@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=str(emulator.authority.server_cert_path),
         ssl_keyfile=str(emulator.authority.server_key_path),
         log_level="warning",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
 
