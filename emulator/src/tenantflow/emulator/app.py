@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, KeySet
 from tenantflow.emulator.entra import Entra, routes
+from tenantflow.emulator.graph import Graph
 from tenantflow.emulator.graph_permissions import APP_ROLES
 from tenantflow.emulator.settings import EmulatorSettings
 from tenantflow.emulator.state import Directory, SeedTenant, Tenant
@@ -251,4 +252,5 @@ class Emulator:
                 methods=["DELETE"],
             ),
         ]
-        return RequestIds(Starlette(routes=[*control, *routes(self.entra)]))
+        graph = Graph(self.directory, self.keys)
+        return RequestIds(Starlette(routes=[*control, *graph.routes(), *routes(self.entra)]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tenantflow.emulator.graph_permissions import APP_ROLES, DIRECTORY_ROLE_TEMPLATES
 
@@ -36,6 +36,25 @@ class SeedUser(_Seed):
         return {DIRECTORY_ROLE_TEMPLATES.get(role) or UUID(role) for role in self.directory_roles}
 
 
+class SeedGroup(_Seed):
+    id: UUID = Field(default_factory=uuid4)
+    display_name: str
+    description: str | None = None
+    security_enabled: bool = True
+    mail_enabled: bool = False
+    members: list[UUID] = Field(
+        default_factory=list, description="Ids of member users, devices or groups (nesting)."
+    )
+
+
+class SeedDevice(_Seed):
+    id: UUID = Field(default_factory=uuid4)
+    device_id: UUID = Field(default_factory=uuid4)
+    display_name: str
+    operating_system: str = "Windows"
+    operating_system_version: str = "10.0.22631.4460"
+
+
 class SeedEnterpriseApp(_Seed):
     """A multi-tenant app consented in this tenant: its service principal and its grants."""
 
@@ -61,7 +80,25 @@ class SeedTenant(_Seed):
     display_name: str
     verified_domains: list[str] = Field(min_length=1)
     users: list[SeedUser] = Field(default_factory=list)
+    groups: list[SeedGroup] = Field(default_factory=list)
+    devices: list[SeedDevice] = Field(default_factory=list)
     enterprise_apps: list[SeedEnterpriseApp] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> SeedTenant:
+        objects = (
+            {u.id for u in self.users} | {g.id for g in self.groups} | {d.id for d in self.devices}
+        )
+        for group in self.groups:
+            missing = [str(m) for m in group.members if m not in objects]
+            if missing:
+                raise ValueError(f"group {group.id} has unknown members {missing}")
+        principals = {u.id for u in self.users} | {g.id for g in self.groups}
+        for app in self.enterprise_apps:
+            missing = [str(p) for p in app.assigned_principals if p not in principals]
+            if missing:
+                raise ValueError(f"app {app.app_id} is assigned to unknown principals {missing}")
+        return self
 
 
 @dataclass
@@ -79,8 +116,40 @@ class Tenant:
     display_name: str
     verified_domains: list[str]
     users: dict[UUID, SeedUser]
+    groups: dict[UUID, SeedGroup] = field(default_factory=dict)
+    devices: dict[UUID, SeedDevice] = field(default_factory=dict)
     service_principals: dict[UUID, ServicePrincipal] = field(default_factory=dict)
     """By app id."""
+
+    @property
+    def graph_service_principal_id(self) -> UUID:
+        return uuid5(self.id, "sp:microsoft-graph")
+
+    def member_groups(self, principal: UUID) -> set[UUID]:
+        """Every group ``principal`` belongs to, directly or through nested groups."""
+        found: set[UUID] = set()
+        frontier = {principal}
+        while frontier:
+            direct = {
+                group.id
+                for group in self.groups.values()
+                if frontier & set(group.members) and group.id not in found
+            }
+            found |= direct
+            frontier = direct
+        return found
+
+    def transitive_members(self, group_id: UUID) -> list[UUID]:
+        seen: list[UUID] = []
+        pending = list(self.groups[group_id].members)
+        while pending:
+            member = pending.pop(0)
+            if member in seen:
+                continue
+            seen.append(member)
+            if member in self.groups:
+                pending.extend(self.groups[member].members)
+        return seen
 
     @property
     def default_domain(self) -> str:
@@ -119,6 +188,8 @@ class Tenant:
             display_name=seed.display_name,
             verified_domains=list(seed.verified_domains),
             users={user.id: user for user in seed.users},
+            groups={group.id: group for group in seed.groups},
+            devices={device.id: device for device in seed.devices},
         )
         for app in seed.enterprise_apps:
             tenant.consent(

@@ -1,0 +1,620 @@
+"""Microsoft Graph (v1.0 and beta): authentication, permissions, OData queries and errors, and
+the directory endpoints tenantflow reads. Shapes: shared/reference/graph-wire-formats.md §2-5."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import jwt
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tenantflow.emulator.crypto import KeySet
+from tenantflow.emulator.entra import issuer_v1
+from tenantflow.emulator.graph_permissions import (
+    APP_ROLES,
+    DEFAULT_ACCESS_ROLE,
+    DIRECTORY_ROLE_TEMPLATES,
+    GRAPH_APP_ID,
+    GRAPH_RESOURCE,
+)
+from tenantflow.emulator.state import Directory, Tenant
+
+DEFAULT_PAGE = 100
+MAX_TOP = 999
+READ_DIRECTORY = ("Directory.Read.All",)
+USERS = ("User.Read.All", *READ_DIRECTORY)
+GROUPS = ("Group.Read.All", "GroupMember.Read.All", *READ_DIRECTORY)
+DEVICES = ("Device.Read.All", *READ_DIRECTORY)
+ORGANIZATION = ("Organization.Read.All", *READ_DIRECTORY)
+APPLICATIONS = ("Application.Read.All", *READ_DIRECTORY)
+ROLES = ("RoleManagement.Read.Directory", *READ_DIRECTORY)
+
+
+class GraphError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def error_response(request: Request, error: GraphError) -> JSONResponse:
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    client_request_id = request.headers.get("client-request-id", request_id)
+    body = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "innerError": {
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": request_id,
+                "client-request-id": client_request_id,
+            },
+        }
+    }
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: Tenant
+    app_id: str
+    roles: frozenset[str]
+    scopes: frozenset[str]
+
+    def require(self, allowed: Iterable[str]) -> None:
+        if not (self.roles | self.scopes) & set(allowed):
+            raise GraphError(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+
+
+# --- OData -----------------------------------------------------------------------------------
+
+_EQ = re.compile(r"^\s*(\w+)\s+eq\s+(?:'([^']*)'|([0-9a-fA-F-]{36}))\s*$")
+
+
+def parse_filter(expression: str, fields: set[str]) -> list[tuple[str, str]]:
+    """``field eq 'value' [or field eq 'value' …]``: the forms tenantflow sends."""
+    clauses: list[tuple[str, str]] = []
+    for part in re.split(r"\s+or\s+", expression.strip()):
+        match = _EQ.match(part)
+        if not match or match.group(1) not in fields:
+            raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
+        clauses.append((match.group(1), (match.group(2) or match.group(3)).lower()))
+    return clauses
+
+
+def _token(offset: int, query: dict[str, str]) -> str:
+    raw = json.dumps({"o": offset, "q": query}, separators=(",", ":")).encode()
+    return "X%27" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _untoken(token: str) -> tuple[int, dict[str, str]]:
+    try:
+        raw = token.removeprefix("X%27").removeprefix("X'")
+        state = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return int(state["o"]), dict(state["q"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GraphError(
+            400,
+            "Directory_ExpiredPageToken",
+            "The specified page token value has expired and can no longer be included in "
+            "your request.",
+        ) from exc
+
+
+def odata_list(
+    request: Request,
+    context: str,
+    items: list[dict[str, Any]],
+    filterable: set[str],
+    directory_object: bool = True,
+) -> JSONResponse:
+    query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+    offset = 0
+    if "$skiptoken" in request.query_params:
+        offset, query = _untoken(request.query_params["$skiptoken"])
+    if "$filter" in query:
+        clauses = parse_filter(query["$filter"], filterable)
+        items = [
+            item
+            for item in items
+            if any(str(item.get(field, "")).lower() == value for field, value in clauses)
+        ]
+    count = query.get("$count", "").lower() == "true"
+    if count and directory_object and request.headers.get("consistencylevel") != "eventual":
+        raise GraphError(
+            400,
+            "Request_BadRequest",
+            "$count is not currently supported without the ConsistencyLevel header set to "
+            "eventual.",
+        )
+    try:
+        top = int(query.get("$top", DEFAULT_PAGE))
+    except ValueError as exc:
+        raise GraphError(400, "Request_BadRequest", "Invalid value for $top.") from exc
+    if not 1 <= top <= MAX_TOP:
+        raise GraphError(
+            400,
+            "Request_BadRequest",
+            f"Invalid page size specified: '{top}'. Must be between 1 and {MAX_TOP} inclusive.",
+        )
+    page = items[offset : offset + top]
+    if "$select" in query:
+        wanted = {name.strip() for name in query["$select"].split(",")} | {"id", "@odata.type"}
+        page = [{k: v for k, v in item.items() if k in wanted} for item in page]
+    body: dict[str, Any] = {
+        "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{context}"
+    }
+    if count and offset == 0:
+        body["@odata.count"] = len(items)
+    if offset + top < len(items):
+        token = _token(offset + top, query)  # base64url: safe in a URL as it is
+        body["@odata.nextLink"] = f"{GRAPH_RESOURCE}{request.url.path}?$skiptoken={token}"
+    body["value"] = page
+    return JSONResponse(body)
+
+
+# --- representations --------------------------------------------------------------------------
+
+
+def user_json(user: Any) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.user",
+        "id": str(user.id),
+        "displayName": user.display_name,
+        "userPrincipalName": user.user_principal_name,
+        "mail": user.user_principal_name,
+        "accountEnabled": True,
+        "businessPhones": [],
+        "givenName": None,
+        "surname": None,
+        "jobTitle": None,
+        "officeLocation": None,
+        "preferredLanguage": None,
+        "mobilePhone": None,
+    }
+
+
+def group_json(group: Any) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.group",
+        "id": str(group.id),
+        "displayName": group.display_name,
+        "description": group.description,
+        "securityEnabled": group.security_enabled,
+        "mailEnabled": group.mail_enabled,
+        "groupTypes": [],
+        "mailNickname": re.sub(r"[^A-Za-z0-9]", "", group.display_name) or "group",
+    }
+
+
+def device_json(device: Any) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.device",
+        "id": str(device.id),
+        "deviceId": str(device.device_id),
+        "displayName": device.display_name,
+        "operatingSystem": device.operating_system,
+        "operatingSystemVersion": device.operating_system_version,
+        "accountEnabled": True,
+        "trustType": "AzureAd",
+    }
+
+
+def directory_object_json(tenant: Tenant, object_id: UUID) -> dict[str, Any]:
+    if object_id in tenant.users:
+        return user_json(tenant.users[object_id])
+    if object_id in tenant.groups:
+        return group_json(tenant.groups[object_id])
+    return device_json(tenant.devices[object_id])
+
+
+def graph_service_principal(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": str(tenant.graph_service_principal_id),
+        "appId": str(GRAPH_APP_ID),
+        "displayName": "Microsoft Graph",
+        "accountEnabled": True,
+        "appRoleAssignmentRequired": False,
+        "servicePrincipalType": "Application",
+        "appRoles": [
+            {
+                "allowedMemberTypes": ["Application"],
+                "description": f"Allows the app to {name} without a signed-in user.",
+                "displayName": name,
+                "id": str(role_id),
+                "isEnabled": True,
+                "origin": "Application",
+                "value": name,
+            }
+            for name, role_id in sorted(APP_ROLES.items())
+        ],
+    }
+
+
+def service_principals(tenant: Tenant) -> list[dict[str, Any]]:
+    ours = [
+        {
+            "id": str(sp.id),
+            "appId": str(sp.app_id),
+            "displayName": sp.display_name,
+            "accountEnabled": True,
+            "appRoleAssignmentRequired": False,
+            "servicePrincipalType": "Application",
+            "appRoles": [],
+        }
+        for sp in tenant.service_principals.values()
+    ]
+    return [graph_service_principal(tenant), *ours]
+
+
+def _assignment_id(principal: UUID, resource: UUID, role: UUID) -> str:
+    return (
+        base64.urlsafe_b64encode(principal.bytes + resource.bytes[:8] + role.bytes[:4])
+        .decode()
+        .rstrip("=")
+    )
+
+
+CREATED = "2026-01-15T09:30:00Z"
+
+
+def app_role_assignments(tenant: Tenant, sp_id: UUID) -> list[dict[str, Any]]:
+    [sp] = [sp for sp in tenant.service_principals.values() if sp.id == sp_id]
+    resource = tenant.graph_service_principal_id
+    return [
+        {
+            "id": _assignment_id(sp.id, resource, APP_ROLES[permission]),
+            "deletedDateTime": None,
+            "appRoleId": str(APP_ROLES[permission]),
+            "createdDateTime": CREATED,
+            "principalDisplayName": sp.display_name,
+            "principalId": str(sp.id),
+            "principalType": "ServicePrincipal",
+            "resourceDisplayName": "Microsoft Graph",
+            "resourceId": str(resource),
+        }
+        for permission in sp.permissions
+    ]
+
+
+def app_role_assigned_to(tenant: Tenant, sp_id: UUID) -> list[dict[str, Any]]:
+    [sp] = [sp for sp in tenant.service_principals.values() if sp.id == sp_id]
+    assigned = []
+    for principal in sp.assigned_principals:
+        is_group = principal in tenant.groups
+        name = (
+            tenant.groups[principal].display_name
+            if is_group
+            else tenant.users[principal].display_name
+        )
+        assigned.append(
+            {
+                "id": _assignment_id(principal, sp.id, DEFAULT_ACCESS_ROLE),
+                "deletedDateTime": None,
+                "appRoleId": str(DEFAULT_ACCESS_ROLE),
+                "createdDateTime": CREATED,
+                "principalDisplayName": name,
+                "principalId": str(principal),
+                "principalType": "Group" if is_group else "User",
+                "resourceDisplayName": sp.display_name,
+                "resourceId": str(sp.id),
+            }
+        )
+    return assigned
+
+
+def role_assignments(tenant: Tenant) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": base64.urlsafe_b64encode(template.bytes).decode().rstrip("=") + f"-{user.id}",
+            "principalId": str(user.id),
+            "directoryScopeId": "/",
+            "resourceScope": "/",
+            "roleDefinitionId": str(template),
+        }
+        for user in tenant.users.values()
+        for template in sorted(user.role_templates(), key=str)
+    ]
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+Handler = Callable[[Request, Caller], Awaitable[Response]]
+
+
+@dataclass
+class Graph:
+    directory: Directory
+    keys: KeySet
+
+    def authenticate(self, request: Request) -> Caller:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        token = header[7:].strip()
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = next((k for k in self.keys.keys if k.kid == kid), None)
+            if key is None:
+                raise jwt.InvalidSignatureError("unknown key")
+            claims = jwt.decode(
+                token,
+                key.private_key.public_key(),
+                algorithms=["RS256"],
+                audience=[GRAPH_RESOURCE, f"{GRAPH_RESOURCE}/", str(GRAPH_APP_ID)],
+                options={"require": ["exp", "iss", "tid"]},
+                leeway=60,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            ) from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience or signature.",
+            ) from exc
+        tenant = self.directory.find(claims["tid"])
+        if tenant is None or claims["iss"] != issuer_v1(tenant.id):
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid issuer.",
+            )
+        return Caller(
+            tenant=tenant,
+            app_id=str(claims.get("appid", "")),
+            roles=frozenset(claims.get("roles", [])),
+            scopes=frozenset(str(claims.get("scp", "")).split()),
+        )
+
+    def route(self, path: str, handler: Handler, methods: list[str] | None = None) -> list[Route]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                caller = self.authenticate(request)
+                return await handler(request, caller)
+            except GraphError as error:
+                return error_response(request, error)
+
+        return [
+            Route(f"/{version}{path}", endpoint, methods=methods or ["GET"])
+            for version in ("v1.0", "beta")
+        ]
+
+    def routes(self) -> list[Route]:
+        def uuid_param(request: Request, name: str) -> UUID:
+            try:
+                return UUID(request.path_params[name])
+            except ValueError as exc:
+                raise GraphError(
+                    400,
+                    "Request_BadRequest",
+                    f"Invalid object identifier '{request.path_params[name]}'.",
+                ) from exc
+
+        def not_found(object_id: object) -> GraphError:
+            return GraphError(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{object_id}' does not exist or one of its queried "
+                "reference-property objects are not present.",
+            )
+
+        async def organization(request: Request, caller: Caller) -> Response:
+            caller.require(ORGANIZATION)
+            tenant = caller.tenant
+            org = {
+                "id": str(tenant.id),
+                "displayName": tenant.display_name,
+                "tenantType": "AAD",
+                "verifiedDomains": [
+                    {
+                        "capabilities": "Email, OfficeCommunicationsOnline",
+                        "isDefault": i == 0,
+                        "isInitial": domain.endswith(".onmicrosoft.com"),
+                        "name": domain,
+                        "type": "Managed",
+                    }
+                    for i, domain in enumerate(tenant.verified_domains)
+                ],
+            }
+            return odata_list(request, "organization", [org], {"id"}, directory_object=False)
+
+        async def users(request: Request, caller: Caller) -> Response:
+            caller.require(USERS)
+            items = [user_json(u) for u in caller.tenant.users.values()]
+            return odata_list(request, "users", items, {"id", "userPrincipalName", "displayName"})
+
+        async def user(request: Request, caller: Caller) -> Response:
+            caller.require(USERS)
+            user_id = uuid_param(request, "id")
+            found = caller.tenant.users.get(user_id)
+            if found is None:
+                raise not_found(user_id)
+            return JSONResponse(
+                {
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+                    **user_json(found),
+                }
+            )
+
+        async def groups(request: Request, caller: Caller) -> Response:
+            caller.require(GROUPS)
+            items = [group_json(g) for g in caller.tenant.groups.values()]
+            return odata_list(request, "groups", items, {"id", "displayName"})
+
+        async def group(request: Request, caller: Caller) -> Response:
+            caller.require(GROUPS)
+            group_id = uuid_param(request, "id")
+            found = caller.tenant.groups.get(group_id)
+            if found is None:
+                raise not_found(group_id)
+            return JSONResponse(
+                {
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#groups/$entity",
+                    **group_json(found),
+                }
+            )
+
+        async def members(request: Request, caller: Caller) -> Response:
+            caller.require(GROUPS)
+            group_id = uuid_param(request, "id")
+            if group_id not in caller.tenant.groups:
+                raise not_found(group_id)
+            transitive = request.url.path.endswith("transitiveMembers")
+            ids = (
+                caller.tenant.transitive_members(group_id)
+                if transitive
+                else caller.tenant.groups[group_id].members
+            )
+            items = [directory_object_json(caller.tenant, m) for m in ids]
+            return odata_list(request, "directoryObjects", items, {"id"})
+
+        async def devices(request: Request, caller: Caller) -> Response:
+            caller.require(DEVICES)
+            items = [device_json(d) for d in caller.tenant.devices.values()]
+            return odata_list(request, "devices", items, {"id", "deviceId", "displayName"})
+
+        async def member_of(request: Request, caller: Caller) -> Response:
+            caller.require((*USERS, *GROUPS))
+            user_id = uuid_param(request, "id")
+            if user_id not in caller.tenant.users:
+                raise not_found(user_id)
+            direct = [g for g in caller.tenant.groups.values() if user_id in g.members]
+            return odata_list(request, "directoryObjects", [group_json(g) for g in direct], {"id"})
+
+        async def check_member_groups(request: Request, caller: Caller) -> Response:
+            caller.require((*USERS, *GROUPS))
+            user_id = uuid_param(request, "id")
+            if user_id not in caller.tenant.users:
+                raise not_found(user_id)
+            try:
+                body = await request.json()
+                asked = [UUID(g) for g in body.get("groupIds", [])]
+            except (ValueError, AttributeError) as exc:
+                raise GraphError(400, "Request_BadRequest", "Invalid request body.") from exc
+            if len(asked) > 20:
+                raise GraphError(
+                    400, "Request_BadRequest", "The number of groupIds must not exceed 20."
+                )
+            member = caller.tenant.member_groups(user_id)
+            return JSONResponse(
+                {
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(Edm.String)",
+                    "value": [str(g) for g in asked if g in member],
+                }
+            )
+
+        async def sp_list(request: Request, caller: Caller) -> Response:
+            caller.require(APPLICATIONS)
+            return odata_list(
+                request,
+                "servicePrincipals",
+                service_principals(caller.tenant),
+                {"id", "appId", "displayName"},
+            )
+
+        def find_sp(caller: Caller, request: Request) -> dict[str, Any]:
+            ref = request.path_params["ref"]
+            match = re.fullmatch(r"\(appId='([0-9a-fA-F-]{36})'\)", ref)
+            key, value = (
+                ("appId", match.group(1).lower()) if match else ("id", ref.lstrip("/").lower())
+            )
+            for sp in service_principals(caller.tenant):
+                if sp[key] == value:
+                    return sp
+            raise not_found(value)
+
+        async def sp_get(request: Request, caller: Caller) -> Response:
+            caller.require(APPLICATIONS)
+            sp = find_sp(caller, request)
+            if "$select" in request.query_params:
+                wanted = {n.strip() for n in request.query_params["$select"].split(",")} | {"id"}
+                sp = {k: v for k, v in sp.items() if k in wanted}
+            return JSONResponse(
+                {
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#servicePrincipals/$entity",
+                    **sp,
+                }
+            )
+
+        async def sp_assignments(request: Request, caller: Caller) -> Response:
+            caller.require(APPLICATIONS)
+            sp = find_sp(caller, request)
+            sp_id = UUID(sp["id"])
+            if sp["appId"] == str(GRAPH_APP_ID):
+                items: list[dict[str, Any]] = []
+            elif request.url.path.endswith("appRoleAssignedTo"):
+                items = app_role_assigned_to(caller.tenant, sp_id)
+            else:
+                items = app_role_assignments(caller.tenant, sp_id)
+            return odata_list(
+                request,
+                "appRoleAssignments",
+                items,
+                {"resourceId", "principalId", "appRoleId"},
+                directory_object=False,
+            )
+
+        async def role_assignment_list(request: Request, caller: Caller) -> Response:
+            caller.require(ROLES)
+            if "$filter" not in request.query_params and "$skiptoken" not in request.query_params:
+                raise GraphError(
+                    400, "BadRequest", "A filter on principalId or roleDefinitionId is required."
+                )
+            return odata_list(
+                request,
+                "roleManagement/directory/roleAssignments",
+                role_assignments(caller.tenant),
+                {"principalId", "roleDefinitionId"},
+                directory_object=False,
+            )
+
+        async def directory_role_members(request: Request, caller: Caller) -> Response:
+            caller.require(ROLES)
+            template = UUID(request.path_params["template"])
+            if template not in DIRECTORY_ROLE_TEMPLATES.values():
+                raise not_found(template)
+            holders = [
+                user_json(u) for u in caller.tenant.users.values() if template in u.role_templates()
+            ]
+            return odata_list(request, "directoryObjects", holders, {"id"})
+
+        return [
+            *self.route("/organization", organization),
+            *self.route("/users", users),
+            *self.route("/users/{id}", user),
+            *self.route("/users/{id}/memberOf", member_of),
+            *self.route("/users/{id}/checkMemberGroups", check_member_groups, ["POST"]),
+            *self.route("/groups", groups),
+            *self.route("/groups/{id}", group),
+            *self.route("/groups/{id}/members", members),
+            *self.route("/groups/{id}/transitiveMembers", members),
+            *self.route("/devices", devices),
+            *self.route("/servicePrincipals", sp_list),
+            *self.route("/servicePrincipals{ref:path}/appRoleAssignments", sp_assignments),
+            *self.route("/servicePrincipals{ref:path}/appRoleAssignedTo", sp_assignments),
+            *self.route("/servicePrincipals{ref:path}", sp_get),
+            *self.route("/roleManagement/directory/roleAssignments", role_assignment_list),
+            *self.route(
+                "/directoryRoles(roleTemplateId='{template}')/members", directory_role_members
+            ),
+        ]
