@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -12,49 +11,28 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, KeySet
 from tenantflow.emulator.entra import Entra, routes
 from tenantflow.emulator.graph import Graph
 from tenantflow.emulator.graph_permissions import APP_ROLES
+from tenantflow.emulator.observe import FaultRule, Faults, Observe, RequestLog
 from tenantflow.emulator.settings import EmulatorSettings
 from tenantflow.emulator.state import Directory, SeedTenant, Tenant
-
-
-class RequestIds:
-    """Every response carries request-id and client-request-id, as Graph's do."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = str(uuid.uuid4())
-        client_request_id = request_id
-        for name, value in scope["headers"]:
-            if name == b"client-request-id":
-                client_request_id = value.decode()
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_ids(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"request-id", request_id.encode()),
-                    (b"client-request-id", client_request_id.encode()),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_ids)
+from tenantflow.emulator.throttling import Throttling
 
 
 class ConsentGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     permissions: list[str] = Field(default_factory=list)
     display_name: str | None = None
+
+
+class ThrottlingSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+    fractional_retry_after: bool = False
 
 
 class UserTokenRequest(BaseModel):
@@ -91,9 +69,18 @@ class Emulator:
         self.keys = KeySet()
         self.keys.add()
         self.entra = Entra(self.base_url, self.directory, self.keys, self.apps, self.certificates)
+        self.throttling = Throttling(
+            enabled=self.settings.throttling,
+            fractional_retry_after=self.settings.fractional_retry_after,
+        )
+        self.faults = Faults()
+        self.log = RequestLog()
 
     def reset(self) -> None:
         self.directory.tenants.clear()
+        self.faults.rules.clear()
+        self.log.entries.clear()
+        self.throttling.reset()
 
     def tenant_document(self, tenant: Tenant) -> dict[str, Any]:
         return {
@@ -230,6 +217,34 @@ class Emulator:
             active = self.keys.active.kid
             return JSONResponse([{"kid": k.kid, "active": k.kid == active} for k in self.keys.keys])
 
+        async def add_fault(request: Request) -> Response:
+            try:
+                rule = FaultRule.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return _problem(422, str(exc))
+            self.faults.rules.append(rule)
+            return JSONResponse(rule.model_dump(), status_code=201)
+
+        async def list_faults(request: Request) -> Response:
+            return JSONResponse([rule.model_dump() for rule in self.faults.rules])
+
+        async def clear_faults(request: Request) -> Response:
+            self.faults.rules.clear()
+            return Response(status_code=204)
+
+        async def requests_log(request: Request) -> Response:
+            return JSONResponse(self.log.query(dict(request.query_params)))
+
+        async def set_throttling(request: Request) -> Response:
+            try:
+                wanted = ThrottlingSwitch.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return _problem(422, str(exc))
+            self.throttling.enabled = wanted.enabled
+            self.throttling.fractional_retry_after = wanted.fractional_retry_after
+            self.throttling.reset()
+            return JSONResponse(wanted.model_dump())
+
         async def reset(request: Request) -> Response:
             self.reset()
             return Response(status_code=204)
@@ -240,6 +255,11 @@ class Emulator:
             Route("/_emulator/apps", apps),
             Route("/_emulator/reset", reset, methods=["POST"]),
             Route("/_emulator/tokens", mint_user_token, methods=["POST"]),
+            Route("/_emulator/faults", add_fault, methods=["POST"]),
+            Route("/_emulator/faults", list_faults),
+            Route("/_emulator/faults", clear_faults, methods=["DELETE"]),
+            Route("/_emulator/requests", requests_log),
+            Route("/_emulator/throttling", set_throttling, methods=["PUT"]),
             Route("/_emulator/keys", list_keys),
             Route("/_emulator/keys", add_key, methods=["POST"]),
             Route("/_emulator/keys/{kid}", retire_key, methods=["DELETE"]),
@@ -252,5 +272,6 @@ class Emulator:
                 methods=["DELETE"],
             ),
         ]
-        graph = Graph(self.directory, self.keys)
-        return RequestIds(Starlette(routes=[*control, *graph.routes(), *routes(self.entra)]))
+        graph = Graph(self.directory, self.keys, self.throttling)
+        app = Starlette(routes=[*control, *graph.routes(), *routes(self.entra)])
+        return Observe(app, self.log, self.faults)

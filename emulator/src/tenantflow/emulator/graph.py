@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import jwt
@@ -27,6 +27,7 @@ from tenantflow.emulator.graph_permissions import (
     GRAPH_RESOURCE,
 )
 from tenantflow.emulator.state import Directory, Tenant
+from tenantflow.emulator.throttling import Throttling, directory_cost
 
 DEFAULT_PAGE = 100
 MAX_TOP = 999
@@ -41,11 +42,17 @@ ROLES = ("RoleManagement.Read.Directory", *READ_DIRECTORY)
 
 class GraphError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        inner: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.inner = inner or {}
 
 
 def error_response(request: Request, error: GraphError) -> JSONResponse:
@@ -59,6 +66,7 @@ def error_response(request: Request, error: GraphError) -> JSONResponse:
                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
                 "request-id": request_id,
                 "client-request-id": client_request_id,
+                **error.inner,
             },
         }
     }
@@ -337,10 +345,39 @@ def role_assignments(tenant: Tenant) -> list[dict[str, Any]]:
 Handler = Callable[[Request, Caller], Awaitable[Response]]
 
 
+ThrottleKind = Literal["directory", "intune"]
+
+
 @dataclass
 class Graph:
     directory: Directory
     keys: KeySet
+    throttling: Throttling
+
+    def throttle(self, request: Request, caller: Caller, kind: ThrottleKind) -> None:
+        tenant = str(caller.tenant.id)
+        if kind == "intune":
+            throttled = self.throttling.intune(caller.app_id, tenant, request.method)
+        else:
+            cost = directory_cost(
+                request.url.path,
+                "$select" in request.query_params,
+                "$expand" in request.query_params,
+            )
+            throttled = self.throttling.directory(
+                caller.app_id, tenant, len(caller.tenant.users), cost
+            )
+        if throttled is not None:
+            raise GraphError(
+                429,
+                "TooManyRequests",
+                "Please retry again later.",
+                headers={
+                    "Retry-After": self.throttling.retry_after(throttled),
+                    "x-ms-throttle-scope": throttled.scope,
+                },
+                inner={"code": "429", "message": "Please retry after", "status": "429"},
+            )
 
     def authenticate(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")
@@ -386,10 +423,19 @@ class Graph:
             scopes=frozenset(str(claims.get("scp", "")).split()),
         )
 
-    def route(self, path: str, handler: Handler, methods: list[str] | None = None) -> list[Route]:
+    def route(
+        self,
+        path: str,
+        handler: Handler,
+        methods: list[str] | None = None,
+        kind: ThrottleKind = "directory",
+    ) -> list[Route]:
         async def endpoint(request: Request) -> Response:
             try:
                 caller = self.authenticate(request)
+                request.scope["state"]["client_app"] = caller.app_id
+                request.scope["state"]["tenant"] = str(caller.tenant.id)
+                self.throttle(request, caller, kind)
                 return await handler(request, caller)
             except GraphError as error:
                 return error_response(request, error)

@@ -25,6 +25,10 @@ class EmulatorSettings(BaseSettings):
     public_host: str = "localhost"
     """The host name in issued URLs and in the server certificate (with 127.0.0.1)."""
     state_dir: Path = Path(".local/emulator")
+    throttling: bool = True
+    """Graph's published limits; switch off for benchmarks that measure tenantflow alone."""
+    fractional_retry_after: bool = False
+    """Retry-After as seconds with a fraction (e.g. 2.128) instead of whole seconds."""
     """CA, server certificate and app certificates; kept across restarts."""
 
     directory_connector_client_id: UUID = UUID("5e3ce6c0-2b1f-4285-8d4b-75ee78787346")

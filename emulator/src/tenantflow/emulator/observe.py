@@ -1,0 +1,188 @@
+"""Cross-cutting behaviour: request ids, the request log, and injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import math
+import re
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTROL_PREFIX = "/_emulator/"
+
+
+class FaultRule(BaseModel):
+    """A share of matching requests gets a fault instead of (or before) the real answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    method: str = Field(default="*", description="HTTP method, or * for any.")
+    path: str = Field(description="A regular expression searched in the request path.")
+    share: float = Field(default=1.0, ge=0.0, le=1.0)
+    status: Literal[429, 500, 502, 503, 504] | None = None
+    retry_after: str | None = Field(default=None, description="Retry-After to send, e.g. 2 or 1.5")
+    latency_ms: int = Field(default=0, ge=0, description="Delay added before answering.")
+    drop_connection: bool = False
+    batch_write_429: bool = Field(
+        default=False,
+        description="Inside $batch: the write is applied, but its item answers 429.",
+    )
+    matched: int = 0
+    fired: int = 0
+
+    @field_validator("path")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        re.compile(pattern)
+        return pattern
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method in ("*", method)) and re.search(self.path, path) is not None
+
+    def should_fire(self) -> bool:
+        """Exactly ``share`` of the matching requests, spread evenly (deterministic)."""
+        self.matched += 1
+        fire = math.floor(self.matched * self.share) > math.floor((self.matched - 1) * self.share)
+        if fire:
+            self.fired += 1
+        return fire
+
+
+@dataclass
+class Faults:
+    rules: list[FaultRule] = field(default_factory=list)
+
+    def pick(self, method: str, path: str, batch: bool = False) -> FaultRule | None:
+        for rule in self.rules:
+            if rule.batch_write_429 != batch:
+                continue
+            if rule.matches(method, path) and rule.should_fire():
+                return rule
+        return None
+
+
+@dataclass
+class RequestLog:
+    entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def query(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        def keep(entry: dict[str, Any]) -> bool:
+            for name, wanted in filters.items():
+                if name == "path_prefix":
+                    if not str(entry["path"]).startswith(wanted):
+                        return False
+                elif name == "since":
+                    if entry["time"] < wanted:
+                        return False
+                elif str(entry.get(name)) != wanted:
+                    return False
+            return True
+
+        return [entry for entry in self.entries if keep(entry)]
+
+
+def _graph_error_body(
+    error_code: str, message: str, request_id: str, client_request_id: str, **inner: str
+) -> bytes:
+    return json.dumps(
+        {
+            "error": {
+                "code": error_code,
+                "message": message,
+                "innerError": {
+                    "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                    "request-id": request_id,
+                    "client-request-id": client_request_id,
+                    **inner,
+                },
+            }
+        }
+    ).encode()
+
+
+FAULT_CODES = {
+    429: ("TooManyRequests", "Please retry again later."),
+    500: ("InternalServerError", "An internal server error occurred."),
+    502: ("BadGateway", "The server received an invalid response from an upstream server."),
+    503: ("ServiceUnavailable", "The service is temporarily unavailable."),
+    504: ("GatewayTimeout", "The upstream server did not respond in time."),
+}
+
+
+class Observe:
+    """Request ids on every response, one log entry per request, and faults by rule."""
+
+    def __init__(self, app: ASGIApp, log: RequestLog, faults: Faults) -> None:
+        self.app, self.log, self.faults = app, log, faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        client_request_id = request_id
+        for name, value in scope["headers"]:
+            if name == b"client-request-id":
+                client_request_id = value.decode()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        ids = [
+            (b"request-id", request_id.encode()),
+            (b"client-request-id", client_request_id.encode()),
+        ]
+        path, method = scope["path"], scope["method"]
+        entry: dict[str, Any] = {
+            "time": dt.datetime.now(dt.UTC).isoformat(),
+            "method": method,
+            "path": path,
+            "query": scope.get("query_string", b"").decode(),
+            "status": None,
+            "client_app": None,
+            "tenant": None,
+            "request_id": request_id,
+            "fault": None,
+        }
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *ids]
+                entry["status"] = message["status"]
+            await send(message)
+
+        try:
+            rule = None if path.startswith(CONTROL_PREFIX) else self.faults.pick(method, path)
+            if rule is not None:
+                entry["fault"] = rule.id
+                if rule.latency_ms:
+                    await asyncio.sleep(rule.latency_ms / 1000)
+                if rule.drop_connection:
+                    entry["status"] = "dropped"
+                    await send({"type": "http.response.start", "status": 200, "headers": ids})
+                    raise ConnectionAbortedError("fault: dropped connection")
+                if rule.status is not None:
+                    code, text = FAULT_CODES[rule.status]
+                    inner = {"code": str(rule.status), "status": str(rule.status)}
+                    body = _graph_error_body(code, text, request_id, client_request_id, **inner)
+                    headers = [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ]
+                    if rule.retry_after is not None:
+                        headers.append((b"retry-after", rule.retry_after.encode()))
+                    await send_observed(
+                        {"type": "http.response.start", "status": rule.status, "headers": headers}
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+            await self.app(scope, receive, send_observed)
+        finally:
+            entry["client_app"] = state.get("client_app")
+            entry["tenant"] = state.get("tenant")
+            self.log.entries.append(entry)

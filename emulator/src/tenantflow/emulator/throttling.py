@@ -1,0 +1,141 @@
+"""Token buckets with Graph's published limits (shared/reference/graph-wire-formats.md §5).
+
+Intune (mobileApps and related): per app per tenant 100 writes / 1,000 requests per 20 s, per
+tenant 200 writes / 2,000 requests per 20 s. Directory (users, groups, devices,
+servicePrincipals): resource units per app and tenant per 10 s, by tenant size (3,500 under 50
+users, 5,000 up to 500, 8,000 above), with per-request costs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class TokenBucket:
+    capacity: float
+    per_seconds: float
+    tokens: float = -1.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.capacity
+
+    def refill(self, now: float) -> None:
+        rate = self.capacity / self.per_seconds
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+
+    def wait_for(self, cost: float) -> float:
+        """Seconds until ``cost`` tokens are there; 0 when they are now."""
+        return max(0.0, (cost - self.tokens) / (self.capacity / self.per_seconds))
+
+
+@dataclass(frozen=True)
+class Throttled:
+    retry_after_s: float
+    scope: str
+
+
+def directory_units(tenant_users: int) -> int:
+    if tenant_users < 50:
+        return 3500
+    if tenant_users <= 500:
+        return 5000
+    return 8000
+
+
+def directory_cost(path: str, has_select: bool, has_expand: bool) -> int:
+    """Resource units of one request (GD concepts/throttling-limits.md)."""
+    if "/members" in path or "/transitiveMembers" in path:
+        cost = 3
+    elif "checkMember" in path:
+        cost = 4
+    elif path.rstrip("/").endswith(("/users", "/groups", "/devices", "/servicePrincipals")):
+        cost = 2
+    else:
+        cost = 1
+    if has_select:
+        cost -= 1
+    if has_expand:
+        cost += 1
+    return max(1, cost)
+
+
+@dataclass
+class Throttling:
+    enabled: bool = True
+    fractional_retry_after: bool = False
+    clock: Callable[[], float] = time.monotonic
+    buckets: dict[tuple[str, ...], TokenBucket] = field(default_factory=dict)
+
+    def _bucket(self, key: tuple[str, ...], capacity: float, per_seconds: float) -> TokenBucket:
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(capacity, per_seconds, updated=self.clock())
+        return bucket
+
+    def intune(self, app_id: str, tenant_id: str, method: str) -> Throttled | None:
+        if not self.enabled:
+            return None
+        now = self.clock()
+        checks = [
+            (
+                ("intune-any", app_id, tenant_id),
+                1000,
+                f"Tenant_Application/Intune/{app_id}/{tenant_id}",
+            ),
+            (("intune-any", tenant_id), 2000, f"Tenant/Intune/{tenant_id}"),
+        ]
+        if method in WRITE_METHODS:
+            checks = [
+                (
+                    ("intune-write", app_id, tenant_id),
+                    100,
+                    f"Tenant_Application/IntuneWrite/{app_id}/{tenant_id}",
+                ),
+                (("intune-write", tenant_id), 200, f"Tenant/IntuneWrite/{tenant_id}"),
+                *checks,
+            ]
+        return self._take_all(checks, 20.0, 1, now)
+
+    def directory(self, app_id: str, tenant_id: str, users: int, cost: int) -> Throttled | None:
+        if not self.enabled:
+            return None
+        key = ("directory", app_id, tenant_id)
+        scope = f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}"
+        return self._take_all([(key, directory_units(users), scope)], 10.0, cost, self.clock())
+
+    def _take_all(
+        self,
+        checks: list[tuple[tuple[str, ...], int, str]],
+        per_seconds: float,
+        cost: int,
+        now: float,
+    ) -> Throttled | None:
+        """All buckets must grant; none is charged unless all do (a refused request is free)."""
+        buckets = [
+            (self._bucket(key, capacity, per_seconds), scope) for key, capacity, scope in checks
+        ]
+        for bucket, scope in buckets:
+            bucket.refill(now)
+            wait = bucket.wait_for(cost)
+            if wait > 0:
+                return Throttled(wait, scope)
+        for bucket, _ in buckets:
+            bucket.tokens -= cost
+        return None
+
+    def retry_after(self, throttled: Throttled) -> str:
+        if self.fractional_retry_after:
+            return f"{max(throttled.retry_after_s, 0.001):.3f}"
+        return str(max(1, math.ceil(throttled.retry_after_s)))
+
+    def reset(self) -> None:
+        self.buckets.clear()
