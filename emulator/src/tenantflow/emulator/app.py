@@ -17,6 +17,7 @@ from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, Key
 from tenantflow.emulator.entra import Entra, routes
 from tenantflow.emulator.graph import Graph
 from tenantflow.emulator.graph_permissions import APP_ROLES
+from tenantflow.emulator.intune import intune_routes
 from tenantflow.emulator.observe import FaultRule, Faults, Observe, RequestLog
 from tenantflow.emulator.settings import EmulatorSettings
 from tenantflow.emulator.state import Directory, SeedTenant, Tenant
@@ -88,6 +89,13 @@ class Emulator:
             "display_name": tenant.display_name,
             "verified_domains": tenant.verified_domains,
             "users": [user.model_dump(mode="json") for user in tenant.users.values()],
+            "groups": [group.model_dump(mode="json") for group in tenant.groups.values()],
+            "devices": [device.model_dump(mode="json") for device in tenant.devices.values()],
+            "intune_apps": [
+                {**app, "assignments": tenant.app_assignments.get(UUID(app["id"]), [])}
+                for app in tenant.mobile_apps.values()
+            ],
+            "assignment_filters": list(tenant.assignment_filters.values()),
             "enterprise_apps": [
                 {
                     "app_id": str(sp.app_id),
@@ -133,7 +141,10 @@ class Emulator:
                 seed = SeedTenant.model_validate_json(await request.body())
             except ValidationError as exc:
                 return _problem(422, str(exc))
-            tenant = Tenant.from_seed(seed)
+            try:
+                tenant = Tenant.from_seed(seed)
+            except ValueError as exc:
+                return _problem(422, str(exc))
             self.directory.tenants[tenant.id] = tenant
             return JSONResponse(self.tenant_document(tenant), status_code=201)
 
@@ -273,5 +284,7 @@ class Emulator:
             ),
         ]
         graph = Graph(self.directory, self.keys, self.throttling)
-        app = Starlette(routes=[*control, *graph.routes(), *routes(self.entra)])
+        app = Starlette(
+            routes=[*control, *graph.routes(), *intune_routes(graph), *routes(self.entra)]
+        )
         return Observe(app, self.log, self.faults)

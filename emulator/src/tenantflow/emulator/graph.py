@@ -94,10 +94,18 @@ class Caller:
 _EQ = re.compile(r"^\s*(\w+)\s+eq\s+(?:'([^']*)'|([0-9a-fA-F-]{36}))\s*$")
 
 
+_ISOF = re.compile(r"^\s*isof\('([\w.]+)'\)\s*$")
+
+
 def parse_filter(expression: str, fields: set[str]) -> list[tuple[str, str]]:
-    """``field eq 'value' [or field eq 'value' …]``: the forms tenantflow sends."""
+    """``field eq 'value'`` and ``isof('microsoft.graph.type')`` clauses joined by ``or``: the
+    forms tenantflow sends. Values compare case-insensitively, as Graph's ids and names do."""
     clauses: list[tuple[str, str]] = []
     for part in re.split(r"\s+or\s+", expression.strip()):
+        isof = _ISOF.match(part)
+        if isof and "@odata.type" in fields:
+            clauses.append(("@odata.type", "#" + isof.group(1).lower()))
+            continue
         match = _EQ.match(part)
         if not match or match.group(1) not in fields:
             raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")

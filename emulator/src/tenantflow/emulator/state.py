@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any, Literal
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -55,6 +57,34 @@ class SeedDevice(_Seed):
     operating_system_version: str = "10.0.22631.4460"
 
 
+class SeedAssignment(_Seed):
+    intent: Literal["required", "available", "uninstall", "availableWithoutEnrollment"]
+    target: dict[str, Any] = Field(
+        description="A Graph assignment target, e.g. {'@odata.type': "
+        "'#microsoft.graph.groupAssignmentTarget', 'groupId': '…'}."
+    )
+    settings: dict[str, Any] | None = None
+
+
+class SeedIntuneApp(_Seed):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    id: UUID = Field(default_factory=uuid4)
+    odata_type: str = Field(default="#microsoft.graph.winGetApp", alias="@odata.type")
+    display_name: str
+    publisher: str | None = None
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description="Further Graph properties, as Graph names them."
+    )
+    assignments: list[SeedAssignment] = Field(default_factory=list)
+
+
+class SeedAssignmentFilter(_Seed):
+    id: UUID = Field(default_factory=uuid4)
+    display_name: str
+    platform: str = "windows10AndLater"
+    rule: str = '(device.osVersion -startsWith "10.0.22")'
+
+
 class SeedEnterpriseApp(_Seed):
     """A multi-tenant app consented in this tenant: its service principal and its grants."""
 
@@ -83,6 +113,8 @@ class SeedTenant(_Seed):
     groups: list[SeedGroup] = Field(default_factory=list)
     devices: list[SeedDevice] = Field(default_factory=list)
     enterprise_apps: list[SeedEnterpriseApp] = Field(default_factory=list)
+    intune_apps: list[SeedIntuneApp] = Field(default_factory=list)
+    assignment_filters: list[SeedAssignmentFilter] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> SeedTenant:
@@ -120,6 +152,10 @@ class Tenant:
     devices: dict[UUID, SeedDevice] = field(default_factory=dict)
     service_principals: dict[UUID, ServicePrincipal] = field(default_factory=dict)
     """By app id."""
+    mobile_apps: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    """Graph representations of Intune apps, by id."""
+    app_assignments: dict[UUID, list[dict[str, Any]]] = field(default_factory=dict)
+    assignment_filters: dict[UUID, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def graph_service_principal_id(self) -> UUID:
@@ -191,6 +227,32 @@ class Tenant:
             groups={group.id: group for group in seed.groups},
             devices={device.id: device for device in seed.devices},
         )
+        for intune_app in seed.intune_apps:
+            tenant.mobile_apps[intune_app.id] = new_mobile_app(
+                intune_app.id,
+                intune_app.odata_type,
+                {
+                    "displayName": intune_app.display_name,
+                    "publisher": intune_app.publisher,
+                    **intune_app.properties,
+                },
+            )
+            tenant.app_assignments[intune_app.id] = [
+                assignment_json(intune_app.id, a.model_dump(by_alias=True))
+                for a in intune_app.assignments
+            ]
+            tenant.mobile_apps[intune_app.id]["isAssigned"] = bool(intune_app.assignments)
+        for seed_filter in seed.assignment_filters:
+            tenant.assignment_filters[seed_filter.id] = {
+                "id": str(seed_filter.id),
+                "displayName": seed_filter.display_name,
+                "description": "",
+                "platform": seed_filter.platform,
+                "rule": seed_filter.rule,
+                "createdDateTime": EPOCH,
+                "lastModifiedDateTime": EPOCH,
+                "roleScopeTags": ["0"],
+            }
         for app in seed.enterprise_apps:
             tenant.consent(
                 app.app_id,
@@ -200,6 +262,92 @@ class Tenant:
                 app.service_principal_id,
             )
         return tenant
+
+
+EPOCH = "2026-01-15T09:30:00Z"
+TARGET_TYPES = {
+    "microsoft.graph.groupAssignmentTarget",
+    "microsoft.graph.exclusionGroupAssignmentTarget",
+    "microsoft.graph.allLicensedUsersAssignmentTarget",
+    "microsoft.graph.allDevicesAssignmentTarget",
+}
+INTENTS = ("available", "required", "uninstall", "availableWithoutEnrollment")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_mobile_app(app_id: UUID, odata_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+    created = now_iso()
+    return {
+        "@odata.type": "#" + odata_type.lstrip("#"),
+        "id": str(app_id),
+        "displayName": fields.get("displayName"),
+        "description": fields.get("description", ""),
+        "publisher": fields.get("publisher"),
+        "largeIcon": None,
+        "createdDateTime": created,
+        "lastModifiedDateTime": created,
+        "isFeatured": False,
+        "privacyInformationUrl": None,
+        "informationUrl": None,
+        "owner": "",
+        "developer": "",
+        "notes": "",
+        "publishingState": "published",
+        "isAssigned": False,
+        **{k: v for k, v in fields.items() if k not in ("@odata.type", "id")},
+    }
+
+
+def normalise_target(target: dict[str, Any]) -> dict[str, Any]:
+    """Graph accepts nested @odata.type with or without '#'; it answers with it."""
+    kind = str(target.get("@odata.type", "")).lstrip("#")
+    if kind not in TARGET_TYPES:
+        raise ValueError(f"unsupported assignment target type {kind!r}")
+    normalised = {
+        "@odata.type": f"#{kind}",
+        "deviceAndAppManagementAssignmentFilterId": target.get(
+            "deviceAndAppManagementAssignmentFilterId"
+        ),
+        "deviceAndAppManagementAssignmentFilterType": target.get(
+            "deviceAndAppManagementAssignmentFilterType", "none"
+        ),
+    }
+    if kind in (
+        "microsoft.graph.groupAssignmentTarget",
+        "microsoft.graph.exclusionGroupAssignmentTarget",
+    ):
+        group_id = target.get("groupId")
+        try:
+            normalised["groupId"] = str(UUID(str(group_id)))
+        except ValueError as exc:
+            raise ValueError(f"groupId {group_id!r} is not a GUID") from exc
+    if normalised["deviceAndAppManagementAssignmentFilterType"] not in (
+        "none",
+        "include",
+        "exclude",
+    ):
+        raise ValueError(
+            "deviceAndAppManagementAssignmentFilterType must be none, include or exclude"
+        )
+    return normalised
+
+
+def assignment_json(app_id: UUID, assignment: dict[str, Any]) -> dict[str, Any]:
+    intent = assignment.get("intent")
+    if intent not in INTENTS:
+        raise ValueError(f"intent must be one of {INTENTS}")
+    target = normalise_target(dict(assignment.get("target") or {}))
+    subject = target.get("groupId") or target["@odata.type"].rsplit(".", 1)[-1]
+    return {
+        "@odata.type": "#microsoft.graph.mobileAppAssignment",
+        "id": f"{subject}_{INTENTS.index(intent)}_{uuid5(app_id, str(subject)).hex[:8]}",
+        "intent": intent,
+        "target": target,
+        "settings": assignment.get("settings"),
+    }
 
 
 @dataclass

@@ -1,0 +1,242 @@
+"""Intune app management through Graph: mobileApps, their assignments, the /assign action, and
+assignment filters (shared/reference/graph-wire-formats.md §1)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID, uuid4
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tenantflow.emulator.graph import Caller, Graph, GraphError, odata_list
+from tenantflow.emulator.state import assignment_json, new_mobile_app, now_iso
+
+READ_APPS = ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All")
+WRITE_APPS = ("DeviceManagementApps.ReadWrite.All",)
+READ_FILTERS = (
+    "DeviceManagementConfiguration.Read.All",
+    "DeviceManagementConfiguration.ReadWrite.All",
+)
+CREATABLE = {
+    "microsoft.graph.winGetApp",
+    "microsoft.graph.webApp",
+    "microsoft.graph.win32LobApp",
+    "microsoft.graph.windowsMobileMSI",
+    "microsoft.graph.iosStoreApp",
+    "microsoft.graph.androidManagedStoreApp",
+    "microsoft.graph.officeSuiteApp",
+}
+
+
+def intune_error(status: int, error_code: str, message: str, request: Request) -> GraphError:
+    """Intune wraps its own error, as JSON, inside Graph's message (the JSON-in-a-string form)."""
+    activity = request.scope.get("state", {}).get("request_id", "")
+    inner = json.dumps(
+        {
+            "_version": 3,
+            "Message": f"{message} - Operation ID (for customer support): "
+            f"00000000-0000-0000-0000-000000000000 - Activity ID: {activity} - "
+            f"Url: https://fef.msub02.manage.microsoft.com/AppLifecycle_2511/"
+            f"StatelessAppMetadataFEService/deviceAppManagement{request.url.path}",
+            "CustomApiErrorPhrase": "",
+            "RetryAfter": None,
+            "ErrorSourceService": "",
+            "HttpHeaders": "{}",
+        },
+        indent=2,
+    ).replace("\n", "\r\n")
+    wrapped = json.dumps({"ErrorCode": error_code, "Message": inner})
+    return GraphError(status, "UnknownError", wrapped)
+
+
+def _require(caller: Caller, allowed: tuple[str, ...], request: Request) -> None:
+    if not (caller.roles | caller.scopes) & set(allowed):
+        raise intune_error(
+            403,
+            "Forbidden",
+            "Application is not authorized to perform this operation. Application must have "
+            f"one of the following scopes: {', '.join(allowed)}",
+            request,
+        )
+
+
+def _app_or_404(caller: Caller, request: Request) -> tuple[UUID, dict[str, Any]]:
+    try:
+        app_id = UUID(request.path_params["id"])
+        return app_id, caller.tenant.mobile_apps[app_id]
+    except (ValueError, KeyError) as exc:
+        raise intune_error(
+            404,
+            "NotFound",
+            f"Resource not found for the segment 'mobileApps'. Id: {request.path_params['id']}",
+            request,
+        ) from exc
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise GraphError(400, "BadRequest", "The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise GraphError(400, "BadRequest", "The request body must be a JSON object.")
+    return body
+
+
+def _refresh_is_assigned(caller: Caller, app_id: UUID) -> None:
+    app = caller.tenant.mobile_apps[app_id]
+    app["isAssigned"] = bool(caller.tenant.app_assignments.get(app_id))
+    app["lastModifiedDateTime"] = now_iso()
+
+
+def intune_routes(graph: Graph) -> list[Route]:
+    async def list_apps(request: Request, caller: Caller) -> Response:
+        _require(caller, READ_APPS, request)
+        return odata_list(
+            request,
+            "deviceAppManagement/mobileApps",
+            list(caller.tenant.mobile_apps.values()),
+            {"id", "displayName", "isAssigned", "@odata.type"},
+            directory_object=False,
+        )
+
+    async def get_app(request: Request, caller: Caller) -> Response:
+        _require(caller, READ_APPS, request)
+        _, app = _app_or_404(caller, request)
+        if "$select" in request.query_params:
+            wanted = {n.strip() for n in request.query_params["$select"].split(",")}
+            app = {k: v for k, v in app.items() if k in wanted | {"@odata.type", "id"}}
+        return JSONResponse(
+            {
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceAppManagement/mobileApps/$entity",
+                **app,
+            }
+        )
+
+    async def create_app(request: Request, caller: Caller) -> Response:
+        _require(caller, WRITE_APPS, request)
+        body = await _json_body(request)
+        kind = str(body.get("@odata.type", "")).lstrip("#")
+        if kind not in CREATABLE:
+            raise GraphError(400, "BadRequest", f"Cannot create a mobileApp of type '{kind}'.")
+        if not body.get("displayName"):
+            raise GraphError(400, "BadRequest", "displayName is required.")
+        app_id = uuid4()
+        app = new_mobile_app(app_id, kind, body)
+        caller.tenant.mobile_apps[app_id] = app
+        caller.tenant.app_assignments[app_id] = []
+        return JSONResponse(app, status_code=201)
+
+    async def patch_app(request: Request, caller: Caller) -> Response:
+        _require(caller, WRITE_APPS, request)
+        app_id, app = _app_or_404(caller, request)
+        body = await _json_body(request)
+        if (
+            "@odata.type" in body
+            and "#" + str(body["@odata.type"]).lstrip("#") != app["@odata.type"]
+        ):
+            raise GraphError(400, "BadRequest", "The @odata.type of an app cannot change.")
+        readonly = {"id", "createdDateTime", "lastModifiedDateTime", "isAssigned", "@odata.type"}
+        app.update({k: v for k, v in body.items() if k not in readonly})
+        _refresh_is_assigned(caller, app_id)
+        return Response(status_code=204)
+
+    async def delete_app(request: Request, caller: Caller) -> Response:
+        _require(caller, WRITE_APPS, request)
+        app_id, _ = _app_or_404(caller, request)
+        del caller.tenant.mobile_apps[app_id]
+        caller.tenant.app_assignments.pop(app_id, None)
+        return Response(status_code=204)
+
+    async def list_assignments(request: Request, caller: Caller) -> Response:
+        _require(caller, READ_APPS, request)
+        app_id, _ = _app_or_404(caller, request)
+        return odata_list(
+            request,
+            f"deviceAppManagement/mobileApps('{app_id}')/assignments",
+            caller.tenant.app_assignments.get(app_id, []),
+            {"id"},
+            directory_object=False,
+        )
+
+    async def create_assignment(request: Request, caller: Caller) -> Response:
+        _require(caller, WRITE_APPS, request)
+        app_id, _ = _app_or_404(caller, request)
+        try:
+            assignment = assignment_json(app_id, await _json_body(request))
+        except ValueError as exc:
+            raise GraphError(400, "BadRequest", str(exc)) from exc
+        current = caller.tenant.app_assignments.setdefault(app_id, [])
+        if any(a["id"] == assignment["id"] for a in current):
+            raise GraphError(409, "Conflict", "An assignment for this target already exists.")
+        current.append(assignment)
+        _refresh_is_assigned(caller, app_id)
+        return JSONResponse(assignment, status_code=201)
+
+    async def delete_assignment(request: Request, caller: Caller) -> Response:
+        _require(caller, WRITE_APPS, request)
+        app_id, _ = _app_or_404(caller, request)
+        current = caller.tenant.app_assignments.get(app_id, [])
+        remaining = [a for a in current if a["id"] != request.path_params["assignment_id"]]
+        if len(remaining) == len(current):
+            raise intune_error(404, "NotFound", "Assignment not found.", request)
+        caller.tenant.app_assignments[app_id] = remaining
+        _refresh_is_assigned(caller, app_id)
+        return Response(status_code=204)
+
+    async def assign(request: Request, caller: Caller) -> Response:
+        """Replaces the whole assignment set; an empty list clears it."""
+        _require(caller, WRITE_APPS, request)
+        app_id, _ = _app_or_404(caller, request)
+        body = await _json_body(request)
+        wanted = body.get("mobileAppAssignments")
+        if not isinstance(wanted, list):
+            raise GraphError(400, "BadRequest", "mobileAppAssignments is required.")
+        try:
+            replacement = [assignment_json(app_id, dict(a)) for a in wanted]
+        except (ValueError, TypeError) as exc:
+            raise GraphError(400, "BadRequest", str(exc)) from exc
+        caller.tenant.app_assignments[app_id] = replacement
+        _refresh_is_assigned(caller, app_id)
+        return Response(status_code=204)
+
+    async def list_filters(request: Request, caller: Caller) -> Response:
+        _require(caller, READ_FILTERS, request)
+        return odata_list(
+            request,
+            "deviceManagement/assignmentFilters",
+            list(caller.tenant.assignment_filters.values()),
+            {"id", "displayName"},
+            directory_object=False,
+        )
+
+    async def get_filter(request: Request, caller: Caller) -> Response:
+        _require(caller, READ_FILTERS, request)
+        try:
+            found = caller.tenant.assignment_filters[UUID(request.path_params["id"])]
+        except (ValueError, KeyError) as exc:
+            raise intune_error(404, "NotFound", "Assignment filter not found.", request) from exc
+        return JSONResponse(found)
+
+    apps = "/deviceAppManagement/mobileApps"
+    return [
+        *graph.route(apps, list_apps, kind="intune"),
+        *graph.route(apps, create_app, ["POST"], kind="intune"),
+        *graph.route(f"{apps}/{{id}}", get_app, kind="intune"),
+        *graph.route(f"{apps}/{{id}}", patch_app, ["PATCH"], kind="intune"),
+        *graph.route(f"{apps}/{{id}}", delete_app, ["DELETE"], kind="intune"),
+        *graph.route(f"{apps}/{{id}}/assignments", list_assignments, kind="intune"),
+        *graph.route(f"{apps}/{{id}}/assignments", create_assignment, ["POST"], kind="intune"),
+        *graph.route(
+            f"{apps}/{{id}}/assignments/{{assignment_id}}",
+            delete_assignment,
+            ["DELETE"],
+            kind="intune",
+        ),
+        *graph.route(f"{apps}/{{id}}/assign", assign, ["POST"], kind="intune"),
+        *graph.route("/deviceManagement/assignmentFilters", list_filters, kind="intune"),
+        *graph.route("/deviceManagement/assignmentFilters/{id}", get_filter, kind="intune"),
+    ]

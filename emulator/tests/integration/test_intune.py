@@ -1,0 +1,246 @@
+"""Intune app management through Graph, as the writer will use it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from tenantflow.emulator.testing import RunningEmulator
+
+pytestmark = pytest.mark.integration
+
+WRITER_PERMISSIONS = [
+    "DeviceManagementApps.ReadWrite.All",
+    "DeviceManagementManagedDevices.Read.All",
+    "Organization.Read.All",
+    "DeviceManagementConfiguration.Read.All",
+]
+
+
+class Intune:
+    def __init__(self, emulator: RunningEmulator) -> None:
+        self.emulator = emulator
+        self.tenant = str(uuid4())
+        self.sales, self.finance, self.filter = uuid4(), uuid4(), uuid4()
+        self.firefox = uuid4()
+        document = {
+            "id": self.tenant,
+            "display_name": "Northwind",
+            "verified_domains": ["northwind.example"],
+            "groups": [
+                {"id": str(self.sales), "display_name": "Sales"},
+                {"id": str(self.finance), "display_name": "Finance"},
+            ],
+            "enterprise_apps": [
+                {
+                    "app_id": emulator.apps["intune-writer"]["client_id"],
+                    "permissions": WRITER_PERMISSIONS,
+                },
+                {
+                    "app_id": emulator.apps["directory-connector"]["client_id"],
+                    "permissions": ["Directory.Read.All"],
+                },
+            ],
+            "intune_apps": [
+                {
+                    "id": str(self.firefox),
+                    "@odata.type": "#microsoft.graph.winGetApp",
+                    "display_name": "Mozilla Firefox",
+                    "publisher": "Mozilla",
+                    "properties": {"packageIdentifier": "9NZVDKPMR9RD"},
+                    "assignments": [
+                        {
+                            "intent": "required",
+                            "target": {
+                                "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                                "groupId": str(self.sales),
+                            },
+                        }
+                    ],
+                }
+            ],
+            "assignment_filters": [{"id": str(self.filter), "display_name": "Windows 11"}],
+        }
+        with emulator.client() as client:
+            response = client.post("/_emulator/tenants", json=document)
+            assert response.status_code == 201, response.text
+
+    def graph(self, app: str = "intune-writer") -> httpx.Client:
+        registration = self.emulator.apps[app]
+        with self.emulator.client() as entra:
+            response = entra.post(
+                f"/{self.tenant}/oauth2/v2.0/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": registration["client_id"],
+                    "client_secret": registration["client_secret"],
+                    "scope": "https://graph.microsoft.com/.default",
+                },
+            )
+        client = self.emulator.client()
+        client.headers["authorization"] = f"Bearer {response.json()['access_token']}"
+        return client
+
+
+@pytest.fixture
+def intune(emulator: RunningEmulator) -> Intune:
+    return Intune(emulator)
+
+
+def group_target(group: Any, filter_id: Any = None, with_hash: bool = True) -> dict[str, Any]:
+    target: dict[str, Any] = {
+        "@odata.type": ("#" if with_hash else "") + "microsoft.graph.groupAssignmentTarget",
+        "groupId": str(group),
+    }
+    if filter_id:
+        target["deviceAndAppManagementAssignmentFilterId"] = str(filter_id)
+        target["deviceAndAppManagementAssignmentFilterType"] = "include"
+    return target
+
+
+def test_seeded_app_and_its_assignments(intune: Intune) -> None:
+    with intune.graph() as graph:
+        app = graph.get(f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}").json()
+        assignments = graph.get(
+            f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}/assignments"
+        ).json()["value"]
+    assert app["@odata.type"] == "#microsoft.graph.winGetApp"
+    assert app["packageIdentifier"] == "9NZVDKPMR9RD"
+    assert app["isAssigned"] is True
+    [assignment] = assignments
+    assert assignment["intent"] == "required"
+    assert assignment["target"] == {
+        "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+        "groupId": str(intune.sales),
+        "deviceAndAppManagementAssignmentFilterId": None,
+        "deviceAndAppManagementAssignmentFilterType": "none",
+    }
+
+
+def test_assign_replaces_the_whole_set_and_an_empty_list_clears_it(intune: Intune) -> None:
+    url = f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}"
+    with intune.graph() as graph:
+        assert (
+            graph.post(
+                f"{url}/assign",
+                json={
+                    "mobileAppAssignments": [
+                        {
+                            "@odata.type": "#microsoft.graph.mobileAppAssignment",
+                            "intent": "available",
+                            "target": group_target(intune.finance, intune.filter, with_hash=False),
+                            "settings": None,
+                        },
+                    ]
+                },
+            ).status_code
+            == 204
+        )
+        after_replace = graph.get(f"{url}/assignments").json()["value"]
+        assert graph.post(f"{url}/assign", json={"mobileAppAssignments": []}).status_code == 204
+        after_clear = graph.get(f"{url}/assignments").json()["value"]
+        app = graph.get(url, params={"$select": "isAssigned"}).json()
+    [only] = after_replace
+    assert only["target"]["groupId"] == str(intune.finance)  # Sales is gone: replaced, not added
+    assert only["target"]["@odata.type"] == "#microsoft.graph.groupAssignmentTarget"
+    assert only["target"]["deviceAndAppManagementAssignmentFilterType"] == "include"
+    assert after_clear == []
+    assert app["isAssigned"] is False
+
+
+def test_create_patch_list_and_delete(intune: Intune) -> None:
+    with intune.graph() as graph:
+        created = graph.post(
+            "/beta/deviceAppManagement/mobileApps",
+            json={
+                "@odata.type": "#microsoft.graph.webApp",
+                "displayName": "Intranet",
+                "appUrl": "https://intranet.northwind.example",
+                "useManagedBrowser": False,
+            },
+        )
+        assert created.status_code == 201
+        app_id = created.json()["id"]
+        assert (
+            graph.patch(
+                f"/beta/deviceAppManagement/mobileApps/{app_id}",
+                json={"displayName": "Intranet portal"},
+            ).status_code
+            == 204
+        )
+        web_apps = graph.get(
+            "/v1.0/deviceAppManagement/mobileApps",
+            params={"$filter": "isof('microsoft.graph.webApp')"},
+        ).json()["value"]
+        one = graph.post(
+            f"/v1.0/deviceAppManagement/mobileApps/{app_id}/assignments",
+            json={
+                "intent": "available",
+                "target": {"@odata.type": "#microsoft.graph.allLicensedUsersAssignmentTarget"},
+            },
+        )
+        assert one.status_code == 201
+        assert (
+            graph.delete(
+                f"/v1.0/deviceAppManagement/mobileApps/{app_id}/assignments/{one.json()['id']}"
+            ).status_code
+            == 204
+        )
+        assert graph.delete(f"/v1.0/deviceAppManagement/mobileApps/{app_id}").status_code == 204
+        gone = graph.get(f"/v1.0/deviceAppManagement/mobileApps/{app_id}")
+    assert [(a["id"], a["displayName"]) for a in web_apps] == [(app_id, "Intranet portal")]
+    assert gone.status_code == 404
+
+
+def test_bad_assignments_are_refused(intune: Intune) -> None:
+    with intune.graph() as graph:
+        response = graph.post(
+            f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}/assign",
+            json={
+                "mobileAppAssignments": [
+                    {"intent": "sometimes", "target": group_target(intune.sales)}
+                ]
+            },
+        )
+        still = graph.get(
+            f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}/assignments"
+        ).json()["value"]
+    assert response.status_code == 400
+    assert len(still) == 1  # nothing half-applied
+
+
+def test_an_app_without_intune_permissions_gets_intunes_403(intune: Intune) -> None:
+    with intune.graph("directory-connector") as graph:
+        response = graph.get("/v1.0/deviceAppManagement/mobileApps")
+    assert response.status_code == 403
+    error = response.json()["error"]
+    wrapped = json.loads(error["message"])
+    assert wrapped["ErrorCode"] == "Forbidden"
+    inner = json.loads(wrapped["Message"])
+    assert inner["_version"] == 3
+    assert "DeviceManagementApps.ReadWrite.All" in inner["Message"]
+    assert error["innerError"]["request-id"] == response.headers["request-id"]
+
+
+def test_assignment_filters(intune: Intune) -> None:
+    with intune.graph() as graph:
+        [listed] = graph.get("/beta/deviceManagement/assignmentFilters").json()["value"]
+        one = graph.get(f"/beta/deviceManagement/assignmentFilters/{intune.filter}").json()
+    assert listed["id"] == str(intune.filter)
+    assert one["platform"] == "windows10AndLater"
+
+
+def test_intune_writes_are_throttled_at_100_per_20_seconds(intune: Intune) -> None:
+    url = f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}"
+    with intune.graph() as graph:
+        statuses = [graph.patch(url, json={"notes": str(n)}).status_code for n in range(100)]
+        throttled = graph.patch(url, json={"notes": "one too many"})
+        read = graph.get(url)
+    assert set(statuses) == {204}
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "1"
+    assert read.status_code == 200  # reads have their own, larger budget
