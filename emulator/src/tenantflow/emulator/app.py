@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from tenantflow.emulator.batch import batch_routes
 from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, KeySet
 from tenantflow.emulator.entra import Entra, routes
 from tenantflow.emulator.graph import Graph
@@ -284,7 +285,14 @@ class Emulator:
             ),
         ]
         graph = Graph(self.directory, self.keys, self.throttling)
+        graph_app = Starlette(routes=[*graph.routes(), *intune_routes(graph)])
         app = Starlette(
-            routes=[*control, *graph.routes(), *intune_routes(graph), *routes(self.entra)]
+            routes=[
+                *control,
+                *graph.routes(),
+                *intune_routes(graph),
+                *batch_routes(graph_app, self.faults),
+                *routes(self.entra),
+            ]
         )
         return Observe(app, self.log, self.faults)

@@ -441,8 +441,9 @@ class Graph:
         async def endpoint(request: Request) -> Response:
             try:
                 caller = self.authenticate(request)
-                request.scope["state"]["client_app"] = caller.app_id
-                request.scope["state"]["tenant"] = str(caller.tenant.id)
+                state = request.scope.setdefault("state", {})
+                state["client_app"] = caller.app_id
+                state["tenant"] = str(caller.tenant.id)
                 self.throttle(request, caller, kind)
                 return await handler(request, caller)
             except GraphError as error:
