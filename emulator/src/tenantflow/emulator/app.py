@@ -15,10 +15,12 @@ from starlette.types import ASGIApp
 
 from tenantflow.emulator.batch import batch_routes
 from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, KeySet
+from tenantflow.emulator.delta import delta_routes
 from tenantflow.emulator.entra import Entra, routes
 from tenantflow.emulator.graph import Graph
 from tenantflow.emulator.graph_permissions import APP_ROLES
 from tenantflow.emulator.intune import intune_routes
+from tenantflow.emulator.mutations import MUTATIONS, apply
 from tenantflow.emulator.observe import FaultRule, Faults, Observe, RequestLog
 from tenantflow.emulator.settings import EmulatorSettings
 from tenantflow.emulator.state import Directory, SeedTenant, Tenant
@@ -257,6 +259,24 @@ class Emulator:
             self.throttling.reset()
             return JSONResponse(wanted.model_dump())
 
+        async def mutate_directory(request: Request) -> Response:
+            tenant = tenant_or_404(request)
+            if tenant is None:
+                return _problem(404, "no such tenant")
+            try:
+                mutations = MUTATIONS.validate_json(await request.body())
+                apply(tenant, mutations)
+            except (ValidationError, ValueError) as exc:
+                return _problem(422, str(exc))
+            return JSONResponse({"applied": len(mutations), "journal": len(tenant.journal)})
+
+        async def invalidate_delta(request: Request) -> Response:
+            tenant = tenant_or_404(request)
+            if tenant is None:
+                return _problem(404, "no such tenant")
+            tenant.delta_epoch += 1
+            return Response(status_code=204)
+
         async def reset(request: Request) -> Response:
             self.reset()
             return Response(status_code=204)
@@ -277,6 +297,12 @@ class Emulator:
             Route("/_emulator/keys/{kid}", retire_key, methods=["DELETE"]),
             Route("/_emulator/tenants", create_tenant, methods=["POST"]),
             Route("/_emulator/tenants/{tenant_id}", get_tenant),
+            Route("/_emulator/tenants/{tenant_id}/directory", mutate_directory, methods=["POST"]),
+            Route(
+                "/_emulator/tenants/{tenant_id}/delta/invalidate",
+                invalidate_delta,
+                methods=["POST"],
+            ),
             Route("/_emulator/tenants/{tenant_id}/consents/{app_id}", put_consent, methods=["PUT"]),
             Route(
                 "/_emulator/tenants/{tenant_id}/consents/{app_id}",
@@ -285,12 +311,12 @@ class Emulator:
             ),
         ]
         graph = Graph(self.directory, self.keys, self.throttling)
-        graph_app = Starlette(routes=[*graph.routes(), *intune_routes(graph)])
+        graph_routes = [*delta_routes(graph), *graph.routes(), *intune_routes(graph)]
+        graph_app = Starlette(routes=graph_routes)
         app = Starlette(
             routes=[
                 *control,
-                *graph.routes(),
-                *intune_routes(graph),
+                *graph_routes,
                 *batch_routes(graph_app, self.faults),
                 *routes(self.entra),
             ]

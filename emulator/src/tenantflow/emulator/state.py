@@ -133,6 +133,17 @@ class SeedTenant(_Seed):
         return self
 
 
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    resource: Literal["users", "groups", "devices"]
+    object_id: UUID
+    removed: Literal["changed", "deleted"] | None = None
+    member: UUID | None = None
+    """For a membership change of a group: the member added, or removed (``member_removed``)."""
+    member_removed: bool = False
+
+
 @dataclass
 class ServicePrincipal:
     id: UUID
@@ -152,10 +163,19 @@ class Tenant:
     devices: dict[UUID, SeedDevice] = field(default_factory=dict)
     service_principals: dict[UUID, ServicePrincipal] = field(default_factory=dict)
     """By app id."""
+    journal: list[Change] = field(default_factory=list)
+    """Every directory change in order; delta queries read it."""
+    delta_epoch: int = 0
+    """Bumped to invalidate every delta token issued before (the control plane's resync)."""
     mobile_apps: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     """Graph representations of Intune apps, by id."""
     app_assignments: dict[UUID, list[dict[str, Any]]] = field(default_factory=dict)
     assignment_filters: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+
+    def record(
+        self, resource: Literal["users", "groups", "devices"], object_id: UUID, **details: Any
+    ) -> None:
+        self.journal.append(Change(len(self.journal) + 1, resource, object_id, **details))
 
     @property
     def graph_service_principal_id(self) -> UUID:
@@ -253,6 +273,12 @@ class Tenant:
                 "lastModifiedDateTime": EPOCH,
                 "roleScopeTags": ["0"],
             }
+        for user_id in tenant.users:
+            tenant.record("users", user_id)
+        for group in tenant.groups.values():
+            tenant.record("groups", group.id)
+        for device_id in tenant.devices:
+            tenant.record("devices", device_id)
         for app in seed.enterprise_apps:
             tenant.consent(
                 app.app_id,

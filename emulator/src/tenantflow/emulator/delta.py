@@ -1,0 +1,196 @@
+"""users/delta, groups/delta and devices/delta over the tenant's change journal
+(shared/reference/graph-wire-formats.md §2)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, Literal, cast
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tenantflow.emulator.graph import (
+    DEVICES,
+    GROUPS,
+    USERS,
+    Caller,
+    Graph,
+    GraphError,
+    device_json,
+    directory_object_json,
+    group_json,
+    user_json,
+)
+from tenantflow.emulator.graph_permissions import GRAPH_RESOURCE
+from tenantflow.emulator.state import Tenant
+
+Resource = Literal["users", "groups", "devices"]
+PAGE_SIZE = 100
+MEMBERS_PER_ENTRY = 20
+"""A large group's members are split across several entries (and pages), as Graph does."""
+TOKEN_LIFETIME_S = 7 * 24 * 3600
+
+
+def _encode(state: dict[str, Any]) -> str:
+    return (
+        base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode())
+        .decode()
+        .rstrip("=")
+    )
+
+
+def _decode(token: str) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = json.loads(
+            base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        )
+        return state
+    except ValueError as exc:
+        raise GraphError(400, "Request_BadRequest", "The delta token is malformed.") from exc
+
+
+def _representation(tenant: Tenant, resource: Resource, object_id: UUID) -> dict[str, Any]:
+    if resource == "users":
+        return user_json(tenant.users[object_id])
+    if resource == "groups":
+        return group_json(tenant.groups[object_id])
+    return device_json(tenant.devices[object_id])
+
+
+def _current(tenant: Tenant, resource: Resource) -> dict[UUID, Any]:
+    return cast(dict[UUID, Any], getattr(tenant, resource))
+
+
+def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[dict[str, Any]]:
+    """What changed in (since, until], one entry per object (a group's members split over
+    several); a full sync (since 0) lists what exists, without removals."""
+    latest: dict[UUID, Any] = {}
+    member_changes: dict[UUID, dict[UUID, bool]] = {}
+    for change in tenant.journal[since:until]:
+        if change.resource != resource:
+            continue
+        latest[change.object_id] = change
+        if change.member is not None:
+            member_changes.setdefault(change.object_id, {})[change.member] = change.member_removed
+    result: list[dict[str, Any]] = []
+    current = _current(tenant, resource)
+    for object_id, change in latest.items():
+        if object_id not in current:
+            if since == 0:
+                continue
+            result.append(
+                {"id": str(object_id), "@removed": {"reason": change.removed or "deleted"}}
+            )
+            continue
+        body = _representation(tenant, resource, object_id)
+        if resource != "groups":
+            result.append(body)
+            continue
+        if since == 0:
+            members = [(m, False) for m in tenant.groups[object_id].members]
+        else:
+            members = list(member_changes.get(object_id, {}).items())
+        chunks = [
+            members[i : i + MEMBERS_PER_ENTRY] for i in range(0, len(members), MEMBERS_PER_ENTRY)
+        ]
+        for chunk in chunks or [[]]:
+            entry = dict(body)
+            entry["members@delta"] = [_member(tenant, member, removed) for member, removed in chunk]
+            result.append(entry)
+    return result
+
+
+def _member(tenant: Tenant, member: UUID, removed: bool) -> dict[str, Any]:
+    if removed:
+        return {
+            "@odata.type": "#microsoft.graph.directoryObject",
+            "id": str(member),
+            "@removed": {"reason": "deleted"},
+        }
+    kind = (
+        directory_object_json(tenant, member)["@odata.type"]
+        if (member in tenant.users or member in tenant.groups or member in tenant.devices)
+        else "#microsoft.graph.directoryObject"
+    )
+    return {"@odata.type": kind, "id": str(member)}
+
+
+def delta_routes(graph: Graph) -> list[Route]:
+    def handler(resource: Resource, allowed: tuple[str, ...]) -> Any:
+        async def delta(request: Request, caller: Caller) -> Response:
+            caller.require(allowed)
+            tenant = caller.tenant
+            params = request.query_params
+            base = f"{GRAPH_RESOURCE}{request.url.path}"
+            state: dict[str, Any]
+            if "$deltatoken" in params or "$skiptoken" in params:
+                raw = params.get("$deltatoken") or params.get("$skiptoken") or ""
+                if not raw:  # the Location of a 410: start over with a full sync
+                    state = {
+                        "since": 0,
+                        "until": len(tenant.journal),
+                        "offset": 0,
+                        "epoch": tenant.delta_epoch,
+                        "issued": time.time(),
+                    }
+                else:
+                    state = _decode(raw)
+                if state.get("epoch") != tenant.delta_epoch:
+                    raise GraphError(
+                        410,
+                        "resyncRequired",
+                        "The delta token is no longer valid; restart with a full synchronization.",
+                        headers={"Location": f"{base}?$deltatoken="},
+                    )
+                if time.time() - float(state.get("issued", 0)) > TOKEN_LIFETIME_S:
+                    raise GraphError(
+                        400, "syncStateNotFound", "The sync state for this delta token has expired."
+                    )
+                if "$deltatoken" in params and raw:
+                    state = {
+                        "since": state["since"],
+                        "until": len(tenant.journal),
+                        "offset": 0,
+                        "epoch": tenant.delta_epoch,
+                        "issued": state["issued"],
+                    }
+            else:
+                state = {
+                    "since": 0,
+                    "until": len(tenant.journal),
+                    "offset": 0,
+                    "epoch": tenant.delta_epoch,
+                    "issued": time.time(),
+                }
+            items = entries(tenant, resource, state["since"], state["until"])
+            offset = state["offset"]
+            body: dict[str, Any] = {
+                "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{resource}",
+                "value": items[offset : offset + PAGE_SIZE],
+            }
+            if offset + PAGE_SIZE < len(items):
+                body["@odata.nextLink"] = (
+                    f"{base}?$skiptoken={_encode({**state, 'offset': offset + PAGE_SIZE})}"
+                )
+            else:
+                after = {
+                    "since": state["until"],
+                    "until": state["until"],
+                    "offset": 0,
+                    "epoch": tenant.delta_epoch,
+                    "issued": time.time(),
+                }
+                body["@odata.deltaLink"] = f"{base}?$deltatoken={_encode(after)}"
+            return JSONResponse(body)
+
+        return delta
+
+    return [
+        *graph.route("/users/delta", handler("users", USERS)),
+        *graph.route("/groups/delta", handler("groups", GROUPS)),
+        *graph.route("/devices/delta", handler("devices", DEVICES)),
+    ]

@@ -1,0 +1,184 @@
+"""Directory changes made through the control plane; delta queries then report them.
+
+A request's mutations are checked as a whole first, then applied: nothing is half-applied."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from tenantflow.emulator.graph_permissions import DIRECTORY_ROLE_TEMPLATES
+from tenantflow.emulator.state import SeedDevice, SeedGroup, SeedUser, Tenant
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddMember(_Op):
+    op: Literal["add_member"]
+    group_id: UUID
+    member_id: UUID
+
+
+class RemoveMember(_Op):
+    op: Literal["remove_member"]
+    group_id: UUID
+    member_id: UUID
+
+
+class AddGroup(_Op):
+    op: Literal["add_group"]
+    group: SeedGroup
+
+
+class RenameGroup(_Op):
+    op: Literal["rename_group"]
+    group_id: UUID
+    display_name: str
+
+
+class DeleteGroup(_Op):
+    op: Literal["delete_group"]
+    group_id: UUID
+    permanent: bool = Field(default=False, description="false: soft delete (restorable).")
+
+
+class AddUser(_Op):
+    op: Literal["add_user"]
+    user: SeedUser
+
+
+class DeleteUser(_Op):
+    op: Literal["delete_user"]
+    user_id: UUID
+    permanent: bool = False
+
+
+class AddDevice(_Op):
+    op: Literal["add_device"]
+    device: SeedDevice
+
+
+class DeleteDevice(_Op):
+    op: Literal["delete_device"]
+    device_id: UUID
+
+
+class GrantRole(_Op):
+    op: Literal["grant_role"]
+    user_id: UUID
+    role: str
+
+
+class RemoveRole(_Op):
+    op: Literal["remove_role"]
+    user_id: UUID
+    role: str
+
+
+Mutation = Annotated[
+    AddMember
+    | RemoveMember
+    | AddGroup
+    | RenameGroup
+    | DeleteGroup
+    | AddUser
+    | DeleteUser
+    | AddDevice
+    | DeleteDevice
+    | GrantRole
+    | RemoveRole,
+    Field(discriminator="op"),
+]
+MUTATIONS: TypeAdapter[list[Mutation]] = TypeAdapter(list[Mutation])
+
+
+def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
+    users, groups, devices = set(tenant.users), set(tenant.groups), set(tenant.devices)
+    for index, m in enumerate(mutations):
+        where = f"mutation {index} ({m.op})"
+        if isinstance(m, AddUser | AddGroup | AddDevice):
+            new = (
+                m.user.id
+                if isinstance(m, AddUser)
+                else (m.group.id if isinstance(m, AddGroup) else m.device.id)
+            )
+            if new in users | groups | devices:
+                raise ValueError(f"{where}: object {new} already exists")
+            (
+                users if isinstance(m, AddUser) else groups if isinstance(m, AddGroup) else devices
+            ).add(new)
+        elif isinstance(m, AddMember | RemoveMember):
+            if m.group_id not in groups:
+                raise ValueError(f"{where}: no group {m.group_id}")
+            if m.member_id not in users | groups | devices:
+                raise ValueError(f"{where}: no user, group or device {m.member_id}")
+        elif isinstance(m, RenameGroup | DeleteGroup):
+            if m.group_id not in groups:
+                raise ValueError(f"{where}: no group {m.group_id}")
+            if isinstance(m, DeleteGroup):
+                groups.discard(m.group_id)
+        elif isinstance(m, DeleteUser | GrantRole | RemoveRole):
+            if m.user_id not in users:
+                raise ValueError(f"{where}: no user {m.user_id}")
+            if isinstance(m, DeleteUser):
+                users.discard(m.user_id)
+            elif m.role not in DIRECTORY_ROLE_TEMPLATES:
+                raise ValueError(f"{where}: unknown role {m.role!r}")
+        elif isinstance(m, DeleteDevice):
+            if m.device_id not in devices:
+                raise ValueError(f"{where}: no device {m.device_id}")
+            devices.discard(m.device_id)
+
+
+def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
+    _check(tenant, mutations)
+    for m in mutations:
+        if isinstance(m, AddUser):
+            tenant.users[m.user.id] = m.user
+            tenant.record("users", m.user.id)
+        elif isinstance(m, AddGroup):
+            tenant.groups[m.group.id] = m.group
+            tenant.record("groups", m.group.id)
+        elif isinstance(m, AddDevice):
+            tenant.devices[m.device.id] = m.device
+            tenant.record("devices", m.device.id)
+        elif isinstance(m, AddMember):
+            group = tenant.groups[m.group_id]
+            if m.member_id not in group.members:
+                group.members.append(m.member_id)
+                tenant.record("groups", m.group_id, member=m.member_id)
+        elif isinstance(m, RemoveMember):
+            group = tenant.groups[m.group_id]
+            if m.member_id in group.members:
+                group.members.remove(m.member_id)
+                tenant.record("groups", m.group_id, member=m.member_id, member_removed=True)
+        elif isinstance(m, RenameGroup):
+            tenant.groups[m.group_id].display_name = m.display_name
+            tenant.record("groups", m.group_id)
+        elif isinstance(m, DeleteGroup):
+            del tenant.groups[m.group_id]
+            _drop_memberships(tenant, m.group_id)
+            tenant.record("groups", m.group_id, removed="deleted" if m.permanent else "changed")
+        elif isinstance(m, DeleteUser):
+            del tenant.users[m.user_id]
+            _drop_memberships(tenant, m.user_id)
+            tenant.record("users", m.user_id, removed="deleted" if m.permanent else "changed")
+        elif isinstance(m, DeleteDevice):
+            del tenant.devices[m.device_id]
+            _drop_memberships(tenant, m.device_id)
+            tenant.record("devices", m.device_id, removed="deleted")
+        elif isinstance(m, GrantRole | RemoveRole):
+            user = tenant.users[m.user_id]
+            roles = [r for r in user.directory_roles if r != m.role]
+            user.directory_roles = [*roles, m.role] if isinstance(m, GrantRole) else roles
+
+
+def _drop_memberships(tenant: Tenant, object_id: UUID) -> None:
+    for group in tenant.groups.values():
+        if object_id in group.members:
+            group.members.remove(object_id)
+            tenant.record("groups", group.id, member=object_id, member_removed=True)
