@@ -40,6 +40,7 @@ contracts: ## regenerate JSON Schemas, missing examples and the AsyncAPI documen
 bench: ## benchmarks: print figures, write JSON to bench/results/
 	$(UV) run --frozen python bench/infra_start.py
 	$(UV) run --frozen python bench/outbox_latency.py
+	$(UV) run --frozen python bench/emulator_throughput.py
 
 infra-up:
 	$(UV) run --frozen tenantflow-infra up

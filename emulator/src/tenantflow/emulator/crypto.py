@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class SigningKey:
     private_key: rsa.RSAPrivateKey
     certificate: x509.Certificate
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
         return thumbprint_sha1(self.certificate)
 
