@@ -80,6 +80,11 @@ class Emulator:
         self.faults = Faults()
         self.log = RequestLog()
 
+    def add_tenant(self, seed: SeedTenant) -> Tenant:
+        tenant = Tenant.from_seed(seed)
+        self.directory.tenants[tenant.id] = tenant
+        return tenant
+
     def reset(self) -> None:
         self.directory.tenants.clear()
         self.faults.rules.clear()
@@ -145,10 +150,9 @@ class Emulator:
             except ValidationError as exc:
                 return _problem(422, str(exc))
             try:
-                tenant = Tenant.from_seed(seed)
+                tenant = self.add_tenant(seed)
             except ValueError as exc:
                 return _problem(422, str(exc))
-            self.directory.tenants[tenant.id] = tenant
             return JSONResponse(self.tenant_document(tenant), status_code=201)
 
         def tenant_or_404(request: Request) -> Tenant | None:
