@@ -1,4 +1,6 @@
-"""`make run`: local Kafka and PostgreSQL (unless already up or external), then every service.
+"""`make run`: local Kafka and PostgreSQL (unless already up or external), the Entra ID and
+Graph emulator with its demo tenants (unless TENANTFLOW_GRAPH_BASE_URL points at the real
+thing), then every service.
 
 Output is prefixed with the service's name. Ctrl-C or SIGTERM stops the services (each gets a
 SIGTERM and a graceful shutdown), then the infrastructure this command started itself.
@@ -41,6 +43,43 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
         sys.stdout.flush()
 
 
+def _microsoft_endpoints(state_dir: Path) -> tuple[dict[str, str], subprocess.Popen[str] | None]:
+    """Where Entra ID and Graph are: the environment's, or an emulator started here."""
+    if os.environ.get("TENANTFLOW_GRAPH_BASE_URL"):
+        return {}, None
+    port = os.environ.get("TENANTFLOW_EMULATOR_PORT", "8443")
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tenantflow.emulator",
+            "--port",
+            port,
+            "--seed",
+            "demo",
+            "--state-dir",
+            str(state_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert emulator.stdout is not None
+    printed: dict[str, str] = {}
+    while len(printed) < 2:
+        line = emulator.stdout.readline()
+        if not line:
+            raise SystemExit(f"the emulator exited with {emulator.wait()}")
+        name, _, value = line.strip().partition("=")
+        printed[name] = value
+    url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
+    print(f"emulator on {url} (CA {ca}); demo tenants Contoso and Fabrikam")
+    return {
+        "TENANTFLOW_LOGIN_BASE_URL": url,
+        "TENANTFLOW_GRAPH_BASE_URL": url,
+        "TENANTFLOW_CA_BUNDLE": ca,
+    }, emulator
+
+
 def main() -> None:
     workdir = Path(os.environ.get("TENANTFLOW_INFRA_DIR", ".local/infra")).resolve()
     infra = LocalInfra.from_state(workdir)
@@ -53,6 +92,7 @@ def main() -> None:
             print(f"tenantflow run: {exc}", file=sys.stderr)
             raise SystemExit(2) from exc
     print("infrastructure:", *(f"{k}={v}" for k, v in infra.environment().items()))
+    microsoft, emulator = _microsoft_endpoints(workdir.parent / "emulator")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     processes: list[subprocess.Popen[bytes]] = []
@@ -62,6 +102,7 @@ def main() -> None:
             env = {
                 **os.environ,
                 **infra.environment(),
+                **microsoft,
                 f"{service.env_prefix}PORT": port,
                 f"{service.env_prefix}HOST": os.environ.get(
                     f"{service.env_prefix}HOST", "127.0.0.1"
@@ -84,14 +125,17 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
+        everything: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = [*processes]
+        if emulator is not None:
+            everything.append(emulator)
+        for child in everything:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in everything:
             try:
-                process.wait(timeout=30)
+                child.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                child.kill()
         if started_here:
             infra.stop()
 
