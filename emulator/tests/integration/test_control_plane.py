@@ -27,9 +27,9 @@ def token_roles(emulator: RunningEmulator, tenant: str, app: str) -> list[str] |
         ).json()
     if "access_token" not in body:
         return None  # no token at all (AADSTS700016)
-    roles: list[str] = jwt.decode(
-        body["access_token"], options={"verify_signature": False}
-    ).get("roles", [])
+    roles: list[str] = jwt.decode(body["access_token"], options={"verify_signature": False}).get(
+        "roles", []
+    )
     return roles
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tenantflow.emulator.throttling import Throttling, directory_cost
+from tenantflow.emulator.settings import EmulatorSettings
+from tenantflow.emulator.throttling import Limits, Throttling, directory_cost
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +89,18 @@ def test_fractional_retry_after() -> None:
 def test_switched_off() -> None:
     throttling = Throttling(enabled=False, clock=FakeClock())
     assert all(throttling.intune("app", "t", "POST") is None for _ in range(500))
+
+
+def test_limits_are_configurable() -> None:
+    throttling = Throttling(clock=FakeClock(), limits=Limits(intune_app_writes=3))
+    assert [throttling.intune("app", "t", "POST") is None for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENANTFLOW_EMULATOR_THROTTLE_LIMITS__INTUNE_APP_WRITES", "7")
+    assert EmulatorSettings().throttle_limits.intune_app_writes == 7

@@ -24,7 +24,7 @@ from tenantflow.emulator.mutations import MUTATIONS, apply
 from tenantflow.emulator.observe import FaultRule, Faults, Observe, RequestLog
 from tenantflow.emulator.settings import EmulatorSettings
 from tenantflow.emulator.state import Directory, SeedTenant, Tenant
-from tenantflow.emulator.throttling import Throttling
+from tenantflow.emulator.throttling import Limits, Throttling
 
 
 class ConsentGrant(BaseModel):
@@ -37,6 +37,7 @@ class ThrottlingSwitch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool
     fractional_retry_after: bool = False
+    limits: Limits = Field(default_factory=Limits, description="Graph's published numbers.")
 
 
 class UserTokenRequest(BaseModel):
@@ -76,6 +77,7 @@ class Emulator:
         self.throttling = Throttling(
             enabled=self.settings.throttling,
             fractional_retry_after=self.settings.fractional_retry_after,
+            limits=self.settings.throttle_limits,
         )
         self.faults = Faults()
         self.log = RequestLog()
@@ -260,8 +262,9 @@ class Emulator:
                 return _problem(422, str(exc))
             self.throttling.enabled = wanted.enabled
             self.throttling.fractional_retry_after = wanted.fractional_retry_after
+            self.throttling.limits = wanted.limits
             self.throttling.reset()
-            return JSONResponse(wanted.model_dump())
+            return JSONResponse(wanted.model_dump(mode="json"))
 
         async def mutate_directory(request: Request) -> Response:
             tenant = tenant_or_404(request)

@@ -9,6 +9,8 @@ from uuid import UUID
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tenantflow.emulator.throttling import Limits
+
 
 class AppRegistration(BaseModel):
     name: str
@@ -18,7 +20,9 @@ class AppRegistration(BaseModel):
 
 
 class EmulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TENANTFLOW_EMULATOR_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="TENANTFLOW_EMULATOR_", env_nested_delimiter="__", extra="forbid"
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=0, le=65535)
@@ -29,6 +33,8 @@ class EmulatorSettings(BaseSettings):
     """Graph's published limits; switch off for benchmarks that measure tenantflow alone."""
     fractional_retry_after: bool = False
     """Retry-After as seconds with a fraction (e.g. 2.128) instead of whole seconds."""
+    throttle_limits: Limits = Field(default_factory=Limits)
+    """E.g. TENANTFLOW_EMULATOR_THROTTLE_LIMITS__INTUNE_APP_WRITES=10 for a quick demo."""
     """CA, server certificate and app certificates; kept across restarts."""
 
     directory_connector_client_id: UUID = UUID("5e3ce6c0-2b1f-4285-8d4b-75ee78787346")

@@ -43,12 +43,28 @@ class Throttled:
     scope: str
 
 
-def directory_units(tenant_users: int) -> int:
-    if tenant_users < 50:
-        return 3500
-    if tenant_users <= 500:
-        return 5000
-    return 8000
+@dataclass(frozen=True)
+class Limits:
+    """Graph's published numbers by default; each can be changed (settings or control plane)."""
+
+    intune_app_writes: int = 100
+    intune_tenant_writes: int = 200
+    intune_app_requests: int = 1000
+    intune_tenant_requests: int = 2000
+    intune_window_s: float = 20.0
+    directory_units_small: int = 3500
+    """Tenants under 50 users."""
+    directory_units_medium: int = 5000
+    """Tenants of 50 to 500 users."""
+    directory_units_large: int = 8000
+    directory_window_s: float = 10.0
+
+    def directory_units(self, tenant_users: int) -> int:
+        if tenant_users < 50:
+            return self.directory_units_small
+        if tenant_users <= 500:
+            return self.directory_units_medium
+        return self.directory_units_large
 
 
 def directory_cost(path: str, has_select: bool, has_expand: bool) -> int:
@@ -72,6 +88,7 @@ def directory_cost(path: str, has_select: bool, has_expand: bool) -> int:
 class Throttling:
     enabled: bool = True
     fractional_retry_after: bool = False
+    limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.monotonic
     buckets: dict[tuple[str, ...], TokenBucket] = field(default_factory=dict)
 
@@ -85,32 +102,42 @@ class Throttling:
         if not self.enabled:
             return None
         now = self.clock()
+        limits = self.limits
         checks = [
             (
                 ("intune-any", app_id, tenant_id),
-                1000,
+                limits.intune_app_requests,
                 f"Tenant_Application/Intune/{app_id}/{tenant_id}",
             ),
-            (("intune-any", tenant_id), 2000, f"Tenant/Intune/{tenant_id}"),
+            (
+                ("intune-any", tenant_id),
+                limits.intune_tenant_requests,
+                f"Tenant/Intune/{tenant_id}",
+            ),
         ]
         if method in WRITE_METHODS:
             checks = [
                 (
                     ("intune-write", app_id, tenant_id),
-                    100,
+                    limits.intune_app_writes,
                     f"Tenant_Application/IntuneWrite/{app_id}/{tenant_id}",
                 ),
-                (("intune-write", tenant_id), 200, f"Tenant/IntuneWrite/{tenant_id}"),
+                (
+                    ("intune-write", tenant_id),
+                    limits.intune_tenant_writes,
+                    f"Tenant/IntuneWrite/{tenant_id}",
+                ),
                 *checks,
             ]
-        return self._take_all(checks, 20.0, 1, now)
+        return self._take_all(checks, limits.intune_window_s, 1, now)
 
     def directory(self, app_id: str, tenant_id: str, users: int, cost: int) -> Throttled | None:
         if not self.enabled:
             return None
         key = ("directory", app_id, tenant_id)
         scope = f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}"
-        return self._take_all([(key, directory_units(users), scope)], 10.0, cost, self.clock())
+        units, window = self.limits.directory_units(users), self.limits.directory_window_s
+        return self._take_all([(key, units, scope)], window, cost, self.clock())
 
     def _take_all(
         self,
