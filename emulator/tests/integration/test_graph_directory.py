@@ -218,8 +218,13 @@ def test_check_member_groups_follows_nesting(contoso: Contoso) -> None:
             f"/v1.0/users/{contoso.plain}/checkMemberGroups",
             json={"groupIds": [str(contoso.outer)]},
         )
+        objects = graph.post(
+            f"/v1.0/users/{contoso.assigned_via_group}/checkMemberObjects",
+            json={"ids": [str(contoso.inner), str(contoso.outer)]},
+        )
     assert response.json()["value"] == [str(contoso.outer)]
     assert plain.json()["value"] == []
+    assert objects.json()["value"] == [str(contoso.inner), str(contoso.outer)]
 
 
 def test_global_administrator_role_assignments(contoso: Contoso) -> None:

@@ -586,14 +586,16 @@ class Graph:
             user_id = uuid_param(request, "id")
             if user_id not in caller.tenant.users:
                 raise not_found(user_id)
+            # checkMemberGroups takes groupIds; checkMemberObjects takes ids (groups here)
+            field_name = "groupIds" if request.url.path.endswith("checkMemberGroups") else "ids"
             try:
                 body = await request.json()
-                asked = [UUID(g) for g in body.get("groupIds", [])]
+                asked = [UUID(g) for g in body.get(field_name, [])]
             except (ValueError, AttributeError) as exc:
                 raise GraphError(400, "Request_BadRequest", "Invalid request body.") from exc
             if len(asked) > 20:
                 raise GraphError(
-                    400, "Request_BadRequest", "The number of groupIds must not exceed 20."
+                    400, "Request_BadRequest", f"The number of {field_name} must not exceed 20."
                 )
             member = caller.tenant.member_groups(user_id)
             return JSONResponse(
@@ -684,6 +686,7 @@ class Graph:
             *self.route("/users/{id}", user),
             *self.route("/users/{id}/memberOf", member_of),
             *self.route("/users/{id}/checkMemberGroups", check_member_groups, ["POST"]),
+            *self.route("/users/{id}/checkMemberObjects", check_member_groups, ["POST"]),
             *self.route("/groups", groups),
             *self.route("/groups/{id}", group),
             *self.route("/groups/{id}/members", members),
