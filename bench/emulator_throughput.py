@@ -26,6 +26,8 @@ from uuid import uuid4
 
 import httpx
 
+from tenantflow.emulator.testing import RunningEmulator
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,32 +127,22 @@ def main() -> None:
             url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
             tenant = str(uuid4())
             with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca)) as client:
-                connector = {a["name"]: a for a in client.get("/_emulator/apps").json()}[
-                    "directory-connector"
-                ]
-                client.post(
-                    "/_emulator/tenants",
-                    json={
-                        "id": tenant,
-                        "display_name": "Bench",
-                        "verified_domains": ["bench.example"],
-                        "enterprise_apps": [
-                            {
-                                "app_id": connector["client_id"],
-                                "permissions": ["Directory.Read.All"],
-                            }
-                        ],
-                    },
-                )
-                token = client.post(
-                    f"/{tenant}/oauth2/v2.0/token",
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": connector["client_id"],
-                        "client_secret": connector["client_secret"],
-                        "scope": "https://graph.microsoft.com/.default",
-                    },
-                ).json()["access_token"]
+                apps = {app["name"]: app for app in client.get("/_emulator/apps").json()}
+            emulator_api = RunningEmulator(url, ca, apps)
+            emulator_api.seed(
+                {
+                    "id": tenant,
+                    "display_name": "Bench",
+                    "verified_domains": ["bench.example"],
+                    "enterprise_apps": [
+                        {
+                            "app_id": apps["directory-connector"]["client_id"],
+                            "permissions": ["Directory.Read.All"],
+                        }
+                    ],
+                }
+            )
+            token = emulator_api.app_token("directory-connector", tenant)
             loader = subprocess.run(
                 [
                     *pinned(1),

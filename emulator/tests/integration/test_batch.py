@@ -14,39 +14,22 @@ pytestmark = pytest.mark.integration
 
 def writer_graph(emulator: RunningEmulator) -> tuple[str, str, httpx.Client]:
     tenant, app_id, group = str(uuid4()), str(uuid4()), str(uuid4())
-    writer = emulator.apps["intune-writer"]
-    with emulator.client() as client:
-        assert (
-            client.post(
-                "/_emulator/tenants",
-                json={
-                    "id": tenant,
-                    "display_name": "Tailspin",
-                    "verified_domains": ["tailspin.example"],
-                    "groups": [{"id": group, "display_name": "Pilots"}],
-                    "enterprise_apps": [
-                        {
-                            "app_id": writer["client_id"],
-                            "permissions": ["DeviceManagementApps.ReadWrite.All"],
-                        }
-                    ],
-                    "intune_apps": [{"id": app_id, "display_name": "7-Zip"}],
-                },
-            ).status_code
-            == 201
-        )
-        token = client.post(
-            f"/{tenant}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": writer["client_id"],
-                "client_secret": writer["client_secret"],
-                "scope": "https://graph.microsoft.com/.default",
-            },
-        ).json()["access_token"]
-    graph = emulator.client()
-    graph.headers["authorization"] = f"Bearer {token}"
-    return app_id, group, graph
+    emulator.seed(
+        {
+            "id": tenant,
+            "display_name": "Tailspin",
+            "verified_domains": ["tailspin.example"],
+            "groups": [{"id": group, "display_name": "Pilots"}],
+            "enterprise_apps": [
+                {
+                    "app_id": emulator.apps["intune-writer"]["client_id"],
+                    "permissions": ["DeviceManagementApps.ReadWrite.All"],
+                }
+            ],
+            "intune_apps": [{"id": app_id, "display_name": "7-Zip"}],
+        }
+    )
+    return app_id, group, emulator.graph("intune-writer", tenant)
 
 
 def assign_body(group: str) -> dict[str, object]:

@@ -14,22 +14,12 @@ pytestmark = pytest.mark.integration
 
 
 def token_roles(emulator: RunningEmulator, tenant: str, app: str) -> list[str] | None:
-    registration = emulator.apps[app]
-    with emulator.client() as client:
-        body = client.post(
-            f"/{tenant}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": registration["client_id"],
-                "client_secret": registration["client_secret"],
-                "scope": "https://graph.microsoft.com/.default",
-            },
-        ).json()
-    if "access_token" not in body:
-        return None  # no token at all (AADSTS700016)
-    roles: list[str] = jwt.decode(body["access_token"], options={"verify_signature": False}).get(
-        "roles", []
-    )
+    """The roles of an app-only token; None when no token is issued (AADSTS700016)."""
+    try:
+        token = emulator.app_token(app, tenant)
+    except AssertionError:
+        return None
+    roles: list[str] = jwt.decode(token, options={"verify_signature": False}).get("roles", [])
     return roles
 
 

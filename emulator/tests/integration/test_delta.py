@@ -20,56 +20,35 @@ class Directory:
         self.tenant = str(uuid4())
         self.users = [str(uuid4()) for _ in range(45)]
         self.big, self.small, self.untouched = str(uuid4()), str(uuid4()), str(uuid4())
-        connector = emulator.apps["directory-connector"]
-        with emulator.client() as client:
-            assert (
-                client.post(
-                    "/_emulator/tenants",
-                    json={
-                        "id": self.tenant,
-                        "display_name": "Litware",
-                        "verified_domains": ["litware.example"],
-                        "users": [
-                            {
-                                "id": u,
-                                "display_name": f"User {n}",
-                                "user_principal_name": f"user{n}@litware.example",
-                            }
-                            for n, u in enumerate(self.users)
-                        ],
-                        "groups": [
-                            {"id": self.big, "display_name": "Everyone", "members": self.users},
-                            {"id": self.small, "display_name": "Pilots", "members": self.users[:2]},
-                            {
-                                "id": self.untouched,
-                                "display_name": "Quiet",
-                                "members": [self.users[5]],
-                            },
-                        ],
-                        "enterprise_apps": [
-                            {
-                                "app_id": connector["client_id"],
-                                "permissions": ["Directory.Read.All"],
-                            }
-                        ],
-                    },
-                ).status_code
-                == 201
-            )
-            self.token = client.post(
-                f"/{self.tenant}/oauth2/v2.0/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": connector["client_id"],
-                    "client_secret": connector["client_secret"],
-                    "scope": "https://graph.microsoft.com/.default",
-                },
-            ).json()["access_token"]
+        emulator.seed(
+            {
+                "id": self.tenant,
+                "display_name": "Litware",
+                "verified_domains": ["litware.example"],
+                "users": [
+                    {
+                        "id": u,
+                        "display_name": f"User {n}",
+                        "user_principal_name": f"user{n}@litware.example",
+                    }
+                    for n, u in enumerate(self.users)
+                ],
+                "groups": [
+                    {"id": self.big, "display_name": "Everyone", "members": self.users},
+                    {"id": self.small, "display_name": "Pilots", "members": self.users[:2]},
+                    {"id": self.untouched, "display_name": "Quiet", "members": [self.users[5]]},
+                ],
+                "enterprise_apps": [
+                    {
+                        "app_id": emulator.apps["directory-connector"]["client_id"],
+                        "permissions": ["Directory.Read.All"],
+                    }
+                ],
+            }
+        )
 
     def graph(self) -> httpx.Client:
-        client = self.emulator.client()
-        client.headers["authorization"] = f"Bearer {self.token}"
-        return client
+        return self.emulator.graph("directory-connector", self.tenant)
 
     def mutate(self, *mutations: dict[str, Any]) -> httpx.Response:
         with self.emulator.client() as client:

@@ -40,9 +40,7 @@ def seed_tenant(emulator: RunningEmulator, consented: dict[str, list[str]]) -> U
             for name, permissions in consented.items()
         ],
     }
-    with emulator.client() as client:
-        response = client.post("/_emulator/tenants", json=document)
-    assert response.status_code == 201, response.text
+    emulator.seed(document)
     return tenant_id
 
 

@@ -79,29 +79,11 @@ class Contoso:
                 },
             ],
         }
-        with emulator.client() as client:
-            assert client.post("/_emulator/tenants", json=document).status_code == 201
+        emulator.seed(document)
         self.emulator = emulator
 
-    def token(self, app: str) -> str:
-        registration = self.emulator.apps[app]
-        with self.emulator.client() as client:
-            response = client.post(
-                f"/{self.id}/oauth2/v2.0/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": registration["client_id"],
-                    "client_secret": registration["client_secret"],
-                    "scope": "https://graph.microsoft.com/.default",
-                },
-            )
-        token: str = response.json()["access_token"]
-        return token
-
     def graph(self, app: str = "directory-connector") -> httpx.Client:
-        client = self.emulator.client()
-        client.headers["authorization"] = f"Bearer {self.token(app)}"
-        return client
+        return self.emulator.graph(app, str(self.id))
 
 
 @pytest.fixture(scope="module")

@@ -65,25 +65,10 @@ class Intune:
             ],
             "assignment_filters": [{"id": str(self.filter), "display_name": "Windows 11"}],
         }
-        with emulator.client() as client:
-            response = client.post("/_emulator/tenants", json=document)
-            assert response.status_code == 201, response.text
+        emulator.seed(document)
 
     def graph(self, app: str = "intune-writer") -> httpx.Client:
-        registration = self.emulator.apps[app]
-        with self.emulator.client() as entra:
-            response = entra.post(
-                f"/{self.tenant}/oauth2/v2.0/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": registration["client_id"],
-                    "client_secret": registration["client_secret"],
-                    "scope": "https://graph.microsoft.com/.default",
-                },
-            )
-        client = self.emulator.client()
-        client.headers["authorization"] = f"Bearer {response.json()['access_token']}"
-        return client
+        return self.emulator.graph(app, self.tenant)
 
 
 @pytest.fixture

@@ -16,34 +16,20 @@ pytestmark = pytest.mark.integration
 
 def tenant_with_connector(emulator: RunningEmulator) -> tuple[str, httpx.Client]:
     tenant = str(uuid4())
-    connector = emulator.apps["directory-connector"]
-    with emulator.client() as client:
-        assert (
-            client.post(
-                "/_emulator/tenants",
-                json={
-                    "id": tenant,
-                    "display_name": "Fabrikam",
-                    "verified_domains": ["fabrikam.example"],
-                    "enterprise_apps": [
-                        {"app_id": connector["client_id"], "permissions": ["Directory.Read.All"]}
-                    ],
-                },
-            ).status_code
-            == 201
-        )
-        token = client.post(
-            f"/{tenant}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": connector["client_id"],
-                "client_secret": connector["client_secret"],
-                "scope": "https://graph.microsoft.com/.default",
-            },
-        ).json()["access_token"]
-    graph = emulator.client()
-    graph.headers["authorization"] = f"Bearer {token}"
-    return tenant, graph
+    emulator.seed(
+        {
+            "id": tenant,
+            "display_name": "Fabrikam",
+            "verified_domains": ["fabrikam.example"],
+            "enterprise_apps": [
+                {
+                    "app_id": emulator.apps["directory-connector"]["client_id"],
+                    "permissions": ["Directory.Read.All"],
+                }
+            ],
+        }
+    )
+    return tenant, emulator.graph("directory-connector", tenant)
 
 
 def test_directory_throttling_answers_429_at_the_published_rate(

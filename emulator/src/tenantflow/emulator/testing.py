@@ -27,6 +27,38 @@ class RunningEmulator:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.ssl_context())
 
+    def seed(self, document: dict[str, Any]) -> None:
+        """Create (or replace) a tenant from a seed document through the control plane."""
+        with self.client() as client:
+            response = client.post("/_emulator/tenants", json=document)
+        if response.status_code != 201:
+            raise AssertionError(f"seeding failed: {response.status_code} {response.text}")
+
+    def app_token(self, app: str, tenant: str) -> str:
+        """An app-only Graph token for one of the known apps (client credentials, secret)."""
+        registration = self.apps[app]
+        with self.client() as client:
+            response = client.post(
+                f"/{tenant}/oauth2/v2.0/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": registration["client_id"],
+                    "client_secret": registration["client_secret"],
+                    "scope": "https://graph.microsoft.com/.default",
+                },
+            )
+        body = response.json()
+        if "access_token" not in body:
+            raise AssertionError(f"no token for {app} in {tenant}: {body}")
+        token: str = body["access_token"]
+        return token
+
+    def graph(self, app: str, tenant: str) -> httpx.Client:
+        """A client that calls Graph as ``app`` in ``tenant``."""
+        client = self.client()
+        client.headers["authorization"] = f"Bearer {self.app_token(app, tenant)}"
+        return client
+
 
 @contextmanager
 def running_emulator(state_dir: Path, timeout: float = 60) -> Iterator[RunningEmulator]:
