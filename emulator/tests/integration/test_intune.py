@@ -216,6 +216,7 @@ def test_assignment_filters(intune: Intune) -> None:
         [listed] = graph.get("/beta/deviceManagement/assignmentFilters").json()["value"]
         one = graph.get(f"/beta/deviceManagement/assignmentFilters/{intune.filter}").json()
     assert listed["id"] == str(intune.filter)
+    assert listed["@odata.type"] == "#microsoft.graph.deviceAndAppManagementAssignmentFilter"
     assert one["platform"] == "windows10AndLater"
 
 

@@ -16,6 +16,8 @@ from tenantflow.emulator.state import assignment_json, new_mobile_app, now_iso
 
 READ_APPS = ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All")
 WRITE_APPS = ("DeviceManagementApps.ReadWrite.All",)
+# GD beta intune-policyset-deviceandappmanagementassignmentfilter-list: application permissions
+# DeviceManagementConfiguration.ReadWrite.All or .Read.All, not the DeviceManagementApps ones
 READ_FILTERS = (
     "DeviceManagementConfiguration.Read.All",
     "DeviceManagementConfiguration.ReadWrite.All",

@@ -264,6 +264,7 @@ class Tenant:
             tenant.mobile_apps[intune_app.id]["isAssigned"] = bool(intune_app.assignments)
         for seed_filter in seed.assignment_filters:
             tenant.assignment_filters[seed_filter.id] = {
+                "@odata.type": "#microsoft.graph.deviceAndAppManagementAssignmentFilter",
                 "id": str(seed_filter.id),
                 "displayName": seed_filter.display_name,
                 "description": "",
