@@ -1,18 +1,8 @@
-"""One emulator process per test session, reached over real HTTPS with its own CA."""
+"""The emulator fixture itself comes from tenantflow.devinfra.pytest_plugin."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-
-from tenantflow.emulator.testing import RunningEmulator, running_emulator
-
-
-@pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    with running_emulator(tmp_path_factory.mktemp("emulator")) as started:
-        yield started
 
 
 @pytest.fixture

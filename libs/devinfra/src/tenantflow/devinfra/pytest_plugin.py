@@ -15,6 +15,7 @@ from typing import Protocol
 import pytest
 
 from tenantflow.devinfra.infra import LocalInfra
+from tenantflow.emulator.testing import RunningEmulator, running_emulator
 
 
 class RunningInfra(Protocol):
@@ -65,6 +66,13 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInfra]:
         yield _Local(local)
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    """One Entra ID and Graph emulator process per test session, over real HTTPS."""
+    with running_emulator(tmp_path_factory.mktemp("emulator")) as started:
+        yield started
 
 
 TIERS = ("unit", "integration", "e2e")

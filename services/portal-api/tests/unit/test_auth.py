@@ -1,0 +1,204 @@
+"""Token validation for the portal API: what Entra issues passes, everything else is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tenantflow.portal_api.auth import (
+    AuthenticationError,
+    JwksCache,
+    PortalRole,
+    TokenValidator,
+)
+
+pytestmark = pytest.mark.unit
+
+CLIENT_ID = "c7b1e2d3-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+TEMPLATE = "https://login.microsoftonline.com/{tenantid}/v2.0"
+TENANT, OTHER_TENANT, USER = uuid4(), uuid4(), uuid4()
+
+
+def b64(number: int) -> str:
+    return (
+        base64.urlsafe_b64encode(number.to_bytes((number.bit_length() + 7) // 8, "big"))
+        .decode()
+        .rstrip("=")
+    )
+
+
+class FakeEntra:
+    """A JWKS endpoint served from memory, counting fetches."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.fetches = 0
+        self.add_key("key-1")
+
+    def add_key(self, kid: str) -> rsa.RSAPrivateKey:
+        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return self.keys[kid]
+
+    def jwks(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        keys = []
+        for kid, key in self.keys.items():
+            numbers = key.public_key().public_numbers()
+            keys.append(
+                {
+                    "kty": "RSA",
+                    "use": "sig",
+                    "kid": kid,
+                    "n": b64(numbers.n),
+                    "e": b64(numbers.e),
+                    "issuer": TEMPLATE,
+                }
+            )
+        return httpx.Response(200, json={"keys": keys})
+
+    def token(self, kid: str = "key-1", **overrides: Any) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": CLIENT_ID,
+            "iss": TEMPLATE.replace("{tenantid}", str(TENANT)),
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "tid": str(TENANT),
+            "oid": str(USER),
+            "name": "Megan Bowen",
+            "preferred_username": "megan@contoso.example",
+            "roles": ["Tenantflow.Admin", "Some.Other.Role"],
+            "ver": "2.0",
+        }
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        pem = self.keys[kid].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture
+def entra() -> FakeEntra:
+    return FakeEntra()
+
+
+def validator(entra: FakeEntra, min_refresh: float = 60.0) -> TokenValidator:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(entra.jwks))
+    jwks = JwksCache("https://login.example/common/discovery/v2.0/keys", client, min_refresh)
+    return TokenValidator(jwks, [CLIENT_ID, f"api://{CLIENT_ID}"], TEMPLATE, clock_skew_seconds=60)
+
+
+async def test_a_token_entra_issued_is_accepted(entra: FakeEntra) -> None:
+    principal = await validator(entra).validate(entra.token())
+    assert principal.tenant_id == TENANT
+    assert principal.object_id == USER
+    assert principal.roles == {PortalRole.ADMIN}  # unknown roles are dropped
+    assert principal.has_any(PortalRole.ADMIN, PortalRole.OPERATOR)
+
+
+async def test_the_app_id_uri_is_an_accepted_audience(entra: FakeEntra) -> None:
+    await validator(entra).validate(entra.token(aud=f"api://{CLIENT_ID}"))
+
+
+def hs256_with_the_public_key(entra: FakeEntra) -> str:
+    public = (
+        entra.keys["key-1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    now = int(time.time())
+    claims = {
+        "aud": CLIENT_ID,
+        "iss": TEMPLATE.replace("{tenantid}", str(TENANT)),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "tid": str(TENANT),
+        "oid": str(USER),
+    }
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","kid":"key-1","typ":"JWT"}').rstrip(b"=")
+
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    signature = hmac.new(public, header + b"." + body, hashlib.sha256).digest()
+    return (header + b"." + body + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
+
+def unknown_key(entra: FakeEntra) -> str:
+    entra.add_key("never-published")
+    token = entra.token("never-published")
+    del entra.keys["never-published"]
+    return token
+
+
+def alg_none(entra: FakeEntra) -> str:
+    _, body, _ = entra.token().split(".")
+    none = base64.urlsafe_b64encode(b'{"alg":"none","kid":"key-1"}').rstrip(b"=").decode()
+    return f"{none}.{body}."
+
+
+@pytest.mark.parametrize(
+    ("case", "make"),
+    [
+        ("expired", lambda e: e.token(exp=int(time.time()) - 600, iat=int(time.time()) - 4000)),
+        ("not yet valid", lambda e: e.token(nbf=int(time.time()) + 600)),
+        ("wrong audience", lambda e: e.token(aud=str(uuid4()))),
+        ("wrong issuer", lambda e: e.token(iss=f"https://sts.windows.net/{TENANT}/")),
+        (
+            "issuer of another tenant",
+            lambda e: e.token(iss=TEMPLATE.replace("{tenantid}", str(OTHER_TENANT))),
+        ),
+        (
+            "tid not a GUID",
+            lambda e: e.token(tid="contoso", iss=TEMPLATE.replace("{tenantid}", "contoso")),
+        ),
+        ("no oid", lambda e: e.token(oid=None)),
+        ("unknown key", unknown_key),
+        ("alg none", alg_none),
+        ("HS256 signed with the public key", hs256_with_the_public_key),
+        ("garbage", lambda e: "not.a.token"),
+    ],
+)
+async def test_refused(entra: FakeEntra, case: str, make: Any) -> None:
+    token = make(entra)
+    with pytest.raises(AuthenticationError):
+        await validator(entra).validate(token)
+
+
+async def test_unknown_kids_do_not_cause_a_refetch_storm(entra: FakeEntra) -> None:
+    checker = validator(entra, min_refresh=60.0)
+    await checker.validate(entra.token())
+    assert entra.fetches == 1
+    entra.add_key("rotated")
+    rotated = entra.token("rotated")
+    entra.keys.pop("rotated")  # not yet published when asked: unknown
+    results = await asyncio.gather(
+        *(checker.validate(rotated) for _ in range(50)), return_exceptions=True
+    )
+    assert all(isinstance(r, AuthenticationError) for r in results)
+    assert entra.fetches == 1  # within the interval: no refetch at all
+
+
+async def test_a_rotated_key_is_fetched_once_after_the_interval(entra: FakeEntra) -> None:
+    checker = validator(entra, min_refresh=1.0)
+    await checker.validate(entra.token())
+    entra.add_key("rotated")
+    checker._jwks._fetched_at -= 2  # the interval has passed
+    results = await asyncio.gather(*(checker.validate(entra.token("rotated")) for _ in range(20)))
+    assert {r.object_id for r in results} == {USER}
+    assert entra.fetches == 2  # one refresh served all twenty
