@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.portal_api import problems
 
 
 def get_runtime(request: Request) -> ServiceRuntime:
@@ -31,6 +32,7 @@ def create_app(runtime: ServiceRuntime) -> FastAPI:
 
     app = FastAPI(title="tenantflow portal API", version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
+    problems.install(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
