@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from uuid import UUID
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from tenantflow.bus.settings import ServiceSettings
@@ -9,3 +13,14 @@ from tenantflow.bus.settings import ServiceSettings
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TENANTFLOW_CONSENT_", env_nested_delimiter="__")
+
+    login_base_url: str = "https://login.microsoftonline.com"
+    graph_base_url: str = "https://graph.microsoft.com"
+    ca_bundle: Path | None = None
+    """A CA to trust besides the system's (the emulator's in development)."""
+    directory_connector_client_id: UUID = UUID("5e3ce6c0-2b1f-4285-8d4b-75ee78787346")
+    directory_connector_secret: SecretStr = SecretStr("demo-directory-connector-secret")
+    intune_writer_client_id: UUID = UUID("9d2a1c4b-7e3f-4a8b-b5c6-1f2e3d4c5b6a")
+    intune_writer_secret: SecretStr = SecretStr("demo-intune-writer-secret")
+    graph_attempts: int = Field(default=4, ge=1)
+    """Tries per Graph call on 429/5xx/timeouts, honouring Retry-After, before giving up."""

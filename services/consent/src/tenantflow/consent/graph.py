@@ -1,0 +1,150 @@
+"""Entra ID tokens (MSAL, one app instance per tenant, token cache in memory) and Graph calls
+that honour Retry-After on 429/503/504 and surface what stays transient as TransientError."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+import msal
+import requests
+
+from tenantflow.bus.errors import TransientError
+
+RETRYABLE = {429, 500, 502, 503, 504}
+GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+
+
+class ConsentMissing(Exception):
+    """Entra answered AADSTS700016: the app has no service principal in the tenant."""
+
+
+class TenantNotFound(Exception):
+    """Entra answered AADSTS90002."""
+
+
+class GraphCallFailed(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code = status, code
+
+
+class _VerifyingSession(requests.Session):
+    """requests lets REQUESTS_CA_BUNDLE override a session's own ``verify``; passing it on each
+    request keeps the CA we were given."""
+
+    def __init__(self, verify: str | bool) -> None:
+        super().__init__()
+        self._verify = verify
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("verify", self._verify)
+        return super().request(*args, **kwargs)
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """Retry-After as integer seconds, fractional seconds or an HTTP date."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+@dataclass
+class AppCredentials:
+    client_id: UUID
+    secret: str
+
+
+@dataclass
+class GraphClient:
+    login_base_url: str
+    graph_base_url: str
+    ca_bundle: str | None
+    attempts: int = 4
+    backoff_s: float = 0.5
+    _msal: dict[tuple[UUID, str], msal.ConfidentialClientApplication] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._verify: str | bool = self.ca_bundle or True
+        self._http = httpx.AsyncClient(
+            base_url=self.graph_base_url,
+            timeout=30.0,
+            verify=ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def _app(self, credentials: AppCredentials, tenant: str) -> msal.ConfidentialClientApplication:
+        key = (credentials.client_id, tenant)
+        if key not in self._msal:
+            self._msal[key] = msal.ConfidentialClientApplication(
+                str(credentials.client_id),
+                client_credential=credentials.secret,
+                authority=f"{self.login_base_url}/{tenant}",
+                instance_discovery=self.login_base_url == "https://login.microsoftonline.com",
+                http_client=_VerifyingSession(self._verify),
+            )
+        return self._msal[key]
+
+    def forget_tokens(self, tenant: str) -> None:
+        """Drop cached tokens for ``tenant``: a re-check must ask Entra again, since a revoked
+        consent leaves earlier tokens valid until they expire."""
+        for key in [key for key in self._msal if key[1] == tenant]:
+            del self._msal[key]
+
+    async def token(self, credentials: AppCredentials, tenant: str) -> str:
+        try:
+            app = await asyncio.to_thread(self._app, credentials, tenant)
+            result = await asyncio.to_thread(app.acquire_token_for_client, [GRAPH_DEFAULT_SCOPE])
+        except requests.RequestException as exc:
+            self._msal.pop((credentials.client_id, tenant), None)
+            raise TransientError(f"Entra ID unreachable: {exc}") from exc
+        except ValueError as exc:  # MSAL: the tenant's discovery document was refused (90002)
+            self._msal.pop((credentials.client_id, tenant), None)
+            raise TenantNotFound(str(exc)) from exc
+        if "access_token" in result:
+            return str(result["access_token"])
+        codes = result.get("error_codes", [])
+        if 700016 in codes or 7000229 in codes:
+            raise ConsentMissing(result.get("error_description", ""))
+        if 90002 in codes:
+            raise TenantNotFound(result.get("error_description", ""))
+        raise TransientError(f"no token: {result.get('error')}: {result.get('error_description')}")
+
+    async def request(self, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == self.attempts:
+                    raise TransientError(f"Graph unreachable: {exc!r}") from exc
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                continue
+            if response.status_code in RETRYABLE:
+                if attempt == self.attempts:
+                    raise TransientError(f"Graph answered {response.status_code} {attempt} times")
+                wait = retry_after_seconds(
+                    response.headers.get("Retry-After"), self.backoff_s * 2 ** (attempt - 1)
+                )
+                await asyncio.sleep(wait)
+                continue
+            if response.status_code >= 400:
+                error = (response.json() if response.content else {}).get("error", {})
+                raise GraphCallFailed(
+                    response.status_code, error.get("code", ""), error.get("message", "")
+                )
+            body: dict[str, Any] = response.json() if response.content else {}
+            return body
+        raise AssertionError("unreachable")

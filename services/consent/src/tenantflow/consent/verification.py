@@ -1,0 +1,187 @@
+"""Verify, from Microsoft Graph, that an enterprise app is consented in a tenant with the
+permissions tenantflow needs, and that the requesting user may link the tenant. Stops at the
+first failure, in the order: token, organization, permissions, user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import jwt
+
+from tenantflow.consent.graph import (
+    AppCredentials,
+    ConsentMissing,
+    GraphCallFailed,
+    GraphClient,
+    TenantNotFound,
+)
+from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+CHECK_MEMBER_GROUPS_MAX = 20
+
+
+@dataclass(frozen=True)
+class Verified:
+    display_name: str
+    default_domain: str | None
+    granted_permissions: list[str]
+    authorized_by: LinkAuthorization | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: VerificationFailure
+    detail: str
+    missing_permissions: list[str] = field(default_factory=list)
+    admin_consent_url: str | None = None
+
+
+def token_roles(token: str) -> set[str]:
+    """The roles claim of an app-only token (read, not verified: Entra just issued it to us)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return set(claims.get("roles", []))
+
+
+def admin_consent_url(login_base_url: str, tenant_id: UUID, client_id: UUID) -> str:
+    return (
+        f"{login_base_url}/{tenant_id}/v2.0/adminconsent?client_id={client_id}"
+        "&scope=https://graph.microsoft.com/.default"
+    )
+
+
+async def verify(
+    graph: GraphClient,
+    app: AppCredentials,
+    tenant_id: UUID,
+    required_permissions: list[str],
+    user_object_id: UUID | None,
+) -> Verified | Rejected:
+    """``user_object_id`` None skips the user check (a scheduled re-check of consent only)."""
+    consent_url = admin_consent_url(graph.login_base_url, tenant_id, app.client_id)
+    try:
+        token = await graph.token(app, str(tenant_id))
+    except ConsentMissing:
+        return Rejected(
+            VerificationFailure.ADMIN_CONSENT_MISSING,
+            "The enterprise app is not consented in this tenant.",
+            admin_consent_url=consent_url,
+        )
+    except TenantNotFound:
+        return Rejected(VerificationFailure.TENANT_NOT_FOUND, "Entra ID does not know this tenant.")
+
+    try:
+        organization = (await graph.request(token, "GET", "/v1.0/organization"))["value"]
+    except GraphCallFailed as exc:
+        if exc.status != 403:
+            raise
+        # without a directory permission nothing else can be read: the token's roles say
+        # what was granted
+        missing = sorted(set(required_permissions) - token_roles(token)) or required_permissions
+        return Rejected(
+            VerificationFailure.PERMISSION_MISSING,
+            f"Admin consent lacks {', '.join(missing)}.",
+            missing_permissions=missing,
+            admin_consent_url=consent_url,
+        )
+    if not organization or organization[0]["id"] != str(tenant_id):
+        return Rejected(
+            VerificationFailure.TENANT_MISMATCH,
+            "Graph answered for another tenant than the one requested.",
+        )
+    org = organization[0]
+    domains = org.get("verifiedDomains", [])
+    default_domain = next((d["name"] for d in domains if d.get("isDefault")), None)
+
+    ours = (
+        await graph.request(
+            token,
+            "GET",
+            "/v1.0/servicePrincipals",
+            params={"$filter": f"appId eq '{app.client_id}'", "$select": "id,appId"},
+        )
+    )["value"]
+    if not ours:
+        return Rejected(
+            VerificationFailure.ADMIN_CONSENT_MISSING,
+            "The enterprise app has no service principal in this tenant.",
+            admin_consent_url=consent_url,
+        )
+    our_sp = ours[0]["id"]
+    graph_sp = await graph.request(
+        token,
+        "GET",
+        f"/v1.0/servicePrincipals(appId='{GRAPH_APP_ID}')",
+        params={"$select": "id,appRoles"},
+    )
+    role_names = {role["id"]: role["value"] for role in graph_sp.get("appRoles", [])}
+    assignments = (
+        await graph.request(token, "GET", f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignments")
+    )["value"]
+    granted = sorted(
+        role_names[a["appRoleId"]]
+        for a in assignments
+        if a.get("resourceId") == graph_sp["id"] and a.get("appRoleId") in role_names
+    )
+    missing = sorted(set(required_permissions) - set(granted))
+    if missing:
+        return Rejected(
+            VerificationFailure.PERMISSION_MISSING,
+            f"Admin consent lacks {', '.join(missing)}.",
+            missing_permissions=missing,
+            admin_consent_url=consent_url,
+        )
+    verified = Verified(org.get("displayName", ""), default_domain, granted)
+    if user_object_id is None:
+        return verified
+    authorized = await _authorization(graph, token, our_sp, user_object_id)
+    if authorized is None:
+        return Rejected(
+            VerificationFailure.USER_NOT_AUTHORIZED,
+            "The user is neither a Global Administrator of the tenant nor assigned "
+            "to the enterprise app.",
+        )
+    return Verified(verified.display_name, default_domain, granted, authorized)
+
+
+async def _authorization(
+    graph: GraphClient, token: str, our_sp: str, user: UUID
+) -> LinkAuthorization | None:
+    roles = (
+        await graph.request(
+            token,
+            "GET",
+            "/v1.0/roleManagement/directory/roleAssignments",
+            params={"$filter": f"principalId eq '{user}'"},
+        )
+    )["value"]
+    if any(
+        r.get("roleDefinitionId") == GLOBAL_ADMINISTRATOR and r.get("directoryScopeId") == "/"
+        for r in roles
+    ):
+        return LinkAuthorization.GLOBAL_ADMINISTRATOR
+    assigned = (
+        await graph.request(token, "GET", f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignedTo")
+    )["value"]
+    if any(a["principalType"] == "User" and a["principalId"] == str(user) for a in assigned):
+        return LinkAuthorization.APP_ASSIGNMENT
+    groups = [a["principalId"] for a in assigned if a["principalType"] == "Group"]
+    for start in range(0, len(groups), CHECK_MEMBER_GROUPS_MAX):
+        try:
+            member_of = (
+                await graph.request(
+                    token,
+                    "POST",
+                    f"/v1.0/users/{user}/checkMemberGroups",
+                    json={"groupIds": groups[start : start + CHECK_MEMBER_GROUPS_MAX]},
+                )
+            )["value"]
+        except GraphCallFailed as exc:
+            if exc.status == 404:  # the user is not in this tenant
+                return None
+            raise
+        if member_of:
+            return LinkAuthorization.APP_ASSIGNMENT_THROUGH_GROUP
+    return None

@@ -1,0 +1,224 @@
+"""Tenant-link verification against the emulated Entra ID and Graph: the whole matrix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import pytest
+
+from tenantflow.consent.graph import AppCredentials, GraphClient
+from tenantflow.consent.verification import Rejected, Verified, verify
+from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
+from tenantflow.emulator.testing import RunningEmulator
+
+pytestmark = pytest.mark.integration
+
+CONNECTOR_NEEDS = ["Directory.Read.All"]
+WRITER_NEEDS = [
+    "DeviceManagementApps.ReadWrite.All",
+    "DeviceManagementManagedDevices.Read.All",
+    "Organization.Read.All",
+]
+
+
+class Tenant:
+    def __init__(self, emulator: RunningEmulator, consents: dict[str, list[str]]) -> None:
+        self.id = uuid4()
+        self.admin, self.direct, self.via_group, self.plain = (uuid4() for _ in range(4))
+        self.group = uuid4()
+        assigned = [str(self.direct), str(self.group)]
+        emulator.seed(
+            {
+                "id": str(self.id),
+                "display_name": "Contoso",
+                "verified_domains": ["contoso.example", "contoso.onmicrosoft.com"],
+                "users": [
+                    {
+                        "id": str(self.admin),
+                        "display_name": "Admin",
+                        "user_principal_name": "a@c.example",
+                        "directory_roles": ["Global Administrator"],
+                    },
+                    {
+                        "id": str(self.direct),
+                        "display_name": "Direct",
+                        "user_principal_name": "d@c.example",
+                    },
+                    {
+                        "id": str(self.via_group),
+                        "display_name": "Member",
+                        "user_principal_name": "m@c.example",
+                    },
+                    {
+                        "id": str(self.plain),
+                        "display_name": "Plain",
+                        "user_principal_name": "p@c.example",
+                    },
+                ],
+                "groups": [
+                    {
+                        "id": str(self.group),
+                        "display_name": "Linkers",
+                        "members": [str(self.via_group)],
+                    }
+                ],
+                "enterprise_apps": [
+                    {
+                        "app_id": emulator.apps[name]["client_id"],
+                        "permissions": permissions,
+                        "assigned_principals": assigned if name == "directory-connector" else [],
+                    }
+                    for name, permissions in consents.items()
+                ],
+            }
+        )
+
+
+@pytest.fixture
+async def graph(emulator: RunningEmulator) -> AsyncIterator[GraphClient]:
+    client = GraphClient(emulator.url, emulator.url, emulator.ca, backoff_s=0.01)
+    yield client
+    await client.close()
+
+
+def credentials(emulator: RunningEmulator, app: str) -> AppCredentials:
+    return AppCredentials(
+        UUID(emulator.apps[app]["client_id"]), emulator.apps[app]["client_secret"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "how"),
+    [
+        ("admin", LinkAuthorization.GLOBAL_ADMINISTRATOR),
+        ("direct", LinkAuthorization.APP_ASSIGNMENT),
+        ("via_group", LinkAuthorization.APP_ASSIGNMENT_THROUGH_GROUP),
+    ],
+)
+async def test_who_may_link(
+    emulator: RunningEmulator, graph: GraphClient, who: str, how: LinkAuthorization
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    result = await verify(
+        graph,
+        credentials(emulator, "directory-connector"),
+        tenant.id,
+        CONNECTOR_NEEDS,
+        getattr(tenant, who),
+    )
+    assert result == Verified("Contoso", "contoso.example", CONNECTOR_NEEDS, how)
+
+
+async def test_a_plain_user_is_not_authorized(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    result = await verify(
+        graph,
+        credentials(emulator, "directory-connector"),
+        tenant.id,
+        CONNECTOR_NEEDS,
+        tenant.plain,
+    )
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.USER_NOT_AUTHORIZED
+
+
+async def test_no_consent_gives_the_admin_consent_url(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {})
+    app = credentials(emulator, "directory-connector")
+    result = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, tenant.admin)
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.ADMIN_CONSENT_MISSING
+    assert result.admin_consent_url == (
+        f"{emulator.url}/{tenant.id}/v2.0/adminconsent?client_id={app.client_id}"
+        "&scope=https://graph.microsoft.com/.default"
+    )
+
+
+async def test_consent_without_a_required_permission(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": ["User.Read.All"]})
+    result = await verify(
+        graph,
+        credentials(emulator, "directory-connector"),
+        tenant.id,
+        CONNECTOR_NEEDS,
+        tenant.admin,
+    )
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.PERMISSION_MISSING
+    assert result.missing_permissions == ["Directory.Read.All"]
+
+
+async def test_intune_writer_with_and_without_its_permissions(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    complete = Tenant(
+        emulator,
+        {
+            "directory-connector": CONNECTOR_NEEDS,
+            "intune-writer": [*WRITER_NEEDS, "Directory.Read.All"],
+        },
+    )
+    partial = Tenant(
+        emulator,
+        {
+            "directory-connector": CONNECTOR_NEEDS,
+            "intune-writer": ["DeviceManagementApps.ReadWrite.All"],
+        },
+    )
+    writer = credentials(emulator, "intune-writer")
+    assert isinstance(await verify(graph, writer, complete.id, WRITER_NEEDS, None), Verified)
+    rejected = await verify(graph, writer, partial.id, WRITER_NEEDS, None)
+    assert isinstance(rejected, Rejected)
+    assert rejected.missing_permissions == [
+        "DeviceManagementManagedDevices.Read.All",
+        "Organization.Read.All",
+    ]
+
+
+async def test_revoked_consent_is_noticed_by_a_recheck(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    app = credentials(emulator, "directory-connector")
+    assert isinstance(await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None), Verified)
+    with emulator.client() as control:
+        control.delete(f"/_emulator/tenants/{tenant.id}/consents/{app.client_id}")
+    graph.forget_tokens(str(tenant.id))  # a cached token would stay valid for its hour
+    result = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None)
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.ADMIN_CONSENT_MISSING
+
+
+async def test_throttled_graph_calls_are_retried_after_retry_after(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    with emulator.client() as control:
+        control.post(
+            "/_emulator/faults",
+            json={
+                "path": "^/v1.0/organization$",
+                "share": 0.5,
+                "status": 429,
+                "retry_after": "0.05",
+            },
+        )
+    try:
+        result = await verify(
+            graph,
+            credentials(emulator, "directory-connector"),
+            tenant.id,
+            CONNECTOR_NEEDS,
+            tenant.admin,
+        )
+    finally:
+        with emulator.client() as control:
+            control.delete("/_emulator/faults")
+    assert isinstance(result, Verified)
