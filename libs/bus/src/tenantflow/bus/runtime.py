@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ class ServiceRuntime:
         )
         self.started = False
         self.consumers: list[EventConsumer] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Run ``close`` when the service stops, after the broker and the relay."""
+        self._closers.append(close)
 
     @classmethod
     def for_service(
@@ -101,6 +107,8 @@ class ServiceRuntime:
         for consumer in self.consumers:
             await consumer.offsets.close()
         await self.relay.stop()
+        for close in self._closers:
+            await close()
         await self.engine.dispose()
         log.info("%s stopped", self.service)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.consent import handlers
+from tenantflow.consent.graph import AppCredentials, GraphClient
 from tenantflow.consent.models import SCHEMA
 from tenantflow.consent.settings import Settings
 
@@ -15,5 +16,20 @@ MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 def bootstrap(settings: Settings) -> ServiceRuntime:
     runtime = ServiceRuntime.for_service(SERVICE, SCHEMA, MIGRATIONS, settings)
-    handlers.register(runtime)
+    graph = GraphClient(
+        settings.login_base_url,
+        settings.graph_base_url,
+        str(settings.ca_bundle) if settings.ca_bundle else None,
+        attempts=settings.graph_attempts,
+    )
+    apps = handlers.Apps(
+        directory_connector=AppCredentials(
+            settings.directory_connector_client_id,
+            settings.directory_connector_secret.get_secret_value(),
+        ),
+        intune_writer=AppCredentials(
+            settings.intune_writer_client_id, settings.intune_writer_secret.get_secret_value()
+        ),
+    )
+    handlers.register(runtime, graph, apps)
     return runtime

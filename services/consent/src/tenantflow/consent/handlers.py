@@ -1,14 +1,108 @@
 """Use cases of consent, as event handlers: tenant-link and Intune-activation checks.
 
-None is registered yet; they arrive with their use cases. Until then no consumer group is
-subscribed, on purpose: a group without handlers would commit offsets past events it is meant to
-handle once its handlers exist.
+Each verdict is emitted in the same transaction that records the request as handled (the inbox),
+so a crash between verifying and publishing only repeats the verification. A Graph or Entra
+failure that stays transient raises TransientError: the bus retries the message, never skipping
+it, and never turns a passing outage into a verdict.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.consent.graph import AppCredentials, GraphClient
+from tenantflow.consent.verification import Rejected, verify
+from tenantflow.contracts.common import UserActor
+from tenantflow.contracts.events import (
+    IntuneWritingActivationRequested,
+    IntuneWritingEnabled,
+    IntuneWritingRejected,
+    LinkAuthorization,
+    TenantLinkRejected,
+    TenantLinkRequested,
+    TenantLinkVerified,
+)
+from tenantflow.contracts.topics import Topic
+
+CONNECTOR_PERMISSIONS = ["Directory.Read.All"]
+WRITER_PERMISSIONS = [
+    "DeviceManagementApps.ReadWrite.All",
+    "DeviceManagementManagedDevices.Read.All",
+    "Organization.Read.All",
+]
 
 
-def register(runtime: ServiceRuntime) -> None:
+@dataclass(frozen=True)
+class Apps:
+    directory_connector: AppCredentials
+    intune_writer: AppCredentials
+
+
+def register(
+    runtime: ServiceRuntime, graph: GraphClient | None = None, apps: Apps | None = None
+) -> None:
     """Subscribe this service's consumer groups, with their handlers, on the runtime's broker."""
+    if graph is None or apps is None:
+        return
+    requests = runtime.consumer("requests", Topic.TENANTS)
+
+    @requests.handles(TenantLinkRequested)
+    async def verify_tenant_link(event: TenantLinkRequested, ctx: HandlerContext) -> None:
+        """Is the directory connector consented, and may this user link the tenant?"""
+        user = event.actor.object_id if isinstance(event.actor, UserActor) else None
+        result = await verify(
+            graph, apps.directory_connector, event.tenant_id, CONNECTOR_PERMISSIONS, user
+        )
+        common = {
+            "tenant_id": event.tenant_id,
+            "actor": event.actor,
+            "correlation_id": event.correlation_id,
+        }
+        if isinstance(result, Rejected):
+            await ctx.emit(
+                TenantLinkRejected(
+                    **common,
+                    reason=result.reason,
+                    detail=result.detail,
+                    missing_permissions=result.missing_permissions,
+                    admin_consent_url=result.admin_consent_url,
+                )
+            )
+            return
+        await ctx.emit(
+            TenantLinkVerified(
+                **common,
+                display_name=result.display_name,
+                default_domain=result.default_domain,
+                granted_permissions=result.granted_permissions,
+                authorized_by=result.authorized_by or LinkAuthorization.GLOBAL_ADMINISTRATOR,
+            )
+        )
+
+    @requests.handles(IntuneWritingActivationRequested)
+    async def verify_intune_activation(
+        event: IntuneWritingActivationRequested, ctx: HandlerContext
+    ) -> None:
+        """Is the Intune writer consented with every write permission?"""
+        result = await verify(graph, apps.intune_writer, event.tenant_id, WRITER_PERMISSIONS, None)
+        common = {
+            "tenant_id": event.tenant_id,
+            "actor": event.actor,
+            "correlation_id": event.correlation_id,
+        }
+        if isinstance(result, Rejected):
+            await ctx.emit(
+                IntuneWritingRejected(
+                    **common,
+                    reason=result.reason,
+                    detail=result.detail,
+                    missing_permissions=result.missing_permissions,
+                    admin_consent_url=result.admin_consent_url,
+                )
+            )
+            return
+        await ctx.emit(
+            IntuneWritingEnabled(**common, granted_permissions=result.granted_permissions)
+        )

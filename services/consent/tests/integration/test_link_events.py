@@ -1,0 +1,160 @@
+"""consent on the bus: a link request in, a verdict out, on real Kafka, PostgreSQL and the
+emulated Entra ID and Graph."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.bus.topics import ensure_topics
+from tenantflow.consent.bootstrap import bootstrap
+from tenantflow.consent.settings import Settings
+from tenantflow.contracts.common import UserActor
+from tenantflow.contracts.envelope import Envelope, decode
+from tenantflow.contracts.events import (
+    EventPayload,
+    IntuneWritingActivationRequested,
+    IntuneWritingRejected,
+    TenantLinkRejected,
+    TenantLinkRequested,
+    TenantLinkVerified,
+)
+from tenantflow.contracts.topics import Topic
+from tenantflow.devinfra.pytest_plugin import RunningInfra
+from tenantflow.devinfra.testing import read_topic
+from tenantflow.emulator.testing import RunningEmulator
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def consent(infra: RunningInfra, emulator: RunningEmulator) -> AsyncIterator[ServiceRuntime]:
+    kafka = KafkaSettings(
+        bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"t{uuid4().hex[:10]}."
+    )
+    await ensure_topics(kafka)
+    settings = Settings(
+        kafka=kafka,
+        database={"url": infra.database_url},  # type: ignore[arg-type]
+        login_base_url=emulator.url,
+        graph_base_url=emulator.url,
+        ca_bundle=Path(emulator.ca),
+        directory_connector_client_id=emulator.apps["directory-connector"]["client_id"],
+        directory_connector_secret=emulator.apps["directory-connector"]["client_secret"],
+        intune_writer_client_id=emulator.apps["intune-writer"]["client_id"],
+        intune_writer_secret=emulator.apps["intune-writer"]["client_secret"],
+        create_topics=False,
+    )
+    runtime = bootstrap(settings)
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+async def publish(runtime: ServiceRuntime, event: EventPayload) -> str:
+    """What portal-api's relay would put on the bus."""
+    envelope = Envelope(data=event, source="/tenantflow/portal-api")
+    producer = AIOKafkaProducer(**connection_kwargs(runtime.kafka, "fake-portal"))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            runtime.kafka.topic_prefix + envelope.topic,
+            envelope.value(),
+            key=envelope.key,
+            headers=envelope.headers(),
+        )
+    finally:
+        await producer.stop()
+    return envelope.id
+
+
+def seed(emulator: RunningEmulator, consents: dict[str, list[str]]) -> tuple[UUID, UUID]:
+    tenant, admin = uuid4(), uuid4()
+    emulator.seed(
+        {
+            "id": str(tenant),
+            "display_name": "Contoso",
+            "verified_domains": ["contoso.example"],
+            "users": [
+                {
+                    "id": str(admin),
+                    "display_name": "Admin",
+                    "user_principal_name": "a@c.example",
+                    "directory_roles": ["Global Administrator"],
+                }
+            ],
+            "enterprise_apps": [
+                {"app_id": emulator.apps[name]["client_id"], "permissions": perms}
+                for name, perms in consents.items()
+            ],
+        }
+    )
+    return tenant, admin
+
+
+async def verdicts(runtime: ServiceRuntime, count: int) -> list[Envelope[EventPayload]]:
+    records = await read_topic(runtime.kafka, Topic.TENANTS, count=count + 1, within=60)
+    return [decode(r.headers, r.value) for r in records[1:]]
+
+
+async def test_a_global_administrator_links(
+    consent: ServiceRuntime, emulator: RunningEmulator
+) -> None:
+    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    change = uuid4()
+    request_id = await publish(
+        consent,
+        TenantLinkRequested(
+            tenant_id=tenant,
+            actor=UserActor(tenant_id=tenant, object_id=admin),
+            correlation_id=change,
+        ),
+    )
+    [verdict] = await verdicts(consent, 1)
+    assert isinstance(verdict.data, TenantLinkVerified)
+    assert verdict.data.correlation_id == change
+    assert verdict.data.causation_id == request_id
+    assert verdict.data.authorized_by == "global_administrator"
+    assert verdict.source == "/tenantflow/consent"
+
+
+async def test_no_consent_is_rejected_with_the_url(
+    consent: ServiceRuntime, emulator: RunningEmulator
+) -> None:
+    tenant, admin = seed(emulator, {})
+    await publish(
+        consent,
+        TenantLinkRequested(
+            tenant_id=tenant,
+            actor=UserActor(tenant_id=tenant, object_id=admin),
+            correlation_id=uuid4(),
+        ),
+    )
+    [verdict] = await verdicts(consent, 1)
+    assert isinstance(verdict.data, TenantLinkRejected)
+    assert verdict.data.reason == "admin_consent_missing"
+    assert verdict.data.admin_consent_url is not None
+
+
+async def test_intune_activation_without_the_writer_app(
+    consent: ServiceRuntime, emulator: RunningEmulator
+) -> None:
+    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    await publish(
+        consent,
+        IntuneWritingActivationRequested(
+            tenant_id=tenant,
+            actor=UserActor(tenant_id=tenant, object_id=admin),
+            correlation_id=uuid4(),
+        ),
+    )
+    [verdict] = await verdicts(consent, 1)
+    assert isinstance(verdict.data, IntuneWritingRejected)
+    assert verdict.data.reason == "admin_consent_missing"
