@@ -44,7 +44,8 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
 
 
 def _microsoft_endpoints(state_dir: Path) -> tuple[dict[str, str], subprocess.Popen[str] | None]:
-    """Where Entra ID and Graph are: the environment's, or an emulator started here."""
+    """Where Entra ID and Graph are: the environment's, or an emulator started here. The names
+    come back without a prefix; each service gets them under its own (TENANTFLOW_CONSENT_…)."""
     if os.environ.get("TENANTFLOW_GRAPH_BASE_URL"):
         return {}, None
     port = os.environ.get("TENANTFLOW_EMULATOR_PORT", "8443")
@@ -73,11 +74,7 @@ def _microsoft_endpoints(state_dir: Path) -> tuple[dict[str, str], subprocess.Po
         printed[name] = value
     url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
     print(f"emulator on {url} (CA {ca}); demo tenants Contoso and Fabrikam")
-    return {
-        "TENANTFLOW_LOGIN_BASE_URL": url,
-        "TENANTFLOW_GRAPH_BASE_URL": url,
-        "TENANTFLOW_CA_BUNDLE": ca,
-    }, emulator
+    return {"LOGIN_BASE_URL": url, "GRAPH_BASE_URL": url, "CA_BUNDLE": ca}, emulator
 
 
 def main() -> None:
@@ -102,7 +99,7 @@ def main() -> None:
             env = {
                 **os.environ,
                 **infra.environment(),
-                **microsoft,
+                **{f"{service.env_prefix}{name}": value for name, value in microsoft.items()},
                 f"{service.env_prefix}PORT": port,
                 f"{service.env_prefix}HOST": os.environ.get(
                     f"{service.env_prefix}HOST", "127.0.0.1"
