@@ -9,12 +9,13 @@ it, and never turns a passing outage into a verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.consent.graph import AppCredentials, GraphClient
 from tenantflow.consent.verification import Rejected, verify
-from tenantflow.contracts.common import UserActor
+from tenantflow.contracts.common import EventPayload, UserActor
 from tenantflow.contracts.events import (
     IntuneWritingActivationRequested,
     IntuneWritingEnabled,
@@ -40,6 +41,24 @@ class Apps:
     intune_writer: AppCredentials
 
 
+def _same_change(event: EventPayload) -> dict[str, Any]:
+    """A verdict belongs to the request's change: same tenant, actor and correlation id."""
+    return {
+        "tenant_id": event.tenant_id,
+        "actor": event.actor,
+        "correlation_id": event.correlation_id,
+    }
+
+
+def _rejection(result: Rejected) -> dict[str, Any]:
+    return {
+        "reason": result.reason,
+        "detail": result.detail,
+        "missing_permissions": result.missing_permissions,
+        "admin_consent_url": result.admin_consent_url,
+    }
+
+
 def register(
     runtime: ServiceRuntime, graph: GraphClient | None = None, apps: Apps | None = None
 ) -> None:
@@ -55,21 +74,9 @@ def register(
         result = await verify(
             graph, apps.directory_connector, event.tenant_id, CONNECTOR_PERMISSIONS, user
         )
-        common = {
-            "tenant_id": event.tenant_id,
-            "actor": event.actor,
-            "correlation_id": event.correlation_id,
-        }
+        common = _same_change(event)
         if isinstance(result, Rejected):
-            await ctx.emit(
-                TenantLinkRejected(
-                    **common,
-                    reason=result.reason,
-                    detail=result.detail,
-                    missing_permissions=result.missing_permissions,
-                    admin_consent_url=result.admin_consent_url,
-                )
-            )
+            await ctx.emit(TenantLinkRejected(**common, **_rejection(result)))
             return
         await ctx.emit(
             TenantLinkVerified(
@@ -87,21 +94,9 @@ def register(
     ) -> None:
         """Is the Intune writer consented with every write permission?"""
         result = await verify(graph, apps.intune_writer, event.tenant_id, WRITER_PERMISSIONS, None)
-        common = {
-            "tenant_id": event.tenant_id,
-            "actor": event.actor,
-            "correlation_id": event.correlation_id,
-        }
+        common = _same_change(event)
         if isinstance(result, Rejected):
-            await ctx.emit(
-                IntuneWritingRejected(
-                    **common,
-                    reason=result.reason,
-                    detail=result.detail,
-                    missing_permissions=result.missing_permissions,
-                    admin_consent_url=result.admin_consent_url,
-                )
-            )
+            await ctx.emit(IntuneWritingRejected(**common, **_rejection(result)))
             return
         await ctx.emit(
             IntuneWritingEnabled(**common, granted_permissions=result.granted_permissions)
