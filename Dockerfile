@@ -1,9 +1,11 @@
 # One image recipe for every service:  docker build --build-arg SERVICE=consent .
+# and for the emulator:  docker build --build-arg SERVICE=emulator --build-arg PACKAGE_DIR=emulator .
 # Dependencies are synced in two steps (uv's recommended layout), so a source change rebuilds
 # only the last layer and the dependency layer stays cached.
 FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir "uv>=0.5,<1"
 ARG SERVICE
+ARG PACKAGE_DIR=services/${SERVICE}
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
 
@@ -16,19 +18,21 @@ COPY services/portal-api/pyproject.toml services/portal-api/
 COPY services/consent/pyproject.toml services/consent/
 COPY services/directory-sync/pyproject.toml services/directory-sync/
 COPY services/intune-writer/pyproject.toml services/intune-writer/
+COPY emulator/pyproject.toml emulator/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "tenantflow-${SERVICE}"
 
-# Step 2: our own packages (contracts, bus, the service) and the service's migrations.
+# Step 2: our own packages (contracts, bus, the service or the emulator) and migrations.
 COPY contracts contracts
 COPY libs/bus libs/bus
-COPY services/${SERVICE} services/${SERVICE}
+COPY ${PACKAGE_DIR} ${PACKAGE_DIR}
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package "tenantflow-${SERVICE}"
 
 FROM python:3.11-slim
 ARG SERVICE
-RUN useradd --system --uid 10001 tenantflow
+RUN useradd --system --uid 10001 tenantflow \
+    && mkdir -p /state && chown tenantflow /state
 COPY --from=build /app /app
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 TENANTFLOW_SERVICE=${SERVICE}
 USER tenantflow

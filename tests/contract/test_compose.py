@@ -48,7 +48,9 @@ def test_services_build_from_the_repo_and_wait_for_healthy_infra(
     assert service["depends_on"] == {
         "kafka": {"condition": "service_healthy"},
         "postgres": {"condition": "service_healthy"},
+        "emulator": {"condition": "service_healthy"},
     }
+    assert "emulator-state:/emulator:ro" in service["volumes"]
     env = service["environment"]
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
@@ -60,6 +62,20 @@ def test_workers_can_scale(compose: dict[str, Any], name: str) -> None:
     service = compose["services"][name]
     assert "container_name" not in service
     assert "ports" not in service  # a fixed host port would collide at --scale 2
+
+
+def test_the_emulator_serves_its_demo_tenants_with_a_ca_the_services_share(
+    compose: dict[str, Any],
+) -> None:
+    emulator = compose["services"]["emulator"]
+    assert emulator["build"]["args"] == {"SERVICE": "emulator", "PACKAGE_DIR": "emulator"}
+    assert emulator["command"] == ["tenantflow-emulator", "--seed", "demo"]
+    assert emulator["environment"]["TENANTFLOW_EMULATOR_PUBLIC_HOST"] == "emulator"
+    assert "emulator-state:/state" in emulator["volumes"]
+    consent = compose["services"]["consent"]["environment"]
+    assert consent["TENANTFLOW_CONSENT_GRAPH_BASE_URL"] == "https://emulator:8443"
+    assert consent["TENANTFLOW_CONSENT_CA_BUNDLE"] == "/emulator/tls/ca.pem"
+    assert "emulator-state" in compose["volumes"]
 
 
 def test_kafka_advertises_the_listener_services_use(compose: dict[str, Any]) -> None:
@@ -74,5 +90,5 @@ def test_dockerfile_syncs_dependencies_in_two_steps() -> None:
     assert "--no-install-workspace" in syncs[0]
     assert "--frozen" in syncs[0]
     assert "--frozen" in syncs[1]
-    for member in ("contracts", "libs/bus", *(f"services/{s}" for s in SERVICES)):
+    for member in ("contracts", "libs/bus", "emulator", *(f"services/{s}" for s in SERVICES)):
         assert f"COPY {member}/pyproject.toml" in dockerfile, member
