@@ -24,9 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from uuid import uuid4
 
-import httpx
-
-from tenantflow.emulator.testing import RunningEmulator
+from tenantflow.emulator.testing import start_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,29 +104,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as state:
         env = {**os.environ, "TENANTFLOW_EMULATOR_THROTTLING": "false"}
-        emulator = subprocess.Popen(
-            [
-                *pinned(0),
-                sys.executable,
-                "-m",
-                "tenantflow.emulator",
-                "--port",
-                "0",
-                "--state-dir",
-                state,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        emulator, emulator_api = start_emulator(Path(state), prefix=pinned(0), env=env)
         try:
-            assert emulator.stdout is not None
-            printed = dict(emulator.stdout.readline().strip().partition("=")[::2] for _ in range(2))
-            url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
             tenant = str(uuid4())
-            with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca)) as client:
-                apps = {app["name"]: app for app in client.get("/_emulator/apps").json()}
-            emulator_api = RunningEmulator(url, ca, apps)
+            url, ca, apps = emulator_api.url, emulator_api.ca, emulator_api.apps
             emulator_api.seed(
                 {
                     "id": tenant,

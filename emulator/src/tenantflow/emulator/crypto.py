@@ -188,6 +188,10 @@ class KeySet:
     def active(self) -> SigningKey:
         return self.keys[-1]
 
+    def find(self, kid: object) -> SigningKey | None:
+        """The published key with this kid; None for an unknown or retired one."""
+        return next((key for key in self.keys if key.kid == kid), None)
+
     def add(self) -> SigningKey:
         key = SigningKey.generate()
         self.keys.append(key)

@@ -20,10 +20,7 @@ from tenantflow.emulator.graph import (
     Caller,
     Graph,
     GraphError,
-    device_json,
     directory_object_json,
-    group_json,
-    user_json,
 )
 from tenantflow.emulator.graph_permissions import GRAPH_RESOURCE
 from tenantflow.emulator.state import Tenant
@@ -53,14 +50,6 @@ def _decode(token: str) -> dict[str, Any]:
         raise GraphError(400, "Request_BadRequest", "The delta token is malformed.") from exc
 
 
-def _representation(tenant: Tenant, resource: Resource, object_id: UUID) -> dict[str, Any]:
-    if resource == "users":
-        return user_json(tenant.users[object_id])
-    if resource == "groups":
-        return group_json(tenant.groups[object_id])
-    return device_json(tenant.devices[object_id])
-
-
 def _current(tenant: Tenant, resource: Resource) -> dict[UUID, Any]:
     return cast(dict[UUID, Any], getattr(tenant, resource))
 
@@ -86,7 +75,7 @@ def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[
                 {"id": str(object_id), "@removed": {"reason": change.removed or "deleted"}}
             )
             continue
-        body = _representation(tenant, resource, object_id)
+        body = directory_object_json(tenant, object_id)
         if resource != "groups":
             result.append(body)
             continue

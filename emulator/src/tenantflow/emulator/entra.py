@@ -305,9 +305,9 @@ class Entra:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
             raise EntraError(400, "invalid_grant", 50013, f"Assertion is malformed: {exc}") from exc
-        for key in self.keys.keys:
-            if key.kid == kid:
-                return key.private_key.public_key()
+        key = self.keys.find(kid)
+        if key is not None:
+            return key.private_key.public_key()
         raise EntraError(
             400,
             "invalid_grant",

@@ -56,21 +56,32 @@ class GraphError(Exception):
         self.inner = inner or {}
 
 
-def error_response(request: Request, error: GraphError) -> JSONResponse:
-    request_id = request.scope.get("state", {}).get("request_id", "")
-    client_request_id = request.headers.get("client-request-id", request_id)
-    body = {
+def error_body(
+    code: str,
+    message: str,
+    request_id: str,
+    client_request_id: str,
+    inner: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Graph's OData error: code, message, and innerError with the date and request ids."""
+    return {
         "error": {
-            "code": error.code,
-            "message": error.message,
+            "code": code,
+            "message": message,
             "innerError": {
                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
                 "request-id": request_id,
                 "client-request-id": client_request_id,
-                **error.inner,
+                **(inner or {}),
             },
         }
     }
+
+
+def error_response(request: Request, error: GraphError) -> JSONResponse:
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    client_request_id = request.headers.get("client-request-id", request_id)
+    body = error_body(error.code, error.message, request_id, client_request_id, error.inner)
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
@@ -420,7 +431,7 @@ class Graph:
         if cached is None:
             return None
         kid, claims = cached
-        if claims["exp"] + 60 < time.time() or all(k.kid != kid for k in self.keys.keys):
+        if claims["exp"] + 60 < time.time() or self.keys.find(kid) is None:
             del self._verified[token]
             return None
         return claims
@@ -428,7 +439,7 @@ class Graph:
     def _verify(self, token: str) -> dict[str, Any]:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
-            key = next((k for k in self.keys.keys if k.kid == kid), None)
+            key = self.keys.find(kid)
             if key is None:
                 raise jwt.InvalidSignatureError("unknown key")
             claims = jwt.decode(

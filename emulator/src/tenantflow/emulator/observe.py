@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantflow.emulator.graph import error_body
+
 CONTROL_PREFIX = "/_emulator/"
 
 
@@ -88,25 +90,6 @@ class RequestLog:
         return [entry for entry in self.entries if keep(entry)]
 
 
-def _graph_error_body(
-    error_code: str, message: str, request_id: str, client_request_id: str, **inner: str
-) -> bytes:
-    return json.dumps(
-        {
-            "error": {
-                "code": error_code,
-                "message": message,
-                "innerError": {
-                    "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-                    "request-id": request_id,
-                    "client-request-id": client_request_id,
-                    **inner,
-                },
-            }
-        }
-    ).encode()
-
-
 FAULT_CODES = {
     429: ("TooManyRequests", "Please retry again later."),
     500: ("InternalServerError", "An internal server error occurred."),
@@ -169,7 +152,9 @@ class Observe:
                 if rule.status is not None:
                     code, text = FAULT_CODES[rule.status]
                     inner = {"code": str(rule.status), "status": str(rule.status)}
-                    body = _graph_error_body(code, text, request_id, client_request_id, **inner)
+                    body = json.dumps(
+                        error_body(code, text, request_id, client_request_id, inner)
+                    ).encode()
                     headers = [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),

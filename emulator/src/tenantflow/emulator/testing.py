@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,27 +60,51 @@ class RunningEmulator:
         return client
 
 
+def start_emulator(
+    state_dir: Path,
+    *arguments: str,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], RunningEmulator]:
+    """Start an emulator process and wait until it listens (it prints its URL and CA then).
+    ``arguments`` go to its command line (default port: a free one); ``prefix`` runs it under
+    another command, such as taskset. The caller stops the process."""
+    if "--port" not in arguments:
+        arguments = ("--port", "0", *arguments)
+    process = subprocess.Popen(
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "tenantflow.emulator",
+            "--state-dir",
+            str(state_dir),
+            *arguments,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=None if env is None else dict(env),
+    )
+    assert process.stdout is not None
+    printed: dict[str, str] = {}
+    while len(printed) < 2:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the emulator exited with {process.wait()}")
+        name, _, value = line.strip().partition("=")
+        printed[name] = value
+    url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
+    with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca)) as client:
+        apps = {app["name"]: app for app in client.get("/_emulator/apps").json()}
+    return process, RunningEmulator(url, ca, apps)
+
+
 @contextmanager
 def running_emulator(state_dir: Path, timeout: float = 60) -> Iterator[RunningEmulator]:
     """An emulator process on a free port; stopped (SIGTERM) when the block ends."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tenantflow.emulator", "--port", "0", "--state-dir", str(state_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, emulator = start_emulator(state_dir)
     try:
-        assert process.stdout is not None
-        printed: dict[str, str] = {}
-        while len(printed) < 2:
-            line = process.stdout.readline()  # the process prints both lines once it listens
-            if not line:
-                raise RuntimeError(f"the emulator exited with {process.wait(timeout)}")
-            name, _, value = line.strip().partition("=")
-            printed[name] = value
-        url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
-        with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca)) as client:
-            apps = {app["name"]: app for app in client.get("/_emulator/apps").json()}
-        yield RunningEmulator(url, ca, apps)
+        yield emulator
     finally:
         process.terminate()
         process.wait(timeout)

@@ -19,6 +19,7 @@ from typing import IO
 
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.processes import InfraError
+from tenantflow.emulator.testing import start_emulator
 
 
 @dataclass(frozen=True)
@@ -49,30 +50,11 @@ def _microsoft_endpoints(state_dir: Path) -> tuple[dict[str, str], subprocess.Po
     if os.environ.get("TENANTFLOW_GRAPH_BASE_URL"):
         return {}, None
     port = os.environ.get("TENANTFLOW_EMULATOR_PORT", "8443")
-    emulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tenantflow.emulator",
-            "--port",
-            port,
-            "--seed",
-            "demo",
-            "--state-dir",
-            str(state_dir),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert emulator.stdout is not None
-    printed: dict[str, str] = {}
-    while len(printed) < 2:
-        line = emulator.stdout.readline()
-        if not line:
-            raise SystemExit(f"the emulator exited with {emulator.wait()}")
-        name, _, value = line.strip().partition("=")
-        printed[name] = value
-    url, ca = printed["TENANTFLOW_EMULATOR_URL"], printed["TENANTFLOW_EMULATOR_CA"]
+    try:
+        emulator, running = start_emulator(state_dir, "--port", port, "--seed", "demo")
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
+    url, ca = running.url, running.ca
     print(f"emulator on {url} (CA {ca}); demo tenants Contoso and Fabrikam")
     return {"LOGIN_BASE_URL": url, "GRAPH_BASE_URL": url, "CA_BUNDLE": ca}, emulator
 
