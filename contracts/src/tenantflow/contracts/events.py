@@ -181,6 +181,56 @@ class TenantUnlinked(EventPayload):
     topic: ClassVar[Topic] = Topic.TENANTS
 
 
+class TenantVerificationDeferred(EventPayload):
+    """Verification met a transient Entra ID or Graph failure (429, 5xx, timeout) and is retried.
+
+    No verdict yet: the portal shows the request as pending and retrying, never as rejected.
+    """
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.verification.deferred"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+    app: EnterpriseApp = Field(
+        description="Whose verification is retried: the link's or Intune activation's app.",
+        examples=["directory_connector"],
+    )
+    detail: str = Field(
+        description="The transient failure, for a human.",
+        examples=["Microsoft Graph answered 503 three times; retrying."],
+    )
+
+
+class GraphAccessDenied(EventPayload):
+    """A service's call to Entra ID or Microsoft Graph for this tenant was refused.
+
+    Reported on a 401, a 403 or AADSTS700016; consent re-checks the tenant's consent at once.
+    """
+
+    event_type: ClassVar[str] = "dev.tenantflow.tenant.graph_access.denied"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.TENANTS
+
+    app: EnterpriseApp = Field(
+        description="The enterprise app whose token or call was refused.",
+        examples=["intune_writer"],
+    )
+    status: int | None = Field(
+        default=None,
+        description="The HTTP status Graph or Entra ID answered, if any.",
+        examples=[403],
+    )
+    error_code: str | None = Field(
+        default=None,
+        description="Graph's error.code, or the AADSTS code from Entra ID.",
+        examples=["Authorization_RequestDenied", "AADSTS700016"],
+    )
+    detail: str = Field(
+        description="The refusal as received, for a human.",
+        examples=["Insufficient privileges to complete the operation."],
+    )
+
+
 # --- directory cache ---------------------------------------------------------------------------
 
 DirectoryResource = Literal["users", "groups", "devices"]

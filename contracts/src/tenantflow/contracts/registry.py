@@ -14,6 +14,8 @@ EVENT_CLASSES: tuple[type[EventPayload], ...] = (
     events.IntuneWritingRejected,
     events.ConsentRevoked,
     events.TenantUnlinked,
+    events.TenantVerificationDeferred,
+    events.GraphAccessDenied,
     events.DirectorySyncRequested,
     events.DirectorySynced,
     events.GroupUpserted,
