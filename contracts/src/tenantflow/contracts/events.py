@@ -167,6 +167,15 @@ class ConsentRevoked(EventPayload):
         description="Application permissions no longer granted, by name.",
         examples=[["DeviceManagementApps.ReadWrite.All"]],
     )
+    admin_consent_url: str | None = Field(
+        default=None,
+        description="Where a Global Administrator grants admin consent again.",
+        examples=[
+            "https://login.microsoftonline.com/6f1c9e52-8a1d-4c1e-9a57-2d8c3b1e7f10/v2.0/"
+            "adminconsent?client_id=5e3ce6c0-2b1f-4285-8d4b-75ee78787346"
+            "&scope=https://graph.microsoft.com/.default"
+        ],
+    )
     detected_by: Literal["scheduled_check", "reported_failure"] = Field(
         description="A periodic re-check, or a 401/403/AADSTS700016 another service reported.",
         examples=["scheduled_check"],

@@ -53,6 +53,24 @@ class RunningEmulator:
         token: str = body["access_token"]
         return token
 
+    def user_token(self, tenant: object, user: object, *roles: str, **options: Any) -> str:
+        """A portal access token for a seeded user, as Entra ID would issue it after sign-in;
+        ``options`` as in POST /_emulator/tokens (lifetime_seconds, audience, issuer, …)."""
+        with self.client() as client:
+            response = client.post(
+                "/_emulator/tokens",
+                json={
+                    "tenant_id": str(tenant),
+                    "user_id": str(user),
+                    "roles": list(roles),
+                    **options,
+                },
+            )
+        if response.status_code != 200:
+            raise AssertionError(f"no user token: {response.status_code} {response.text}")
+        token: str = response.json()["access_token"]
+        return token
+
     def graph(self, app: str, tenant: str) -> httpx.Client:
         """A client that calls Graph as ``app`` in ``tenant``."""
         client = self.client()

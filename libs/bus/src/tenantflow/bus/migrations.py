@@ -36,7 +36,7 @@ def create_bus_tables(schema: str) -> None:
     """Outbox, inbox, and the trigger that wakes the relay when a transaction commits rows."""
     tables = bus_tables(schema)
     bind = op.get_bind()
-    tables.metadata.create_all(bind)
+    tables.metadata.create_all(bind, tables=[tables.outbox, tables.inbox])
     op.execute(
         text(
             f"""
@@ -61,4 +61,5 @@ def create_bus_tables(schema: str) -> None:
 def drop_bus_tables(schema: str) -> None:
     op.execute(text(f'DROP TRIGGER IF EXISTS outbox_notify ON "{schema}".outbox'))
     op.execute(text(f'DROP FUNCTION IF EXISTS "{schema}".outbox_notify()'))
-    bus_tables(schema).metadata.drop_all(op.get_bind())
+    tables = bus_tables(schema)
+    tables.metadata.drop_all(op.get_bind(), tables=[tables.outbox, tables.inbox])

@@ -1,8 +1,9 @@
 """The pieces every service runs, started and stopped in the right order.
 
 Start: migrate the service's schema, create missing topics, start the outbox relay, start the
-broker (which starts the consumers). Stop (SIGTERM): the broker first, so no new message is
-taken and the one in hand finishes; then the relay; then the database pool.
+broker (which starts the consumers), then the background loops. Stop (SIGTERM): the background
+loops first, then the broker, so no new message is taken and the one in hand finishes; then the
+relay; then the database pool.
 """
 
 from __future__ import annotations
@@ -58,10 +59,27 @@ class ServiceRuntime:
         self.started = False
         self.consumers: list[EventConsumer] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._loops: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Run ``close`` when the service stops, after the broker and the relay."""
         self._closers.append(close)
+
+    def in_background(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` (a coroutine that runs until cancelled) while the service runs."""
+        self._loops[name] = loop
+
+    async def _guarded(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: background loop %s failed; restarting it", self.service, name)
+                await asyncio.sleep(1.0)
 
     @classmethod
     def for_service(
@@ -96,11 +114,19 @@ class ServiceRuntime:
             await ensure_topics(self.kafka)
         self.relay.start()
         await self.broker.start()
+        self._tasks = [
+            asyncio.create_task(self._guarded(name, loop), name=f"{self.service}.{name}")
+            for name, loop in self._loops.items()
+        ]
         self.started = True
         log.info("%s started", self.service)
 
     async def stop(self) -> None:
         self.started = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         for consumer in self.consumers:  # what is processed by now is not redelivered
             await consumer.offsets.commit_pending()
         await self.broker.stop()

@@ -220,8 +220,8 @@ class KafkaBroker:
                 distribution,
                 "kafka.tools.StorageTool",
                 "format",
-                "--cluster-id",
-                random_cluster_id(),
+                # one argument: an id starting with "-" would read as an option otherwise
+                f"--cluster-id={random_cluster_id()}",
                 "--config",
                 str(properties),
             )

@@ -13,29 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.processes import InfraError
+from tenantflow.devinfra.services import SERVICES
 from tenantflow.emulator.testing import start_emulator
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    module: str
-    env_prefix: str
-    port: int
-
-
-SERVICES = (
-    Service("portal-api", "tenantflow.portal_api", "TENANTFLOW_PORTAL_", 8000),
-    Service("consent", "tenantflow.consent", "TENANTFLOW_CONSENT_", 8081),
-    Service("directory-sync", "tenantflow.directory_sync", "TENANTFLOW_DIRSYNC_", 8082),
-    Service("intune-writer", "tenantflow.intune_writer", "TENANTFLOW_WRITER_", 8083),
-)
 
 
 def _pipe(name: str, stream: IO[bytes]) -> None:
@@ -76,7 +60,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for service in SERVICES:
+        for service in SERVICES.values():
             port = os.environ.get(f"{service.env_prefix}PORT", str(service.port))
             env = {
                 **os.environ,

@@ -4,10 +4,13 @@ condition with a deadline (never a bare sleep)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from sqlalchemy import make_url
 
 from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
@@ -56,3 +59,16 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+async def create_database(database_url: str, prefix: str = "t") -> str:
+    """A new, empty database on the server of ``database_url``; its URL. For tests whose
+    services must not share tables with the rest of the session's."""
+    url = make_url(database_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return url.set(database=name).render_as_string(hide_password=False)

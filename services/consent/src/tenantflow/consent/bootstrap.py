@@ -22,6 +22,7 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         str(settings.ca_bundle) if settings.ca_bundle else None,
         attempts=settings.graph_attempts,
     )
+    runtime.on_stop(graph.close)
     apps = handlers.Apps(
         directory_connector=AppCredentials(
             settings.directory_connector_client_id,
@@ -31,5 +32,5 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
             settings.intune_writer_client_id, settings.intune_writer_secret.get_secret_value()
         ),
     )
-    handlers.register(runtime, graph, apps)
+    handlers.register(runtime, handlers.Consent(runtime, graph, apps, settings))
     return runtime

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -110,6 +111,14 @@ class GraphClient:
         except requests.RequestException as exc:
             self._msal.pop((credentials.client_id, tenant), None)
             raise TransientError(f"Entra ID unreachable: {exc}") from exc
+        except msal.exceptions.MsalServiceError as exc:
+            # MSAL raises (rather than returning an error) when Entra answers 5xx or 429 without
+            # a token response: an outage, not a verdict
+            self._msal.pop((credentials.client_id, tenant), None)
+            status = re.search(r"HTTP Error: (\d+)", str(exc))
+            if status and (int(status.group(1)) >= 500 or int(status.group(1)) == 429):
+                raise TransientError(f"Entra ID failed: {exc}") from exc
+            raise
         except ValueError as exc:  # MSAL: the tenant's discovery document was refused (90002)
             self._msal.pop((credentials.client_id, tenant), None)
             raise TenantNotFound(str(exc)) from exc

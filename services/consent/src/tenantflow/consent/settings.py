@@ -24,3 +24,10 @@ class Settings(ServiceSettings):
     intune_writer_secret: SecretStr = SecretStr("demo-intune-writer-secret")
     graph_attempts: int = Field(default=4, ge=1)
     """Tries per Graph call on 429/5xx/timeouts, honouring Retry-After, before giving up."""
+    recheck_interval_seconds: float = Field(default=900.0, gt=0)
+    """How often every linked tenant's consent and permissions are verified again (15 min)."""
+    recheck_poll_seconds: float = Field(default=5.0, gt=0)
+    """How often due re-checks are looked for."""
+    reported_recheck_min_seconds: float = Field(default=30.0, ge=0)
+    """A reported 401/403 re-checks at once, unless the tenant was checked this recently: a
+    burst of failures from many writers costs one check."""

@@ -58,8 +58,14 @@ async def verify(
     tenant_id: UUID,
     required_permissions: list[str],
     user_object_id: UUID | None,
+    directory_reader: AppCredentials | None = None,
 ) -> Verified | Rejected:
-    """``user_object_id`` None skips the user check (a scheduled re-check of consent only)."""
+    """``user_object_id`` None skips the user check (a scheduled re-check of consent only).
+
+    The app's own token proves consent and reads the organization; service principals, their
+    grants and the user's roles are read with ``directory_reader``'s token when the app itself
+    may not read the directory (the Intune writer has no directory permission: least privilege).
+    """
     consent_url = admin_consent_url(graph.login_base_url, tenant_id, app.client_id)
     try:
         token = await graph.token(app, str(tenant_id))
@@ -94,6 +100,18 @@ async def verify(
     org = organization[0]
     domains = org.get("verifiedDomains", [])
     default_domain = next((d["name"] for d in domains if d.get("isDefault")), None)
+    if directory_reader is not None:
+        try:
+            token = await graph.token(directory_reader, str(tenant_id))
+        except ConsentMissing:
+            return Rejected(
+                VerificationFailure.ADMIN_CONSENT_MISSING,
+                "The directory connector, which reads the directory for tenantflow, is not "
+                "consented in this tenant.",
+                admin_consent_url=admin_consent_url(
+                    graph.login_base_url, tenant_id, directory_reader.client_id
+                ),
+            )
 
     ours = (
         await graph.request(

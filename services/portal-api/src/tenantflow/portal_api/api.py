@@ -1,38 +1,40 @@
-"""The FastAPI application: routes, error format, lifespan."""
+"""The FastAPI application: routes, error format, trusted proxies, lifespan."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from tenantflow.bus.runtime import ServiceRuntime
-from tenantflow.portal_api import problems
+from tenantflow.portal_api import problems, tenants
+from tenantflow.portal_api.bootstrap import Portal
+from tenantflow.portal_api.deps import PortalDep
+from tenantflow.portal_api.proxy import TrustedProxies
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
-
-
-def create_app(runtime: ServiceRuntime) -> FastAPI:
+def create_app(portal: Portal) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        await portal.runtime.start()
         try:
             yield
         finally:
-            await runtime.stop()
+            await portal.runtime.stop()
 
-    app = FastAPI(title="tenantflow portal API", version="1.0.0", lifespan=lifespan)
-    app.state.runtime = runtime
+    app = FastAPI(
+        title="tenantflow portal API",
+        version="1.0.0",
+        lifespan=lifespan,
+        description="Link Entra ID tenants and deploy Intune apps across them. Errors are "
+        "RFC 9457 application/problem+json; every answer carries X-Request-ID.",
+    )
+    app.state.portal = portal
     problems.install(app)
+    app.add_middleware(TrustedProxies, trusted=portal.settings.trusted_proxies)
+    app.include_router(tenants.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -40,9 +42,9 @@ def create_app(runtime: ServiceRuntime) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
-    async def readyz(runtime: RuntimeDep) -> Any:
+    async def readyz(portal: PortalDep) -> Any:
         """PostgreSQL and Kafka are reachable and the outbox relay runs."""
-        checks = await runtime.readiness()
+        checks = await portal.runtime.readiness()
         return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
 
     return app

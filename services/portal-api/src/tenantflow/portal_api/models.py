@@ -1,11 +1,214 @@
-"""Tables of portal-api, all in its own PostgreSQL schema ("portal_api").
+"""Tables of portal-api, all in its own PostgreSQL schema ("portal_api"), and its API models.
 
-The outbox and inbox come from tenantflow.bus; this service's own tables join ``metadata``.
+Ownership: an account owns linked tenants. Today every account is a home tenant's own (its users
+are its members, and it links only itself); managed-service-provider accounts that own several
+customer tenants add members and tenant rows to one account, with no change to these tables'
+keys. A tenant link is keyed by (account, tenant), so two accounts may one day reach one tenant.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as ApiField
+from sqlalchemy import Column, DateTime, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
 
 from tenantflow.bus.tables import bus_tables
 
 SCHEMA = "portal_api"
 metadata = bus_tables(SCHEMA).metadata
+
+
+class PortalTable(SQLModel, registry=registry(metadata=metadata)):
+    """Base of this service's tables: they live in the service's schema, beside outbox/inbox."""
+
+
+class LinkStatus(StrEnum):
+    PENDING = "pending"
+    LINKED = "linked"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+    UNLINKED = "unlinked"
+
+
+class IntuneWritingStatus(StrEnum):
+    OFF = "off"
+    PENDING = "pending"
+    ENABLED = "enabled"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+
+
+def _timestamp(nullable: bool = False) -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=nullable, server_default=func.now())
+
+
+def _strings() -> Column[list[str]]:
+    return Column(JSONB, nullable=False, server_default="[]")
+
+
+class Account(PortalTable, table=True):
+    """Who owns linked tenants; today one per home tenant."""
+
+    __tablename__ = "accounts"
+
+    id: UUID = Field(primary_key=True)
+    home_tenant_id: UUID = Field(unique=True)
+    created_at: datetime | None = Field(default=None, sa_column=_timestamp())
+
+
+class TenantLink(PortalTable, table=True):
+    """One account's link to one Entra ID tenant, and its Intune writing activation.
+
+    ``link_change_id`` / ``intune_change_id`` are the correlation ids of the current requests:
+    a verdict for an older request (or for a request of a link since unlinked) changes nothing.
+    """
+
+    __tablename__ = "tenant_links"
+
+    account_id: UUID = Field(primary_key=True, foreign_key=f"{SCHEMA}.accounts.id")
+    tenant_id: UUID = Field(primary_key=True, index=True)
+    version: int = 1
+    display_name: str | None = None
+    default_domain: str | None = None
+
+    status: str = Field(sa_type=Text)
+    reason: str | None = None
+    message: str | None = None
+    missing_permissions: list[str] = Field(default_factory=list, sa_column=_strings())
+    admin_consent_url: str | None = None
+    retry_detail: str | None = None
+    authorized_by: str | None = None
+    link_change_id: UUID
+    requested_by_tenant_id: UUID
+    requested_by_object_id: UUID
+    requested_by_name: str | None = None
+    requested_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+    intune_status: str = Field(default=IntuneWritingStatus.OFF, sa_type=Text)
+    intune_reason: str | None = None
+    intune_message: str | None = None
+    intune_missing_permissions: list[str] = Field(default_factory=list, sa_column=_strings())
+    intune_admin_consent_url: str | None = None
+    intune_retry_detail: str | None = None
+    intune_change_id: UUID | None = None
+    intune_requested_by_tenant_id: UUID | None = None
+    intune_requested_by_object_id: UUID | None = None
+    intune_requested_by_name: str | None = None
+    intune_requested_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+    updated_at: datetime | None = Field(default=None, sa_column=_timestamp())
+
+
+# --- API models --------------------------------------------------------------------------------
+
+
+class TenantLinkCreate(BaseModel):
+    """Link this tenant (today: your own, the tid of your token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: UUID = ApiField(
+        description="The Entra ID tenant to link.",
+        examples=["6f1c9e52-8a1d-4c1e-9a57-2d8c3b1e7f10"],
+    )
+
+
+class RequesterPublic(BaseModel):
+    tenant_id: UUID = ApiField(description="The requester's home tenant (tid).")
+    object_id: UUID = ApiField(description="The requester's object id (oid).")
+    name: str | None = ApiField(description="Display name from the token, for people to read.")
+
+
+class VerdictPublic(BaseModel):
+    reason: str | None = ApiField(
+        description="Machine-readable reason when rejected or revoked.",
+        examples=["admin_consent_missing"],
+    )
+    message: str | None = ApiField(description="Human-readable explanation.")
+    missing_permissions: list[str] = ApiField(
+        description="Application permissions a Global Administrator still has to grant."
+    )
+    admin_consent_url: str | None = ApiField(
+        description="Send a Global Administrator here to grant admin consent."
+    )
+    retrying: bool = ApiField(
+        description="Verification met a transient Entra ID or Graph failure and is retrying."
+    )
+    retry_detail: str | None = ApiField(description="The transient failure, while retrying.")
+
+
+class IntuneWritingPublic(VerdictPublic):
+    status: IntuneWritingStatus
+    requested_by: RequesterPublic | None
+    requested_at: datetime | None
+
+
+class TenantPublic(VerdictPublic):
+    tenant_id: UUID
+    status: LinkStatus
+    display_name: str | None
+    default_domain: str | None
+    authorized_by: str | None = ApiField(
+        description="Why the requester may link: global_administrator, app_assignment, …"
+    )
+    requested_by: RequesterPublic
+    requested_at: datetime
+    updated_at: datetime | None
+    intune_writing: IntuneWritingPublic
+
+    @classmethod
+    def of(cls, link: TenantLink) -> TenantPublic:
+        intune_requester = (
+            RequesterPublic(
+                tenant_id=link.intune_requested_by_tenant_id,
+                object_id=link.intune_requested_by_object_id,
+                name=link.intune_requested_by_name,
+            )
+            if link.intune_requested_by_tenant_id and link.intune_requested_by_object_id
+            else None
+        )
+        return cls(
+            tenant_id=link.tenant_id,
+            status=LinkStatus(link.status),
+            display_name=link.display_name,
+            default_domain=link.default_domain,
+            reason=link.reason,
+            message=link.message,
+            missing_permissions=link.missing_permissions,
+            admin_consent_url=link.admin_consent_url,
+            retrying=link.retry_detail is not None,
+            retry_detail=link.retry_detail,
+            authorized_by=link.authorized_by,
+            requested_by=RequesterPublic(
+                tenant_id=link.requested_by_tenant_id,
+                object_id=link.requested_by_object_id,
+                name=link.requested_by_name,
+            ),
+            requested_at=link.requested_at,
+            updated_at=link.updated_at,
+            intune_writing=IntuneWritingPublic(
+                status=IntuneWritingStatus(link.intune_status),
+                reason=link.intune_reason,
+                message=link.intune_message,
+                missing_permissions=link.intune_missing_permissions,
+                admin_consent_url=link.intune_admin_consent_url,
+                retrying=link.intune_retry_detail is not None,
+                retry_detail=link.intune_retry_detail,
+                requested_by=intune_requester,
+                requested_at=link.intune_requested_at,
+            ),
+        )
+
+
+class TenantPage(BaseModel):
+    items: list[TenantPublic]
+    next_cursor: str | None = ApiField(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )

@@ -118,6 +118,8 @@ def install(app: FastAPI) -> None:
             }
             for error in exc.errors()
         ]
+        if any(error["type"] == "json_invalid" for error in errors):
+            return problem_response(request, Problem(400, "The body is not valid JSON."))
         return problem_response(
             request, Problem(422, "The request does not match the schema.", errors=errors)
         )

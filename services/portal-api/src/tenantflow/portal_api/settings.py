@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from uuid import UUID
 
@@ -27,6 +28,15 @@ class Settings(ServiceSettings):
     clock_skew_seconds: int = Field(default=120, ge=0, le=600)
     jwks_min_refresh_seconds: float = Field(default=60.0, ge=1.0)
     """An unknown kid refetches the keys at most this often: no refetch storm."""
+
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    """Peers (addresses or CIDR ranges) whose X-Forwarded-For/-Proto/-Host are believed: the API
+    gateway. Empty: those headers are ignored."""
+    user_requests_per_minute: int = Field(default=300, ge=1)
+    """Per signed-in user (tid, oid), across every route; a burst of the same size is allowed."""
+    tenant_requests_per_minute: int = Field(default=600, ge=1)
+    """Per tenant acted on, whoever asks."""
+    page_size_max: int = Field(default=200, ge=1)
 
     @property
     def audiences(self) -> list[str]:

@@ -1,0 +1,107 @@
+"""tenantflow's services as processes: which there are, and running one until it is ready.
+
+Used by `make run`, the e2e tests and the benchmarks, so all of them start a service the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tenantflow.devinfra.processes import free_port
+from tenantflow.devinfra.testing import eventually
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    env_prefix: str
+    port: int
+    """Its port under `make run`."""
+
+
+SERVICES = {
+    service.name: service
+    for service in (
+        Service("portal-api", "tenantflow.portal_api", "TENANTFLOW_PORTAL_", 8000),
+        Service("consent", "tenantflow.consent", "TENANTFLOW_CONSENT_", 8081),
+        Service("directory-sync", "tenantflow.directory_sync", "TENANTFLOW_DIRSYNC_", 8082),
+        Service("intune-writer", "tenantflow.intune_writer", "TENANTFLOW_WRITER_", 8083),
+    )
+}
+
+
+@dataclass
+class ServiceProcess:
+    service: Service
+    url: str
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def stop(self, grace_seconds: float = 30) -> int:
+        """SIGTERM, then wait for the graceful shutdown; the exit status."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), grace_seconds)
+        except TimeoutError:
+            self.process.kill()
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def service_process(
+    name: str,
+    log: Path,
+    environment: Mapping[str, str],
+    settings: Mapping[str, str] | None = None,
+    ready_within: float = 60,
+) -> AsyncIterator[ServiceProcess]:
+    """Run service ``name`` on a free port until the block ends. ``environment`` is shared (KAFKA_*,
+    DATABASE_URL); ``settings`` are the service's own, without its prefix (``CA_BUNDLE``)."""
+    service = SERVICES[name]
+    port = free_port()
+    env = {
+        **os.environ,
+        **environment,
+        **{f"{service.env_prefix}{key}": value for key, value in (settings or {}).items()},
+        f"{service.env_prefix}PORT": str(port),
+        f"{service.env_prefix}HOST": "127.0.0.1",
+    }
+    with log.open("w") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            service.module,
+            env=env,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    running = ServiceProcess(service, f"http://127.0.0.1:{port}", process, log)
+    try:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+
+            async def ready() -> bool:
+                if process.returncode is not None:
+                    raise RuntimeError(f"{name} exited {process.returncode}:\n{running.output()}")
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, within=ready_within, what=f"{name} ready")
+        yield running
+    finally:
+        await running.stop()

@@ -1,0 +1,395 @@
+"""/v1/tenants: link a tenant, read its status, activate Intune writing, unlink.
+
+Each write changes the tenant link and stores its event in the outbox in one transaction, with the
+link's row locked, so one tenant's events are published in the order they were decided. A tenant
+the user's account cannot reach is 404 whether or not it exists, so tenant ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tenantflow.bus.db import transaction
+from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.events import (
+    IntuneWritingActivationRequested,
+    TenantLinkRequested,
+    TenantUnlinked,
+)
+from tenantflow.portal_api.auth import Principal
+from tenantflow.portal_api.bootstrap import Portal
+from tenantflow.portal_api.deps import AdminUser, PortalDep, PortalUser, json_body, limit_tenant
+from tenantflow.portal_api.models import (
+    Account,
+    IntuneWritingStatus,
+    LinkStatus,
+    TenantLink,
+    TenantLinkCreate,
+    TenantPage,
+    TenantPublic,
+)
+from tenantflow.portal_api.problems import Problem
+
+router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {}}}
+
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _problem("No valid bearer token"),
+    403: _problem("The portal role is missing"),
+    404: _problem("No such tenant for your account"),
+    429: _problem("Rate limited; see Retry-After"),
+}
+
+
+def _etag(link: TenantLink) -> str:
+    return f'"{link.version}"'
+
+
+def _not_found(tenant_id: object) -> Problem:
+    return Problem(404, f"No tenant {tenant_id} is linked to your account.")
+
+
+def _tenant_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise _not_found(value) from None
+
+
+def _actor(user: Principal) -> UserActor:
+    return UserActor(tenant_id=user.tenant_id, object_id=user.object_id)
+
+
+def _answer(
+    request: Request, response: Response, link: TenantLink, status_code: int
+) -> TenantPublic:
+    response.status_code = status_code
+    response.headers["ETag"] = _etag(link)
+    response.headers["Location"] = str(request.url_for("get_tenant", tenant_id=link.tenant_id))
+    return TenantPublic.of(link)
+
+
+def _check_if_match(link: TenantLink, if_match: str | None, required: bool) -> None:
+    if if_match is None:
+        if required:
+            raise Problem(428, "Send If-Match with the tenant's ETag to confirm this change.")
+        return
+    given = {tag.strip() for tag in if_match.split(",")}
+    if "*" not in given and _etag(link) not in given:
+        raise Problem(
+            412,
+            "The tenant changed since you read it; read it again and retry.",
+            current_etag=_etag(link),
+        )
+
+
+async def _emit(portal: Portal, session: AsyncSession, event: EventPayload) -> None:
+    await portal.runtime.outbox.add(session, event)
+
+
+async def _reachable(
+    session: AsyncSession, user: Principal, tenant_id: UUID, lock: bool = False
+) -> TenantLink:
+    statement = (
+        select(TenantLink)
+        .join(Account, col(Account.id) == col(TenantLink.account_id))
+        .where(Account.home_tenant_id == user.tenant_id, TenantLink.tenant_id == tenant_id)
+    )
+    if lock:
+        statement = statement.with_for_update(of=TenantLink)
+    link = (await session.exec(statement)).first()
+    if link is None:
+        raise _not_found(tenant_id)
+    return link
+
+
+async def _account_of(session: AsyncSession, user: Principal) -> UUID:
+    """The user's account; created on first use (today: one per home tenant)."""
+    await session.exec(
+        insert(Account)
+        .values(id=uuid4(), home_tenant_id=user.tenant_id)
+        .on_conflict_do_nothing(index_elements=["home_tenant_id"])
+    )
+    statement = select(Account.id).where(Account.home_tenant_id == user.tenant_id)
+    return (await session.exec(statement)).one()
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=TenantPublic,
+    dependencies=[Depends(json_body)],
+    responses={
+        200: {"description": "Already linked; nothing to do", "model": TenantPublic},
+        415: _problem("The body is not JSON"),
+        **_PROBLEMS,
+    },
+)
+async def link_tenant(
+    body: TenantLinkCreate,
+    user: AdminUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+) -> TenantPublic:
+    """Ask to link a tenant. Consent verifies, from Microsoft Graph, that the directory connector
+    is admin-consented there with its permissions and that you may link it; follow the Location
+    until the status is no longer pending. Asking again while pending returns the same request."""
+    limit_tenant(portal, body.tenant_id)
+    if body.tenant_id != user.tenant_id:
+        raise _not_found(body.tenant_id)
+    now = datetime.now(UTC)
+    requester = {
+        "status": LinkStatus.PENDING,
+        "link_change_id": uuid4(),
+        "requested_by_tenant_id": user.tenant_id,
+        "requested_by_object_id": user.object_id,
+        "requested_by_name": user.name,
+        "requested_at": now,
+        "updated_at": now,
+    }
+    async with transaction(portal.runtime.sessions) as session:
+        account_id = await _account_of(session, user)
+        created = await session.exec(
+            insert(TenantLink)
+            .values(account_id=account_id, tenant_id=body.tenant_id, version=1, **requester)
+            .on_conflict_do_nothing()
+            .returning(col(TenantLink.tenant_id))
+        )
+        is_new = created.first() is not None
+        link = await _reachable(session, user, body.tenant_id, lock=True)
+        if not is_new:
+            if link.status == LinkStatus.PENDING:
+                return _answer(request, response, link, 202)
+            if link.status == LinkStatus.LINKED:
+                return _answer(request, response, link, 200)
+            for name, value in {
+                **requester,
+                "reason": None,
+                "message": None,
+                "missing_permissions": [],
+                "admin_consent_url": None,
+                "retry_detail": None,
+                "authorized_by": None,
+                "version": link.version + 1,
+            }.items():
+                setattr(link, name, value)
+            session.add(link)
+        await _emit(
+            portal,
+            session,
+            TenantLinkRequested(
+                tenant_id=link.tenant_id, actor=_actor(user), correlation_id=link.link_change_id
+            ),
+        )
+        await session.flush()
+        return _answer(request, response, link, 202)
+
+
+def _encode_cursor(tenant_id: UUID) -> str:
+    return base64.urlsafe_b64encode(tenant_id.bytes).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> UUID:
+    try:
+        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise Problem(400, "The cursor is not one this API returned.") from None
+
+
+@router.get(
+    "", response_model=TenantPage, responses={400: _problem("The cursor is not valid"), **_PROBLEMS}
+)
+async def list_tenants(
+    user: PortalUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+    limit: Annotated[
+        int, Query(ge=1, description="Page size (at most the server's maximum).")
+    ] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> TenantPage:
+    """The tenants your account reaches, in a stable order, a page at a time."""
+    limit = min(limit, portal.settings.page_size_max)
+    statement = (
+        select(TenantLink)
+        .join(Account, col(Account.id) == col(TenantLink.account_id))
+        .where(Account.home_tenant_id == user.tenant_id)
+        .order_by(col(TenantLink.tenant_id))
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        statement = statement.where(col(TenantLink.tenant_id) > _decode_cursor(cursor))
+    async with portal.runtime.sessions() as session:
+        links = list((await session.exec(statement)).all())
+    more = len(links) > limit
+    links = links[:limit]
+    next_cursor = _encode_cursor(links[-1].tenant_id) if more else None
+    if next_cursor:
+        next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return TenantPage(items=[TenantPublic.of(link) for link in links], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{tenant_id}",
+    response_model=TenantPublic,
+    responses={304: {"description": "Not modified (If-None-Match)"}, **_PROBLEMS},
+)
+async def get_tenant(
+    tenant_id: str,
+    user: PortalUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    """The link's status (pending, linked, rejected, revoked, unlinked) with the reason and what
+    to do about it, who asked and when, and the Intune writing status. ETag for If-Match."""
+    tenant = _tenant_id(tenant_id)
+    limit_tenant(portal, tenant)
+    async with portal.runtime.sessions() as session:
+        link = await _reachable(session, user, tenant)
+    if if_none_match is not None and _etag(link) in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers={"ETag": _etag(link)})
+    response.headers["ETag"] = _etag(link)
+    return TenantPublic.of(link)
+
+
+@router.post(
+    "/{tenant_id}/intune",
+    status_code=202,
+    response_model=TenantPublic,
+    responses={
+        200: {"description": "Already enabled; nothing to do", "model": TenantPublic},
+        409: _problem("The tenant is not linked"),
+        412: _problem("If-Match does not match"),
+        **_PROBLEMS,
+    },
+)
+async def activate_intune_writing(
+    tenant_id: str,
+    user: AdminUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> TenantPublic:
+    """Let tenantflow write Intune app assignments in this linked tenant. Consent verifies the
+    Intune writer enterprise app's admin consent and write permissions (asked for only now:
+    least privilege) and that you may activate it. Asking again while pending returns the same
+    request."""
+    tenant = _tenant_id(tenant_id)
+    limit_tenant(portal, tenant)
+    async with transaction(portal.runtime.sessions) as session:
+        link = await _reachable(session, user, tenant, lock=True)
+        _check_if_match(link, if_match, required=False)
+        if link.status != LinkStatus.LINKED:
+            raise Problem(
+                409, f"The tenant is {link.status}; link it before activating Intune writing."
+            )
+        if link.intune_status == IntuneWritingStatus.PENDING:
+            return _answer(request, response, link, 202)
+        if link.intune_status == IntuneWritingStatus.ENABLED:
+            return _answer(request, response, link, 200)
+        now = datetime.now(UTC)
+        changes: dict[str, Any] = {
+            "intune_status": IntuneWritingStatus.PENDING,
+            "intune_reason": None,
+            "intune_message": None,
+            "intune_missing_permissions": [],
+            "intune_admin_consent_url": None,
+            "intune_retry_detail": None,
+            "intune_change_id": uuid4(),
+            "intune_requested_by_tenant_id": user.tenant_id,
+            "intune_requested_by_object_id": user.object_id,
+            "intune_requested_by_name": user.name,
+            "intune_requested_at": now,
+            "updated_at": now,
+            "version": link.version + 1,
+        }
+        for name, value in changes.items():
+            setattr(link, name, value)
+        session.add(link)
+        assert link.intune_change_id is not None
+        await _emit(
+            portal,
+            session,
+            IntuneWritingActivationRequested(
+                tenant_id=tenant, actor=_actor(user), correlation_id=link.intune_change_id
+            ),
+        )
+        await session.flush()
+        return _answer(request, response, link, 202)
+
+
+@router.delete(
+    "/{tenant_id}",
+    status_code=202,
+    response_model=TenantPublic,
+    responses={
+        412: _problem("If-Match does not match"),
+        428: _problem("If-Match is required"),
+        **_PROBLEMS,
+    },
+)
+async def unlink_tenant(
+    tenant_id: str,
+    user: AdminUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> TenantPublic:
+    """Unlink the tenant: every service stops its work for it and purges what it cached of its
+    directory. Needs If-Match with the tenant's current ETag. Unlinking again changes nothing."""
+    tenant = _tenant_id(tenant_id)
+    limit_tenant(portal, tenant)
+    async with transaction(portal.runtime.sessions) as session:
+        link = await _reachable(session, user, tenant, lock=True)
+        _check_if_match(link, if_match, required=True)
+        if link.status == LinkStatus.UNLINKED:
+            return _answer(request, response, link, 200)
+        change = uuid4()
+        changes: dict[str, Any] = {
+            "status": LinkStatus.UNLINKED,
+            "reason": None,
+            "message": None,
+            "missing_permissions": [],
+            "admin_consent_url": None,
+            "retry_detail": None,
+            "display_name": None,
+            "default_domain": None,
+            "intune_status": IntuneWritingStatus.OFF,
+            "intune_reason": None,
+            "intune_message": None,
+            "intune_missing_permissions": [],
+            "intune_admin_consent_url": None,
+            "intune_retry_detail": None,
+            "updated_at": datetime.now(UTC),
+            "version": link.version + 1,
+        }
+        for name, value in changes.items():
+            setattr(link, name, value)
+        session.add(link)
+        await _emit(
+            portal,
+            session,
+            TenantUnlinked(tenant_id=tenant, actor=_actor(user), correlation_id=change),
+        )
+        await session.flush()
+        return _answer(request, response, link, 202)
