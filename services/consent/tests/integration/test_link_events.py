@@ -16,10 +16,13 @@ from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
 from tenantflow.consent.bootstrap import bootstrap
 from tenantflow.consent.settings import Settings
-from tenantflow.contracts.common import UserActor
+from tenantflow.contracts.common import ServiceActor, UserActor
 from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import (
+    ConsentRevoked,
+    EnterpriseApp,
     EventPayload,
+    GraphAccessDenied,
     IntuneWritingActivationRequested,
     IntuneWritingRejected,
     TenantLinkRejected,
@@ -158,3 +161,42 @@ async def test_intune_activation_without_the_writer_app(
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, IntuneWritingRejected)
     assert verdict.data.reason == "admin_consent_missing"
+
+
+async def test_a_reported_denial_rechecks_at_once_and_revokes(
+    consent: ServiceRuntime, emulator: RunningEmulator
+) -> None:
+    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    await publish(
+        consent,
+        TenantLinkRequested(
+            tenant_id=tenant,
+            actor=UserActor(tenant_id=tenant, object_id=admin),
+            correlation_id=uuid4(),
+        ),
+    )
+    [verdict] = await verdicts(consent, 1)
+    assert isinstance(verdict.data, TenantLinkVerified)
+    connector = emulator.apps["directory-connector"]["client_id"]
+    with emulator.client() as control:
+        control.delete(f"/_emulator/tenants/{tenant}/consents/{connector}").raise_for_status()
+    change = uuid4()
+    denial_id = await publish(
+        consent,
+        GraphAccessDenied(
+            tenant_id=tenant,
+            actor=ServiceActor(service="directory-sync"),
+            correlation_id=change,
+            app=EnterpriseApp.DIRECTORY_CONNECTOR,
+            status=401,
+            error_code="AADSTS700016",
+            detail="Application not found in the directory.",
+        ),
+    )
+    *_, revoked = await verdicts(consent, 3)
+    assert isinstance(revoked.data, ConsentRevoked)
+    assert revoked.data.detected_by == "reported_failure"
+    assert revoked.data.reason == "admin_consent_missing"
+    assert revoked.data.correlation_id == change
+    assert revoked.data.causation_id == denial_id
+    assert revoked.data.admin_consent_url is not None

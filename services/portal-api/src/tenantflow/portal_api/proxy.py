@@ -36,7 +36,10 @@ class TrustedProxies:
         if not self.trusted or not self._is_trusted(client[0]):
             await self.app(scope, receive, send)
             return
-        headers = {name.lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
         scope = dict(scope)
         forwarded_for = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
         # the client is the nearest hop that is not itself one of our proxies

@@ -1,0 +1,428 @@
+"""/v1/tenants on real PostgreSQL and Kafka with tokens from the emulated Entra ID; consent's side
+is played by publishing its result events, so each rule of the API is tested on its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.db import transaction
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.bus.tables import bus_tables
+from tenantflow.bus.topics import ensure_topics
+from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
+from tenantflow.contracts.envelope import Envelope, decode
+from tenantflow.contracts.events import (
+    ConsentRevoked,
+    EnterpriseApp,
+    IntuneWritingEnabled,
+    TenantLinkRequested,
+    TenantLinkVerified,
+    VerificationFailure,
+)
+from tenantflow.devinfra.pytest_plugin import RunningInfra
+from tenantflow.devinfra.testing import create_database, eventually
+from tenantflow.emulator.testing import RunningEmulator
+from tenantflow.portal_api.api import create_app
+from tenantflow.portal_api.bootstrap import Portal, bootstrap
+from tenantflow.portal_api.models import SCHEMA, Account, TenantLink
+from tenantflow.portal_api.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+ADMIN, READER = "Tenantflow.Admin", "Tenantflow.Reader"
+GATEWAY = "10.0.0.7"
+
+
+@pytest.fixture(scope="module")
+async def database_url(infra: RunningInfra) -> str:
+    return await create_database(infra.database_url)
+
+
+@asynccontextmanager
+async def running_portal(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str, **settings: Any
+) -> AsyncIterator[Portal]:
+    kafka = KafkaSettings(
+        bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"p{uuid4().hex[:8]}."
+    )
+    await ensure_topics(kafka)
+    portal = bootstrap(
+        Settings(
+            kafka=kafka,
+            database={"url": database_url},  # type: ignore[arg-type]
+            login_base_url=emulator.url,
+            ca_bundle=Path(emulator.ca),
+            client_id=emulator.apps["portal-api"]["client_id"],
+            create_topics=False,
+            trusted_proxies=[f"{GATEWAY}/32"],
+            **settings,
+        )
+    )
+    await portal.runtime.start()
+    try:
+        yield portal
+    finally:
+        await portal.runtime.stop()
+
+
+@pytest.fixture(scope="module")
+async def portal(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str
+) -> AsyncIterator[Portal]:
+    async with running_portal(
+        infra,
+        emulator,
+        database_url,
+        user_requests_per_minute=1_000_000,
+        tenant_requests_per_minute=1_000_000,
+    ) as running:
+        yield running
+
+
+def api(portal: Portal, token: str | None = None, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(portal), client=(peer, 50000)),
+        base_url="http://portal.internal",
+        headers={"authorization": f"Bearer {token}"} if token else {},
+    )
+
+
+class User:
+    """A signed-in user of a fresh tenant, which has a colleague too."""
+
+    def __init__(self, emulator: RunningEmulator) -> None:
+        self.tenant, self.id, self.colleague = uuid4(), uuid4(), uuid4()
+        emulator.seed(
+            {
+                "id": str(self.tenant),
+                "display_name": "Contoso",
+                "verified_domains": [f"t{self.tenant.hex[:8]}.example"],
+                "users": [
+                    {"id": str(self.id), "display_name": "Ada", "user_principal_name": "a@c.ex"},
+                    {
+                        "id": str(self.colleague),
+                        "display_name": "Bo",
+                        "user_principal_name": "b@c.ex",
+                    },
+                ],
+            }
+        )
+        self._emulator = emulator
+
+    def token(self, *roles: str, colleague: bool = False) -> str:
+        who = self.colleague if colleague else self.id
+        return self._emulator.user_token(self.tenant, who, *roles)
+
+
+@pytest.fixture
+def user(emulator: RunningEmulator) -> User:
+    return User(emulator)
+
+
+@pytest.fixture
+def admin_token(user: User) -> str:
+    return user.token(ADMIN)
+
+
+async def publish(portal: Portal, event: EventPayload) -> None:
+    """What consent's relay would put on the bus."""
+    envelope = Envelope(data=event, source="/tenantflow/consent")
+    producer = AIOKafkaProducer(**connection_kwargs(portal.runtime.kafka, "fake-consent"))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            portal.runtime.kafka.topic_prefix + envelope.topic,
+            envelope.value(),
+            key=envelope.key,
+            headers=envelope.headers(),
+        )
+    finally:
+        await producer.stop()
+
+
+async def link_requests(portal: Portal, tenant: UUID) -> list[Envelope[EventPayload]]:
+    """The TenantLinkRequested events the portal stored for ``tenant`` (its outbox)."""
+    outbox = bus_tables(SCHEMA).outbox
+    async with portal.runtime.sessions() as session:
+        rows = await session.exec(
+            select(outbox.c.headers, outbox.c.value)
+            .where(outbox.c.key == str(tenant).encode())
+            .order_by(outbox.c.id)
+        )
+        events = [
+            decode([(name, value.encode()) for name, value in headers], value)
+            for headers, value in rows
+        ]
+    return [e for e in events if isinstance(e.data, TenantLinkRequested)]
+
+
+# --- linking and reading -----------------------------------------------------------------------
+
+
+async def test_a_repeat_while_pending_returns_the_same_request(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    async with api(portal, admin_token) as client:
+        first = await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        again = await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert first.headers["location"] == f"http://portal.internal/v1/tenants/{user.tenant}"
+    assert first.headers["etag"] == again.headers["etag"]
+    assert first.json()["requested_by"] == {
+        "tenant_id": str(user.tenant),
+        "object_id": str(user.id),
+        "name": "Ada",
+    }
+    [requested] = await link_requests(portal, user.tenant)
+    assert requested.data.actor == UserActor(tenant_id=user.tenant, object_id=user.id)
+
+
+async def test_verdicts_are_applied_once_and_only_for_the_current_request(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    async with api(portal, admin_token) as client:
+        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        [requested] = await link_requests(portal, user.tenant)
+        common = {"tenant_id": user.tenant, "actor": requested.data.actor}
+        verified = {
+            "display_name": "Contoso",
+            "default_domain": "contoso.example",
+            "granted_permissions": ["Directory.Read.All"],
+            "authorized_by": "global_administrator",
+        }
+        stale = TenantLinkVerified(**common, correlation_id=uuid4(), **verified)
+        current = TenantLinkVerified(
+            **common, correlation_id=requested.data.correlation_id, **verified
+        )
+        for event in (stale, current, current):
+            await publish(portal, event)
+
+        async def linked() -> bool:
+            body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+            return bool(body["status"] == "linked")
+
+        await eventually(linked, what="linked")
+        consumer = portal.runtime.consumers[0]
+        await eventually(lambda: sum(consumer.stats.values()) >= 3, what="all three consumed")
+        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+        etag = (await client.get(f"/v1/tenants/{user.tenant}")).headers["etag"]
+    assert body["display_name"] == "Contoso"
+    assert etag == '"2"'  # requested (1), verified once (2): the stale one and the copy did nothing
+
+
+async def test_revocation_of_the_writer_shows_on_intune_writing(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    async with api(portal, admin_token) as client:
+        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        [requested] = await link_requests(portal, user.tenant)
+        await publish(
+            portal,
+            TenantLinkVerified(
+                tenant_id=user.tenant,
+                actor=requested.data.actor,
+                correlation_id=requested.data.correlation_id,
+                display_name="Contoso",
+                default_domain=None,
+                granted_permissions=["Directory.Read.All"],
+                authorized_by="global_administrator",  # type: ignore[arg-type]
+            ),
+        )
+
+        async def status(field: str, wanted: str) -> bool:
+            body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+            value = body["intune_writing"]["status"] if field == "intune" else body[field]
+            return bool(value == wanted)
+
+        await eventually(lambda: status("status", "linked"), what="linked")
+        activation = await client.post(f"/v1/tenants/{user.tenant}/intune")
+        assert activation.status_code == 202
+        async with portal.runtime.sessions() as session:
+            link = (
+                await session.exec(select(TenantLink).where(TenantLink.tenant_id == user.tenant))
+            ).scalar_one()
+        assert link.intune_change_id is not None
+        await publish(
+            portal,
+            IntuneWritingEnabled(
+                tenant_id=user.tenant,
+                actor=requested.data.actor,
+                correlation_id=link.intune_change_id,
+                granted_permissions=["DeviceManagementApps.ReadWrite.All"],
+            ),
+        )
+        await eventually(lambda: status("intune", "enabled"), what="enabled")
+        await publish(
+            portal,
+            ConsentRevoked(
+                tenant_id=user.tenant,
+                actor=ServiceActor(service="consent"),
+                correlation_id=uuid4(),
+                app=EnterpriseApp.INTUNE_WRITER,
+                reason=VerificationFailure.PERMISSION_MISSING,
+                detail="Admin consent lacks DeviceManagementApps.ReadWrite.All.",
+                missing_permissions=["DeviceManagementApps.ReadWrite.All"],
+                detected_by="scheduled_check",
+            ),
+        )
+        await eventually(lambda: status("intune", "revoked"), what="writer revoked")
+        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+    assert body["status"] == "linked"
+    assert body["intune_writing"]["reason"] == "permission_missing"
+    assert body["intune_writing"]["missing_permissions"] == ["DeviceManagementApps.ReadWrite.All"]
+
+
+async def test_pages_walk_every_reachable_tenant_once(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    # an account owning several tenants (a managed-service provider's, in a later issue)
+    account = uuid4()
+    owned = sorted(uuid4() for _ in range(5))
+    now = datetime.now(UTC)
+    async with transaction(portal.runtime.sessions) as session:
+        await session.exec(insert(Account).values(id=account, home_tenant_id=user.tenant))
+        for tenant in owned:
+            await session.exec(
+                insert(TenantLink).values(
+                    account_id=account,
+                    tenant_id=tenant,
+                    version=1,
+                    status="linked",
+                    link_change_id=uuid4(),
+                    requested_by_tenant_id=user.tenant,
+                    requested_by_object_id=user.id,
+                    requested_at=now,
+                    intune_status="off",
+                )
+            )
+    seen: list[str] = []
+    async with api(portal, user.token(READER)) as client:
+        page = await client.get("/v1/tenants", params={"limit": 2})
+        while True:
+            assert page.status_code == 200, page.text
+            seen += [item["tenant_id"] for item in page.json()["items"]]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                assert "link" not in page.headers
+                break
+            assert page.headers["link"].endswith('rel="next"')
+            page = await client.get(page.headers["link"].split(">")[0].lstrip("<"))
+        bad_cursor = await client.get("/v1/tenants", params={"cursor": "%%%"})
+    assert seen == [str(t) for t in owned]
+    assert bad_cursor.status_code == 400
+
+
+# --- the HTTP rules ----------------------------------------------------------------------------
+
+
+async def test_roles_decide_who_may_write(portal: Portal, user: User) -> None:
+    async with api(portal, user.token(READER)) as reader, api(portal, user.token()) as nobody:
+        refused = await reader.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        listing = await reader.get("/v1/tenants")
+        no_role = await nobody.get("/v1/tenants")
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "https://tenantflow.dev/problems/forbidden"
+    assert listing.status_code == 200
+    assert no_role.status_code == 403
+
+
+async def test_media_types_and_bodies(portal: Portal, user: User, admin_token: str) -> None:
+    async with api(portal, admin_token) as client:
+        as_text = await client.post(
+            "/v1/tenants", content=str(user.tenant), headers={"content-type": "text/plain"}
+        )
+        broken = await client.post(
+            "/v1/tenants", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        not_a_guid = await client.post("/v1/tenants", json={"tenant_id": "contoso"})
+    assert (as_text.status_code, broken.status_code, not_a_guid.status_code) == (415, 400, 422)
+    for answer in (as_text, broken, not_a_guid):
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["request_id"] == answer.headers["x-request-id"]
+
+
+async def test_preconditions(portal: Portal, user: User, admin_token: str) -> None:
+    async with api(portal, admin_token) as client:
+        created = await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        path = f"/v1/tenants/{user.tenant}"
+        etag = created.headers["etag"]
+        not_modified = await client.get(path, headers={"if-none-match": etag})
+        not_linked_yet = await client.post(f"{path}/intune")
+        without = await client.delete(path)
+        stale = await client.delete(path, headers={"if-match": '"999"'})
+        unlinked = await client.delete(path, headers={"if-match": etag})
+        again = await client.delete(path, headers={"if-match": unlinked.headers["etag"]})
+    assert not_modified.status_code == 304
+    assert not_linked_yet.status_code == 409
+    assert without.status_code == 428
+    assert stale.status_code == 412
+    assert stale.json()["current_etag"] == etag
+    assert unlinked.status_code == 202
+    assert unlinked.json()["status"] == "unlinked"
+    assert again.status_code == 200
+
+
+async def test_forwarded_headers_count_only_from_the_gateway(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    forwarded = {"x-forwarded-proto": "https", "x-forwarded-host": "portal.example.com"}
+    body = {"tenant_id": str(user.tenant)}
+    async with api(portal, admin_token, peer=GATEWAY) as gateway:
+        through_gateway = await gateway.post("/v1/tenants", json=body, headers=forwarded)
+    async with api(portal, admin_token, peer="203.0.113.9") as stranger:
+        direct = await stranger.post("/v1/tenants", json=body, headers=forwarded)
+    location = f"/v1/tenants/{user.tenant}"
+    assert through_gateway.headers["location"] == f"https://portal.example.com{location}"
+    assert direct.headers["location"] == f"http://portal.internal{location}"
+
+
+async def test_rate_limits_answer_429_with_retry_after(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str, user: User
+) -> None:
+    async with running_portal(
+        infra, emulator, database_url, user_requests_per_minute=3, tenant_requests_per_minute=5
+    ) as portal:
+        async with api(portal, user.token(ADMIN)) as client:
+            by_user = [(await client.get("/v1/tenants")).status_code for _ in range(4)]
+            limited = await client.get("/v1/tenants")
+        other = User(emulator)
+        path = f"/v1/tenants/{other.tenant}"
+        async with api(portal, other.token(ADMIN)) as admin:
+            await admin.post("/v1/tenants", json={"tenant_id": str(other.tenant)})
+            for _ in range(2):
+                assert (await admin.get(path)).status_code == 200
+        # the tenant's budget is shared by everyone acting on it
+        async with api(portal, other.token(READER, colleague=True)) as colleague:
+            on_tenant = [await colleague.get(path) for _ in range(3)]
+    assert by_user == [200, 200, 200, 429]
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 20
+    assert limited.json()["type"] == "https://tenantflow.dev/problems/rate-limited"
+    assert [answer.status_code for answer in on_tenant] == [200, 200, 429]
+    assert "tenant" in on_tenant[-1].json()["detail"]
+    assert on_tenant[-1].headers["retry-after"]
+
+
+async def test_one_account_per_home_tenant(portal: Portal, user: User, admin_token: str) -> None:
+    async with api(portal, admin_token) as client:
+        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        await client.get("/v1/tenants")
+        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+    async with portal.runtime.sessions() as session:
+        accounts = await session.scalar(
+            select(func.count()).select_from(Account).where(Account.home_tenant_id == user.tenant)
+        )
+    assert accounts == 1
