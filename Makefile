@@ -41,6 +41,7 @@ bench: ## benchmarks: print figures, write JSON to bench/results/
 	$(UV) run --frozen python bench/infra_start.py
 	$(UV) run --frozen python bench/outbox_latency.py
 	$(UV) run --frozen python bench/emulator_throughput.py
+	$(UV) run --frozen python bench/link_latency.py
 
 infra-up:
 	$(UV) run --frozen tenantflow-infra up
