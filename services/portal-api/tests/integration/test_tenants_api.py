@@ -25,6 +25,7 @@ from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
 from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import (
     ConsentRevoked,
+    DeadLettered,
     EnterpriseApp,
     IntuneWritingEnabled,
     TenantLinkRequested,
@@ -221,6 +222,42 @@ async def test_verdicts_are_applied_once_and_only_for_the_current_request(
         etag = (await client.get(f"/v1/tenants/{user.tenant}")).headers["etag"]
     assert body["display_name"] == "Contoso"
     assert etag == '"2"'  # requested (1), verified once (2): the stale one and the copy did nothing
+
+
+async def test_a_request_consent_gave_up_on_ends_rejected(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    async with api(portal, admin_token) as client:
+        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        [requested] = await link_requests(portal, user.tenant)
+        await publish(
+            portal,
+            DeadLettered(
+                tenant_id=user.tenant,
+                actor=ServiceActor(service="consent"),
+                correlation_id=requested.data.correlation_id,
+                causation_id=requested.id,
+                consumer="consent.requests",
+                error_type="KeyError",
+                error="'value'",
+                attempts=5,
+                original_topic="tenantflow.tenants",
+                original_partition=0,
+                original_offset=0,
+                original_key=str(user.tenant),
+                original_headers=[],
+                original_value_base64="",
+            ),
+        )
+
+        async def rejected() -> bool:
+            body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+            return bool(body["status"] == "rejected")
+
+        await eventually(rejected, what="rejected")
+        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+    assert body["reason"] == "verification_failed"
+    assert "KeyError" in body["message"]
 
 
 async def test_revocation_of_the_writer_shows_on_intune_writing(

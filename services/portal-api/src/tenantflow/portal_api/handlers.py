@@ -16,6 +16,7 @@ from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.events import (
     ConsentRevoked,
+    DeadLettered,
     EnterpriseApp,
     IntuneWritingEnabled,
     IntuneWritingRejected,
@@ -25,6 +26,9 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.portal_api.models import IntuneWritingStatus, LinkStatus, TenantLink
+
+VERIFICATION_FAILED = "verification_failed"
+"""The portal's own reason, beside consent's: the check itself failed and was dead-lettered."""
 
 
 async def _update(ctx: HandlerContext, *where: ColumnElement[bool], **values: Any) -> None:
@@ -55,7 +59,7 @@ def _pending_intune(
 
 def register(runtime: ServiceRuntime) -> None:
     """Subscribe this service's consumer groups, with their handlers, on the runtime's broker."""
-    results = runtime.consumer("results", Topic.TENANTS)
+    results = runtime.consumer("results", Topic.TENANTS, Topic.DEAD_LETTER)
 
     @results.handles(TenantLinkVerified)
     async def record_link_verified(event: TenantLinkVerified, ctx: HandlerContext) -> None:
@@ -155,3 +159,34 @@ def register(runtime: ServiceRuntime) -> None:
                 intune_missing_permissions=event.missing_permissions,
                 intune_admin_consent_url=event.admin_consent_url,
             )
+
+    @results.handles(DeadLettered)
+    async def record_verification_failed(event: DeadLettered, ctx: HandlerContext) -> None:
+        """Consent gave up on a request (it failed, and not transiently): the request ends
+        rejected instead of pending for ever; the dead letter keeps it for an operator."""
+        if not event.consumer.startswith("consent."):
+            return
+        message = (
+            f"Verification failed unexpectedly ({event.error_type}) and was set aside for an "
+            "operator; request it again later."
+        )
+        await _update(
+            ctx,
+            col(TenantLink.tenant_id) == event.tenant_id,
+            col(TenantLink.link_change_id) == event.correlation_id,
+            col(TenantLink.status) == LinkStatus.PENDING,
+            status=LinkStatus.REJECTED,
+            reason=VERIFICATION_FAILED,
+            message=message,
+            retry_detail=None,
+        )
+        await _update(
+            ctx,
+            col(TenantLink.tenant_id) == event.tenant_id,
+            col(TenantLink.intune_change_id) == event.correlation_id,
+            col(TenantLink.intune_status) == IntuneWritingStatus.PENDING,
+            intune_status=IntuneWritingStatus.REJECTED,
+            intune_reason=VERIFICATION_FAILED,
+            intune_message=message,
+            intune_retry_detail=None,
+        )
