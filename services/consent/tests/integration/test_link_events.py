@@ -78,6 +78,22 @@ async def publish(runtime: ServiceRuntime, event: EventPayload) -> str:
     return envelope.id
 
 
+async def request(
+    runtime: ServiceRuntime,
+    kind: type[TenantLinkRequested | IntuneWritingActivationRequested],
+    tenant: UUID,
+    user: UUID,
+    change: UUID | None = None,
+) -> str:
+    """A portal user's request, as portal-api would publish it; its event id."""
+    event = kind(
+        tenant_id=tenant,
+        actor=UserActor(tenant_id=tenant, object_id=user),
+        correlation_id=change or uuid4(),
+    )
+    return await publish(runtime, event)
+
+
 def seed(emulator: RunningEmulator, consents: dict[str, list[str]]) -> tuple[UUID, UUID]:
     tenant, admin = uuid4(), uuid4()
     emulator.seed(
@@ -112,14 +128,7 @@ async def test_a_global_administrator_links(
 ) -> None:
     tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
     change = uuid4()
-    request_id = await publish(
-        consent,
-        TenantLinkRequested(
-            tenant_id=tenant,
-            actor=UserActor(tenant_id=tenant, object_id=admin),
-            correlation_id=change,
-        ),
-    )
+    request_id = await request(consent, TenantLinkRequested, tenant, admin, change)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, TenantLinkVerified)
     assert verdict.data.correlation_id == change
@@ -132,14 +141,7 @@ async def test_no_consent_is_rejected_with_the_url(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
     tenant, admin = seed(emulator, {})
-    await publish(
-        consent,
-        TenantLinkRequested(
-            tenant_id=tenant,
-            actor=UserActor(tenant_id=tenant, object_id=admin),
-            correlation_id=uuid4(),
-        ),
-    )
+    await request(consent, TenantLinkRequested, tenant, admin)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, TenantLinkRejected)
     assert verdict.data.reason == "admin_consent_missing"
@@ -150,14 +152,7 @@ async def test_intune_activation_without_the_writer_app(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
     tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
-    await publish(
-        consent,
-        IntuneWritingActivationRequested(
-            tenant_id=tenant,
-            actor=UserActor(tenant_id=tenant, object_id=admin),
-            correlation_id=uuid4(),
-        ),
-    )
+    await request(consent, IntuneWritingActivationRequested, tenant, admin)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, IntuneWritingRejected)
     assert verdict.data.reason == "admin_consent_missing"
@@ -167,14 +162,7 @@ async def test_a_reported_denial_rechecks_at_once_and_revokes(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
     tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
-    await publish(
-        consent,
-        TenantLinkRequested(
-            tenant_id=tenant,
-            actor=UserActor(tenant_id=tenant, object_id=admin),
-            correlation_id=uuid4(),
-        ),
-    )
+    await request(consent, TenantLinkRequested, tenant, admin)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, TenantLinkVerified)
     connector = emulator.apps["directory-connector"]["client_id"]

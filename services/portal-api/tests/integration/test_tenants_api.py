@@ -169,6 +169,15 @@ async def link_requests(portal: Portal, tenant: UUID) -> list[Envelope[EventPayl
     return [e for e in events if isinstance(e.data, TenantLinkRequested)]
 
 
+async def request_link(
+    portal: Portal, client: httpx.AsyncClient, user: User
+) -> Envelope[EventPayload]:
+    """POST the user's tenant; the TenantLinkRequested it stored for consent."""
+    assert (await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})).is_success
+    [requested] = await link_requests(portal, user.tenant)
+    return requested
+
+
 # --- linking and reading -----------------------------------------------------------------------
 
 
@@ -195,8 +204,7 @@ async def test_verdicts_are_applied_once_and_only_for_the_current_request(
     portal: Portal, user: User, admin_token: str
 ) -> None:
     async with api(portal, admin_token) as client:
-        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
-        [requested] = await link_requests(portal, user.tenant)
+        requested = await request_link(portal, client, user)
         common = {"tenant_id": user.tenant, "actor": requested.data.actor}
         verified = {
             "display_name": "Contoso",
@@ -228,8 +236,7 @@ async def test_a_request_consent_gave_up_on_ends_rejected(
     portal: Portal, user: User, admin_token: str
 ) -> None:
     async with api(portal, admin_token) as client:
-        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
-        [requested] = await link_requests(portal, user.tenant)
+        requested = await request_link(portal, client, user)
         await publish(
             portal,
             DeadLettered(
@@ -264,8 +271,7 @@ async def test_revocation_of_the_writer_shows_on_intune_writing(
     portal: Portal, user: User, admin_token: str
 ) -> None:
     async with api(portal, admin_token) as client:
-        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
-        [requested] = await link_requests(portal, user.tenant)
+        requested = await request_link(portal, client, user)
         await publish(
             portal,
             TenantLinkVerified(

@@ -8,6 +8,7 @@ a request since superseded or unlinked therefore changes nothing, whenever it ar
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import ColumnElement, func, update
 from sqlmodel import col
@@ -25,13 +26,37 @@ from tenantflow.contracts.events import (
     TenantVerificationDeferred,
 )
 from tenantflow.contracts.topics import Topic
-from tenantflow.portal_api.models import IntuneWritingStatus, LinkStatus, TenantLink
+from tenantflow.portal_api.models import (
+    INTUNE,
+    LINK,
+    IntuneWritingStatus,
+    LinkStatus,
+    TenantLink,
+    verdict_columns,
+)
 
 VERIFICATION_FAILED = "verification_failed"
 """The portal's own reason, beside consent's: the check itself failed and was dead-lettered."""
 
 
-async def _update(ctx: HandlerContext, *where: ColumnElement[bool], **values: Any) -> None:
+def _track_of(app: EnterpriseApp) -> str:
+    return LINK if app is EnterpriseApp.DIRECTORY_CONNECTOR else INTUNE
+
+
+def _in(track: str, tenant_id: UUID, status: str) -> list[ColumnElement[bool]]:
+    return [
+        col(TenantLink.tenant_id) == tenant_id,
+        col(getattr(TenantLink, f"{track}status")) == status,
+    ]
+
+
+def _pending(track: str, tenant_id: UUID, change_id: UUID) -> list[ColumnElement[bool]]:
+    """The track's request ``change_id``, while it waits for its verdict."""
+    change = TenantLink.link_change_id if track == LINK else TenantLink.intune_change_id
+    return [*_in(track, tenant_id, LinkStatus.PENDING), col(change) == change_id]
+
+
+async def _update(ctx: HandlerContext, where: list[ColumnElement[bool]], **values: Any) -> None:
     await ctx.session.exec(
         update(TenantLink)
         .where(*where)
@@ -39,22 +64,23 @@ async def _update(ctx: HandlerContext, *where: ColumnElement[bool], **values: An
     )
 
 
-def _pending_link(event: TenantLinkVerified | TenantLinkRejected) -> list[ColumnElement[bool]]:
-    return [
-        col(TenantLink.tenant_id) == event.tenant_id,
-        col(TenantLink.link_change_id) == event.correlation_id,
-        col(TenantLink.status) == LinkStatus.PENDING,
-    ]
-
-
-def _pending_intune(
-    event: IntuneWritingEnabled | IntuneWritingRejected,
-) -> list[ColumnElement[bool]]:
-    return [
-        col(TenantLink.tenant_id) == event.tenant_id,
-        col(TenantLink.intune_change_id) == event.correlation_id,
-        col(TenantLink.intune_status) == IntuneWritingStatus.PENDING,
-    ]
+async def _reject(
+    ctx: HandlerContext,
+    track: str,
+    event: TenantLinkRejected | IntuneWritingRejected,
+) -> None:
+    await _update(
+        ctx,
+        _pending(track, event.tenant_id, event.correlation_id),
+        **{f"{track}status": LinkStatus.REJECTED},
+        **verdict_columns(
+            track,
+            event.reason,
+            event.detail,
+            event.missing_permissions,
+            event.admin_consent_url,
+        ),
+    )
 
 
 def register(runtime: ServiceRuntime) -> None:
@@ -66,7 +92,7 @@ def register(runtime: ServiceRuntime) -> None:
         """The tenant is linked."""
         await _update(
             ctx,
-            *_pending_link(event),
+            _pending(LINK, event.tenant_id, event.correlation_id),
             status=LinkStatus.LINKED,
             display_name=event.display_name,
             default_domain=event.default_domain,
@@ -77,23 +103,14 @@ def register(runtime: ServiceRuntime) -> None:
     @results.handles(TenantLinkRejected)
     async def record_link_rejected(event: TenantLinkRejected, ctx: HandlerContext) -> None:
         """The link was refused; the reason says what a Global Administrator has to do."""
-        await _update(
-            ctx,
-            *_pending_link(event),
-            status=LinkStatus.REJECTED,
-            reason=event.reason,
-            message=event.detail,
-            missing_permissions=event.missing_permissions,
-            admin_consent_url=event.admin_consent_url,
-            retry_detail=None,
-        )
+        await _reject(ctx, LINK, event)
 
     @results.handles(IntuneWritingEnabled)
     async def record_intune_enabled(event: IntuneWritingEnabled, ctx: HandlerContext) -> None:
         """Intune writing is on for the tenant."""
         await _update(
             ctx,
-            *_pending_intune(event),
+            _pending(INTUNE, event.tenant_id, event.correlation_id),
             intune_status=IntuneWritingStatus.ENABLED,
             intune_retry_detail=None,
         )
@@ -101,64 +118,37 @@ def register(runtime: ServiceRuntime) -> None:
     @results.handles(IntuneWritingRejected)
     async def record_intune_rejected(event: IntuneWritingRejected, ctx: HandlerContext) -> None:
         """Intune writing stays off; the reason says what is missing."""
-        await _update(
-            ctx,
-            *_pending_intune(event),
-            intune_status=IntuneWritingStatus.REJECTED,
-            intune_reason=event.reason,
-            intune_message=event.detail,
-            intune_missing_permissions=event.missing_permissions,
-            intune_admin_consent_url=event.admin_consent_url,
-            intune_retry_detail=None,
-        )
+        await _reject(ctx, INTUNE, event)
 
     @results.handles(TenantVerificationDeferred)
     async def record_verification_retrying(
         event: TenantVerificationDeferred, ctx: HandlerContext
     ) -> None:
         """A pending request is retrying after a transient failure; still no verdict."""
-        if event.app is EnterpriseApp.DIRECTORY_CONNECTOR:
-            await _update(
-                ctx,
-                col(TenantLink.tenant_id) == event.tenant_id,
-                col(TenantLink.link_change_id) == event.correlation_id,
-                col(TenantLink.status) == LinkStatus.PENDING,
-                retry_detail=event.detail,
-            )
-        else:
-            await _update(
-                ctx,
-                col(TenantLink.tenant_id) == event.tenant_id,
-                col(TenantLink.intune_change_id) == event.correlation_id,
-                col(TenantLink.intune_status) == IntuneWritingStatus.PENDING,
-                intune_retry_detail=event.detail,
-            )
+        track = _track_of(event.app)
+        await _update(
+            ctx,
+            _pending(track, event.tenant_id, event.correlation_id),
+            **{f"{track}retry_detail": event.detail},
+        )
 
     @results.handles(ConsentRevoked)
     async def record_consent_revoked(event: ConsentRevoked, ctx: HandlerContext) -> None:
         """Consent or a permission is gone: the link (or Intune writing) shows revoked."""
-        if event.app is EnterpriseApp.DIRECTORY_CONNECTOR:
-            await _update(
-                ctx,
-                col(TenantLink.tenant_id) == event.tenant_id,
-                col(TenantLink.status) == LinkStatus.LINKED,
-                status=LinkStatus.REVOKED,
-                reason=event.reason,
-                message=event.detail,
-                missing_permissions=event.missing_permissions,
-                admin_consent_url=event.admin_consent_url,
-            )
-        else:
-            await _update(
-                ctx,
-                col(TenantLink.tenant_id) == event.tenant_id,
-                col(TenantLink.intune_status) == IntuneWritingStatus.ENABLED,
-                intune_status=IntuneWritingStatus.REVOKED,
-                intune_reason=event.reason,
-                intune_message=event.detail,
-                intune_missing_permissions=event.missing_permissions,
-                intune_admin_consent_url=event.admin_consent_url,
-            )
+        track = _track_of(event.app)
+        granted = LinkStatus.LINKED if track == LINK else IntuneWritingStatus.ENABLED
+        await _update(
+            ctx,
+            _in(track, event.tenant_id, granted),
+            **{f"{track}status": LinkStatus.REVOKED},
+            **verdict_columns(
+                track,
+                event.reason,
+                event.detail,
+                event.missing_permissions,
+                event.admin_consent_url,
+            ),
+        )
 
     @results.handles(DeadLettered)
     async def record_verification_failed(event: DeadLettered, ctx: HandlerContext) -> None:
@@ -170,23 +160,10 @@ def register(runtime: ServiceRuntime) -> None:
             f"Verification failed unexpectedly ({event.error_type}) and was set aside for an "
             "operator; request it again later."
         )
-        await _update(
-            ctx,
-            col(TenantLink.tenant_id) == event.tenant_id,
-            col(TenantLink.link_change_id) == event.correlation_id,
-            col(TenantLink.status) == LinkStatus.PENDING,
-            status=LinkStatus.REJECTED,
-            reason=VERIFICATION_FAILED,
-            message=message,
-            retry_detail=None,
-        )
-        await _update(
-            ctx,
-            col(TenantLink.tenant_id) == event.tenant_id,
-            col(TenantLink.intune_change_id) == event.correlation_id,
-            col(TenantLink.intune_status) == IntuneWritingStatus.PENDING,
-            intune_status=IntuneWritingStatus.REJECTED,
-            intune_reason=VERIFICATION_FAILED,
-            intune_message=message,
-            intune_retry_detail=None,
-        )
+        for track in (LINK, INTUNE):
+            await _update(
+                ctx,
+                _pending(track, event.tenant_id, event.correlation_id),
+                **{f"{track}status": LinkStatus.REJECTED},
+                **verdict_columns(track, VERIFICATION_FAILED, message),
+            )

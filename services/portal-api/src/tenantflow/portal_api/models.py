@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -43,6 +44,28 @@ class IntuneWritingStatus(StrEnum):
     ENABLED = "enabled"
     REJECTED = "rejected"
     REVOKED = "revoked"
+
+
+LINK, INTUNE = "", "intune_"
+"""The two verdicts a tenant link tracks, by the prefix of their columns."""
+
+
+def verdict_columns(
+    track: str,
+    reason: str | None = None,
+    message: str | None = None,
+    missing_permissions: list[str] | None = None,
+    admin_consent_url: str | None = None,
+    retry_detail: str | None = None,
+) -> dict[str, Any]:
+    """Values for one track's verdict columns; called bare, it clears them."""
+    return {
+        f"{track}reason": reason,
+        f"{track}message": message,
+        f"{track}missing_permissions": missing_permissions or [],
+        f"{track}admin_consent_url": admin_consent_url,
+        f"{track}retry_detail": retry_detail,
+    }
 
 
 def _timestamp(nullable: bool = False) -> Column[datetime]:

@@ -29,6 +29,8 @@ from tenantflow.portal_api.auth import Principal
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import AdminUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
+    INTUNE,
+    LINK,
     Account,
     IntuneWritingStatus,
     LinkStatus,
@@ -36,6 +38,7 @@ from tenantflow.portal_api.models import (
     TenantLinkCreate,
     TenantPage,
     TenantPublic,
+    verdict_columns,
 )
 from tenantflow.portal_api.problems import Problem
 
@@ -96,6 +99,29 @@ def _check_if_match(link: TenantLink, if_match: str | None, required: bool) -> N
         )
 
 
+def _request(track: str, user: Principal) -> dict[str, Any]:
+    """A new request on ``track``: pending, a new change id, its requester, no verdict yet."""
+    change = "link_change_id" if track == LINK else "intune_change_id"
+    return {
+        f"{track}status": LinkStatus.PENDING,
+        change: uuid4(),
+        f"{track}requested_by_tenant_id": user.tenant_id,
+        f"{track}requested_by_object_id": user.object_id,
+        f"{track}requested_by_name": user.name,
+        f"{track}requested_at": datetime.now(UTC),
+        **verdict_columns(track),
+    }
+
+
+def _change(session: AsyncSession, link: TenantLink, **values: Any) -> None:
+    """Change the locked ``link``; its version (the ETag) moves on."""
+    for name, value in values.items():
+        setattr(link, name, value)
+    link.version += 1
+    link.updated_at = datetime.now(UTC)
+    session.add(link)
+
+
 async def _emit(portal: Portal, session: AsyncSession, event: EventPayload) -> None:
     await portal.runtime.outbox.add(session, event)
 
@@ -151,21 +177,12 @@ async def link_tenant(
     limit_tenant(portal, body.tenant_id)
     if body.tenant_id != user.tenant_id:
         raise _not_found(body.tenant_id)
-    now = datetime.now(UTC)
-    requester = {
-        "status": LinkStatus.PENDING,
-        "link_change_id": uuid4(),
-        "requested_by_tenant_id": user.tenant_id,
-        "requested_by_object_id": user.object_id,
-        "requested_by_name": user.name,
-        "requested_at": now,
-        "updated_at": now,
-    }
+    requested = _request(LINK, user)
     async with transaction(portal.runtime.sessions) as session:
         account_id = await _account_of(session, user)
         created = await session.exec(
             insert(TenantLink)
-            .values(account_id=account_id, tenant_id=body.tenant_id, version=1, **requester)
+            .values(account_id=account_id, tenant_id=body.tenant_id, version=1, **requested)
             .on_conflict_do_nothing()
             .returning(col(TenantLink.tenant_id))
         )
@@ -176,18 +193,7 @@ async def link_tenant(
                 return _answer(request, response, link, 202)
             if link.status == LinkStatus.LINKED:
                 return _answer(request, response, link, 200)
-            for name, value in {
-                **requester,
-                "reason": None,
-                "message": None,
-                "missing_permissions": [],
-                "admin_consent_url": None,
-                "retry_detail": None,
-                "authorized_by": None,
-                "version": link.version + 1,
-            }.items():
-                setattr(link, name, value)
-            session.add(link)
+            _change(session, link, **requested, authorized_by=None)
         await _emit(
             portal,
             session,
@@ -306,25 +312,7 @@ async def activate_intune_writing(
             return _answer(request, response, link, 202)
         if link.intune_status == IntuneWritingStatus.ENABLED:
             return _answer(request, response, link, 200)
-        now = datetime.now(UTC)
-        changes: dict[str, Any] = {
-            "intune_status": IntuneWritingStatus.PENDING,
-            "intune_reason": None,
-            "intune_message": None,
-            "intune_missing_permissions": [],
-            "intune_admin_consent_url": None,
-            "intune_retry_detail": None,
-            "intune_change_id": uuid4(),
-            "intune_requested_by_tenant_id": user.tenant_id,
-            "intune_requested_by_object_id": user.object_id,
-            "intune_requested_by_name": user.name,
-            "intune_requested_at": now,
-            "updated_at": now,
-            "version": link.version + 1,
-        }
-        for name, value in changes.items():
-            setattr(link, name, value)
-        session.add(link)
+        _change(session, link, **_request(INTUNE, user))
         assert link.intune_change_id is not None
         await _emit(
             portal,
@@ -365,27 +353,16 @@ async def unlink_tenant(
         if link.status == LinkStatus.UNLINKED:
             return _answer(request, response, link, 200)
         change = uuid4()
-        changes: dict[str, Any] = {
-            "status": LinkStatus.UNLINKED,
-            "reason": None,
-            "message": None,
-            "missing_permissions": [],
-            "admin_consent_url": None,
-            "retry_detail": None,
-            "display_name": None,
-            "default_domain": None,
-            "intune_status": IntuneWritingStatus.OFF,
-            "intune_reason": None,
-            "intune_message": None,
-            "intune_missing_permissions": [],
-            "intune_admin_consent_url": None,
-            "intune_retry_detail": None,
-            "updated_at": datetime.now(UTC),
-            "version": link.version + 1,
-        }
-        for name, value in changes.items():
-            setattr(link, name, value)
-        session.add(link)
+        _change(
+            session,
+            link,
+            status=LinkStatus.UNLINKED,
+            display_name=None,
+            default_domain=None,
+            intune_status=IntuneWritingStatus.OFF,
+            **verdict_columns(LINK),
+            **verdict_columns(INTUNE),
+        )
         await _emit(
             portal,
             session,
