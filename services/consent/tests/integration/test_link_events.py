@@ -4,7 +4,9 @@ emulated Entra ID and Graph."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -15,6 +17,7 @@ from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
 from tenantflow.consent.bootstrap import bootstrap
+from tenantflow.consent.models import LinkedTenant
 from tenantflow.consent.settings import Settings
 from tenantflow.contracts.common import ServiceActor, UserActor
 from tenantflow.contracts.envelope import Envelope, decode
@@ -31,21 +34,28 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import read_topic
+from tenantflow.devinfra.testing import create_database, eventually, read_topic
 from tenantflow.emulator.testing import RunningEmulator
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def consent(infra: RunningInfra, emulator: RunningEmulator) -> AsyncIterator[ServiceRuntime]:
+@pytest.fixture(scope="module")
+async def database_url(infra: RunningInfra) -> str:
+    return await create_database(infra.database_url)
+
+
+@asynccontextmanager
+async def running_consent(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str, **overrides: Any
+) -> AsyncIterator[ServiceRuntime]:
     kafka = KafkaSettings(
         bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"t{uuid4().hex[:10]}."
     )
     await ensure_topics(kafka)
     settings = Settings(
         kafka=kafka,
-        database={"url": infra.database_url},  # type: ignore[arg-type]
+        database={"url": database_url},  # type: ignore[arg-type]
         login_base_url=emulator.url,
         graph_base_url=emulator.url,
         ca_bundle=Path(emulator.ca),
@@ -54,11 +64,22 @@ async def consent(infra: RunningInfra, emulator: RunningEmulator) -> AsyncIterat
         intune_writer_client_id=emulator.apps["intune-writer"]["client_id"],
         intune_writer_secret=emulator.apps["intune-writer"]["client_secret"],
         create_topics=False,
+        **overrides,
     )
     runtime = bootstrap(settings)
     await runtime.start()
-    yield runtime
-    await runtime.stop()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+@pytest.fixture
+async def consent(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str
+) -> AsyncIterator[ServiceRuntime]:
+    async with running_consent(infra, emulator, database_url) as runtime:
+        yield runtime
 
 
 async def publish(runtime: ServiceRuntime, event: EventPayload) -> str:
@@ -188,3 +209,42 @@ async def test_a_reported_denial_rechecks_at_once_and_revokes(
     assert revoked.data.correlation_id == change
     assert revoked.data.causation_id == denial_id
     assert revoked.data.admin_consent_url is not None
+
+
+async def test_a_scheduled_recheck_waits_out_an_outage_then_notices_revocation(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str
+) -> None:
+    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    async with running_consent(
+        infra, emulator, database_url, recheck_interval_seconds=0.5, recheck_poll_seconds=0.1
+    ) as consent:
+        await request(consent, TenantLinkRequested, tenant, admin)
+        [verdict] = await verdicts(consent, 1)
+        assert isinstance(verdict.data, TenantLinkVerified)
+        with emulator.client() as control:
+            outage = control.post(
+                "/_emulator/faults",
+                json={"path": f"^/{tenant}/oauth2/v2.0/token$", "status": 503},
+            ).json()
+
+            def rechecks_failed() -> bool:
+                faults = control.get("/_emulator/faults").json()
+                fired = [f["fired"] for f in faults if f["id"] == outage["id"]]
+                return bool(fired and fired[0] >= 3)
+
+            await eventually(rechecks_failed, within=30, what="re-checks during the outage")
+            async with consent.sessions() as session:
+                row = await session.get(LinkedTenant, tenant)
+            assert row is not None
+            assert row.connector_consented  # an outage is not a revocation
+            during = await verdicts(consent, 1)
+            assert not [e for e in during if isinstance(e.data, ConsentRevoked)]
+            control.delete("/_emulator/faults").raise_for_status()
+            connector = emulator.apps["directory-connector"]["client_id"]
+            control.delete(f"/_emulator/tenants/{tenant}/consents/{connector}").raise_for_status()
+        events = await verdicts(consent, 2)
+    revoked = [e.data for e in events if isinstance(e.data, ConsentRevoked)]
+    assert len(revoked) == 1, events
+    assert revoked[0].detected_by == "scheduled_check"
+    assert revoked[0].reason == "admin_consent_missing"
+    assert revoked[0].actor == ServiceActor(service="consent")

@@ -58,6 +58,7 @@ WRITER_PERMISSIONS = [
 ]
 REVOKING = (VerificationFailure.ADMIN_CONSENT_MISSING, VerificationFailure.PERMISSION_MISSING)
 SERVICE = ServiceActor(service="consent")
+RETRY_TRANSIENT_CHECK_S = 60.0
 
 Emit = Callable[[EventPayload], Awaitable[Any]]
 DetectedBy = Literal["scheduled_check", "reported_failure"]
@@ -244,6 +245,18 @@ class Consent:
             )
             return list(claimed.scalars())
 
+    async def _check_again_soon(self, tenant: LinkedTenant) -> None:
+        """Graph could not tell: try again in a minute, not a whole interval later."""
+        soon = self._now() + timedelta(
+            seconds=min(RETRY_TRANSIENT_CHECK_S, self.settings.recheck_interval_seconds)
+        )
+        async with transaction(self.runtime.sessions) as session:
+            await session.exec(
+                update(LinkedTenant)
+                .where(col(LinkedTenant.tenant_id) == tenant.tenant_id)
+                .values(next_check_at=soon)
+            )
+
     async def run_scheduled_checks(self) -> None:
         """Re-check every linked tenant every ``recheck_interval_seconds``, until cancelled."""
         while True:
@@ -254,6 +267,7 @@ class Consent:
                     if not is_transient(exc):
                         raise
                     log.warning("re-check of %s postponed: %r", tenant.tenant_id, exc)
+                    await self._check_again_soon(tenant)
                     continue
                 async with transaction(self.runtime.sessions) as session:
 
