@@ -191,6 +191,7 @@ async def test_a_repeat_while_pending_returns_the_same_request(
     assert again.json() == first.json()
     assert first.headers["location"] == f"http://portal.internal/v1/tenants/{user.tenant}"
     assert first.headers["etag"] == again.headers["etag"]
+    assert first.headers["retry-after"] == "1"  # when to poll Location
     assert first.json()["requested_by"] == {
         "tenant_id": str(user.tenant),
         "object_id": str(user.id),

@@ -167,17 +167,25 @@ class VerdictPublic(BaseModel):
     retry_detail: str | None = ApiField(description="The transient failure, while retrying.")
 
 
-class IntuneWritingPublic(VerdictPublic):
+class _IntuneWritingHead(BaseModel):
     status: IntuneWritingStatus
+
+
+class IntuneWritingPublic(VerdictPublic, _IntuneWritingHead):
+    # bases in this order so the status comes first in the JSON
     requested_by: RequesterPublic | None
     requested_at: datetime | None
 
 
-class TenantPublic(VerdictPublic):
+class _TenantHead(BaseModel):
     tenant_id: UUID
     status: LinkStatus
     display_name: str | None
     default_domain: str | None
+
+
+class TenantPublic(VerdictPublic, _TenantHead):
+    # bases in this order so the tenant and its status come first in the JSON
     authorized_by: str | None = ApiField(
         description="Why the requester may link: global_administrator, app_assignment, …"
     )

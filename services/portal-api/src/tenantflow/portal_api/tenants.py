@@ -82,6 +82,9 @@ def _answer(
     response.status_code = status_code
     response.headers["ETag"] = _etag(link)
     response.headers["Location"] = str(request.url_for("get_tenant", tenant_id=link.tenant_id))
+    if status_code == 202:
+        # the long-running-operation convention of Microsoft's REST guidelines: poll Location
+        response.headers["Retry-After"] = "1"
     return TenantPublic.of(link)
 
 
