@@ -27,7 +27,7 @@ from uuid import UUID, uuid4
 import httpx
 
 from tenantflow.devinfra.infra import LocalInfra
-from tenantflow.devinfra.services import service_process
+from tenantflow.devinfra.services import emulated_microsoft, service_process
 from tenantflow.emulator.testing import RunningEmulator, start_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,31 +98,20 @@ async def measure(infra: LocalInfra, emulator: RunningEmulator, links: int, warm
     tenants = [seed_tenant(emulator) for _ in range(links + warmup)]
     tokens = [emulator.user_token(t, a, "Tenantflow.Admin") for t, a in tenants]
     environment = infra.environment()
-    microsoft = {"LOGIN_BASE_URL": emulator.url, "CA_BUNDLE": emulator.ca, "LOG_LEVEL": "WARNING"}
-    connector = emulator.apps["directory-connector"]
+    microsoft = emulated_microsoft(emulator)
+    quiet = {"LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory(prefix="tenantflow-bench-logs-") as logs:
         async with (
             service_process(
-                "consent",
-                Path(logs) / "consent.log",
-                environment,
-                {
-                    **microsoft,
-                    "GRAPH_BASE_URL": emulator.url,
-                    "DIRECTORY_CONNECTOR_CLIENT_ID": connector["client_id"],
-                    "DIRECTORY_CONNECTOR_SECRET": connector["client_secret"],
-                },
+                "consent", Path(logs) / "consent.log", environment, microsoft["consent"] | quiet
             ),
             service_process(
                 "portal-api",
                 Path(logs) / "portal.log",
                 environment,
-                {
-                    **microsoft,
-                    "CLIENT_ID": emulator.apps["portal-api"]["client_id"],
-                    "USER_REQUESTS_PER_MINUTE": "1000000",
-                    "TENANT_REQUESTS_PER_MINUTE": "1000000",
-                },
+                microsoft["portal-api"]
+                | quiet
+                | {"USER_REQUESTS_PER_MINUTE": "1000000", "TENANT_REQUESTS_PER_MINUTE": "1000000"},
             ) as portal,
             httpx.AsyncClient(base_url=portal.url, timeout=30) as client,
         ):

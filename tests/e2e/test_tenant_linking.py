@@ -28,7 +28,7 @@ from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import TenantUnlinked
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.services import service_process
+from tenantflow.devinfra.services import emulated_microsoft, service_process
 from tenantflow.devinfra.testing import create_database, eventually, read_topic
 from tenantflow.emulator.testing import RunningEmulator
 
@@ -69,21 +69,14 @@ async def stack(
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "DATABASE_URL": database_url,
     }
-    microsoft = {"LOGIN_BASE_URL": emulator.url, "CA_BUNDLE": emulator.ca}
-    connector, writer = emulator.apps["directory-connector"], emulator.apps["intune-writer"]
+    microsoft = emulated_microsoft(emulator)
     consent_settings = {
-        **microsoft,
-        "GRAPH_BASE_URL": emulator.url,
-        "DIRECTORY_CONNECTOR_CLIENT_ID": connector["client_id"],
-        "DIRECTORY_CONNECTOR_SECRET": connector["client_secret"],
-        "INTUNE_WRITER_CLIENT_ID": writer["client_id"],
-        "INTUNE_WRITER_SECRET": writer["client_secret"],
+        **microsoft["consent"],
         "RECHECK_INTERVAL_SECONDS": "1",
         "RECHECK_POLL_SECONDS": "0.2",
     }
     portal_settings = {
-        **microsoft,
-        "CLIENT_ID": emulator.apps["portal-api"]["client_id"],
+        **microsoft["portal-api"],
         # the tests poll every 20 ms; rate limits have their own tests
         "USER_REQUESTS_PER_MINUTE": "1000000",
         "TENANT_REQUESTS_PER_MINUTE": "1000000",

@@ -18,6 +18,7 @@ import httpx
 
 from tenantflow.devinfra.processes import free_port
 from tenantflow.devinfra.testing import eventually
+from tenantflow.emulator.testing import RunningEmulator
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,28 @@ async def service_process(
         yield running
     finally:
         await running.stop()
+
+
+def emulated_microsoft(emulator: RunningEmulator) -> dict[str, dict[str, str]]:
+    """The settings (without prefix) that point the services talking to Entra ID and Graph at
+    ``emulator``, with the app registrations it knows."""
+    connector, writer = emulator.apps["directory-connector"], emulator.apps["intune-writer"]
+    endpoints = {
+        "LOGIN_BASE_URL": emulator.url,
+        "GRAPH_BASE_URL": emulator.url,
+        "CA_BUNDLE": emulator.ca,
+    }
+    return {
+        "portal-api": {
+            "LOGIN_BASE_URL": emulator.url,
+            "CA_BUNDLE": emulator.ca,
+            "CLIENT_ID": str(emulator.apps["portal-api"]["client_id"]),
+        },
+        "consent": {
+            **endpoints,
+            "DIRECTORY_CONNECTOR_CLIENT_ID": str(connector["client_id"]),
+            "DIRECTORY_CONNECTOR_SECRET": str(connector["client_secret"]),
+            "INTUNE_WRITER_CLIENT_ID": str(writer["client_id"]),
+            "INTUNE_WRITER_SECRET": str(writer["client_secret"]),
+        },
+    }
