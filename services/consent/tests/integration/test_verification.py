@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -86,6 +87,21 @@ def credentials(emulator: RunningEmulator, app: str) -> AppCredentials:
     return AppCredentials(
         UUID(emulator.apps[app]["client_id"]), emulator.apps[app]["client_secret"]
     )
+
+
+async def test_a_certificate_credential_verifies_like_a_secret(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    registration = emulator.apps["directory-connector"]
+    app = AppCredentials(
+        UUID(registration["client_id"]),
+        certificate=Path(registration["certificate_path"]),
+        private_key=Path(registration["private_key_path"]),
+    )
+    assert isinstance(await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None), Verified)
+    with pytest.raises(ValueError, match="neither a secret nor a certificate"):
+        AppCredentials(UUID(registration["client_id"]))
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.consent import handlers
 from tenantflow.consent.graph import AppCredentials, GraphClient
@@ -12,6 +14,10 @@ from tenantflow.consent.settings import Settings
 
 SERVICE = "consent"
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
 
 
 def bootstrap(settings: Settings) -> ServiceRuntime:
@@ -26,10 +32,15 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
     apps = handlers.Apps(
         directory_connector=AppCredentials(
             settings.directory_connector_client_id,
-            settings.directory_connector_secret.get_secret_value(),
+            _secret(settings.directory_connector_secret),
+            settings.directory_connector_certificate,
+            settings.directory_connector_private_key,
         ),
         intune_writer=AppCredentials(
-            settings.intune_writer_client_id, settings.intune_writer_secret.get_secret_value()
+            settings.intune_writer_client_id,
+            _secret(settings.intune_writer_secret),
+            settings.intune_writer_certificate,
+            settings.intune_writer_private_key,
         ),
     )
     handlers.register(runtime, handlers.Consent(runtime, graph, apps, settings))

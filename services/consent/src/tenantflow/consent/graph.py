@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import re
 import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import msal
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tenantflow.bus.errors import TransientError
 
@@ -60,10 +64,34 @@ def retry_after_seconds(value: str | None, default: float) -> float:
         return max(0.0, parsed.timestamp() - time.time())
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppCredentials:
+    """An app registration's client credential: a certificate (preferred) or a secret."""
+
     client_id: UUID
-    secret: str
+    secret: str | None = None
+    certificate: Path | None = None
+    """PEM of the certificate registered on the app."""
+    private_key: Path | None = None
+    """PEM of its private key."""
+
+    def __post_init__(self) -> None:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("a certificate credential needs both the certificate and its key")
+        if self.certificate is None and not self.secret:
+            raise ValueError(f"app {self.client_id} has neither a secret nor a certificate")
+
+    def for_msal(self) -> str | dict[str, str]:
+        if self.certificate is None or self.private_key is None:
+            assert self.secret is not None
+            return self.secret
+        certificate_pem = self.certificate.read_bytes()
+        der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(Encoding.DER)
+        return {
+            "private_key": self.private_key.read_text(),
+            "thumbprint": hashlib.sha1(der, usedforsecurity=False).hexdigest(),
+            "public_certificate": certificate_pem.decode(),
+        }
 
 
 @dataclass
@@ -91,7 +119,7 @@ class GraphClient:
         if key not in self._msal:
             self._msal[key] = msal.ConfidentialClientApplication(
                 str(credentials.client_id),
-                client_credential=credentials.secret,
+                client_credential=credentials.for_msal(),
                 authority=f"{self.login_base_url}/{tenant}",
                 instance_discovery=self.login_base_url == "https://login.microsoftonline.com",
                 http_client=_VerifyingSession(self._verify),

@@ -19,9 +19,14 @@ class Settings(ServiceSettings):
     ca_bundle: Path | None = None
     """A CA to trust besides the system's (the emulator's in development)."""
     directory_connector_client_id: UUID = UUID("5e3ce6c0-2b1f-4285-8d4b-75ee78787346")
-    directory_connector_secret: SecretStr = SecretStr("demo-directory-connector-secret")
+    directory_connector_secret: SecretStr | None = SecretStr("demo-directory-connector-secret")
+    directory_connector_certificate: Path | None = None
+    """PEM certificate registered on the app; with its key, used instead of the secret."""
+    directory_connector_private_key: Path | None = None
     intune_writer_client_id: UUID = UUID("9d2a1c4b-7e3f-4a8b-b5c6-1f2e3d4c5b6a")
-    intune_writer_secret: SecretStr = SecretStr("demo-intune-writer-secret")
+    intune_writer_secret: SecretStr | None = SecretStr("demo-intune-writer-secret")
+    intune_writer_certificate: Path | None = None
+    intune_writer_private_key: Path | None = None
     graph_attempts: int = Field(default=4, ge=1)
     """Tries per Graph call on 429/5xx/timeouts, honouring Retry-After, before giving up."""
     recheck_interval_seconds: float = Field(default=900.0, gt=0)
