@@ -248,3 +248,42 @@ async def test_a_scheduled_recheck_waits_out_an_outage_then_notices_revocation(
     assert revoked[0].detected_by == "scheduled_check"
     assert revoked[0].reason == "admin_consent_missing"
     assert revoked[0].actor == ServiceActor(service="consent")
+
+
+async def test_a_denial_reported_right_after_a_check_is_checked_soon_not_dropped(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str
+) -> None:
+    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    async with running_consent(
+        infra, emulator, database_url, reported_recheck_min_seconds=1, recheck_poll_seconds=0.1
+    ) as consent:
+        await request(consent, TenantLinkRequested, tenant, admin)
+        await verdicts(consent, 1)
+
+        def denial() -> GraphAccessDenied:
+            return GraphAccessDenied(
+                tenant_id=tenant,
+                actor=ServiceActor(service="intune-writer"),
+                correlation_id=uuid4(),
+                app=EnterpriseApp.DIRECTORY_CONNECTOR,
+                status=403,
+                error_code="Authorization_RequestDenied",
+                detail="Insufficient privileges to complete the operation.",
+            )
+
+        await publish(consent, denial())  # checked at once: still consented
+
+        async def checked() -> bool:
+            async with consent.sessions() as session:
+                row = await session.get(LinkedTenant, tenant)
+            return row is not None and row.last_checked_at is not None
+
+        await eventually(checked, what="the first report checked")
+        connector = emulator.apps["directory-connector"]["client_id"]
+        with emulator.client() as control:
+            control.delete(f"/_emulator/tenants/{tenant}/consents/{connector}").raise_for_status()
+        await publish(consent, denial())  # too soon for another check: scheduled instead
+        events = await verdicts(consent, 4)
+    revoked = [e.data for e in events if isinstance(e.data, ConsentRevoked)]
+    assert len(revoked) == 1
+    assert revoked[0].reason == "admin_consent_missing"

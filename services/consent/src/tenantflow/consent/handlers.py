@@ -326,12 +326,15 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
 
     @requests.handles(GraphAccessDenied)
     async def recheck_reported_tenant(event: GraphAccessDenied, ctx: HandlerContext) -> None:
-        """Another service was refused by Graph or Entra ID for this tenant: check it now."""
-        tenant = await ctx.session.get(LinkedTenant, event.tenant_id)
+        """Another service was refused by Graph or Entra ID for this tenant: check it now, or,
+        if it was checked moments ago, as soon as the minimum spacing allows (never dropped)."""
+        tenant = await ctx.session.get(LinkedTenant, event.tenant_id, with_for_update=True)
         if tenant is None:
             return
-        recent = timedelta(seconds=consent.settings.reported_recheck_min_seconds)
-        if tenant.last_checked_at and consent._now() - tenant.last_checked_at < recent:
+        spacing = timedelta(seconds=consent.settings.reported_recheck_min_seconds)
+        if tenant.last_checked_at and consent._now() - tenant.last_checked_at < spacing:
+            tenant.next_check_at = min(tenant.next_check_at, tenant.last_checked_at + spacing)
+            ctx.session.add(tenant)
             return
         revocations = await consent.recheck(tenant, "reported_failure")
         revocations = [
