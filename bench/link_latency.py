@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
 
@@ -32,32 +32,6 @@ from tenantflow.emulator.testing import RunningEmulator, start_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.005
-
-
-def seed_tenant(emulator: RunningEmulator) -> tuple[UUID, UUID]:
-    tenant, admin = uuid4(), uuid4()
-    emulator.seed(
-        {
-            "id": str(tenant),
-            "display_name": f"Bench {tenant.hex[:6]}",
-            "verified_domains": [f"b{tenant.hex[:10]}.example"],
-            "users": [
-                {
-                    "id": str(admin),
-                    "display_name": "Admin",
-                    "user_principal_name": "admin@bench.example",
-                    "directory_roles": ["Global Administrator"],
-                }
-            ],
-            "enterprise_apps": [
-                {
-                    "app_id": emulator.apps["directory-connector"]["client_id"],
-                    "permissions": ["Directory.Read.All"],
-                }
-            ],
-        }
-    )
-    return tenant, admin
 
 
 async def link_once(client: httpx.AsyncClient, tenant: UUID, token: str) -> tuple[float, float]:
@@ -95,7 +69,10 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
 
 async def measure(infra: LocalInfra, emulator: RunningEmulator, links: int, warmup: int) -> Any:
-    tenants = [seed_tenant(emulator) for _ in range(links + warmup)]
+    tenants = [
+        emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
+        for _ in range(links + warmup)
+    ]
     tokens = [emulator.user_token(t, a, "Tenantflow.Admin") for t, a in tenants]
     environment = infra.environment()
     microsoft = emulated_microsoft(emulator)

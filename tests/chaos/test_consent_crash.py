@@ -25,28 +25,7 @@ pytestmark = pytest.mark.e2e
 async def test_consent_killed_mid_verification_loses_nothing(
     infra: RunningInfra, emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    tenant, admin = uuid4(), uuid4()
-    emulator.seed(
-        {
-            "id": str(tenant),
-            "display_name": "Contoso",
-            "verified_domains": ["contoso.example"],
-            "users": [
-                {
-                    "id": str(admin),
-                    "display_name": "Admin",
-                    "user_principal_name": "admin@contoso.example",
-                    "directory_roles": ["Global Administrator"],
-                }
-            ],
-            "enterprise_apps": [
-                {
-                    "app_id": emulator.apps["directory-connector"]["client_id"],
-                    "permissions": ["Directory.Read.All"],
-                }
-            ],
-        }
-    )
+    tenant, admin = emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
     kafka = KafkaSettings(
         bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"c{uuid4().hex[:8]}."
     )

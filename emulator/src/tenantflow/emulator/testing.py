@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import httpx
 
@@ -33,6 +34,33 @@ class RunningEmulator:
             response = client.post("/_emulator/tenants", json=document)
         if response.status_code != 201:
             raise AssertionError(f"seeding failed: {response.status_code} {response.text}")
+
+    def seed_tenant_with_admin(
+        self, consents: Mapping[str, list[str]], display_name: str = "Contoso"
+    ) -> tuple[UUID, UUID]:
+        """A fresh tenant with one Global Administrator, and the named apps (``consents`` keys,
+        as in ``apps``) admin-consented with those permissions; its id and the admin's."""
+        tenant, admin = uuid4(), uuid4()
+        self.seed(
+            {
+                "id": str(tenant),
+                "display_name": display_name,
+                "verified_domains": [f"t{tenant.hex[:12]}.example"],
+                "users": [
+                    {
+                        "id": str(admin),
+                        "display_name": "Admin",
+                        "user_principal_name": f"admin@t{tenant.hex[:12]}.example",
+                        "directory_roles": ["Global Administrator"],
+                    }
+                ],
+                "enterprise_apps": [
+                    {"app_id": self.apps[app]["client_id"], "permissions": permissions}
+                    for app, permissions in consents.items()
+                ],
+            }
+        )
+        return tenant, admin
 
     def app_token(self, app: str, tenant: str) -> str:
         """An app-only Graph token for one of the known apps (client credentials, secret)."""

@@ -115,30 +115,6 @@ async def request(
     return await publish(runtime, event)
 
 
-def seed(emulator: RunningEmulator, consents: dict[str, list[str]]) -> tuple[UUID, UUID]:
-    tenant, admin = uuid4(), uuid4()
-    emulator.seed(
-        {
-            "id": str(tenant),
-            "display_name": "Contoso",
-            "verified_domains": ["contoso.example"],
-            "users": [
-                {
-                    "id": str(admin),
-                    "display_name": "Admin",
-                    "user_principal_name": "a@c.example",
-                    "directory_roles": ["Global Administrator"],
-                }
-            ],
-            "enterprise_apps": [
-                {"app_id": emulator.apps[name]["client_id"], "permissions": perms}
-                for name, perms in consents.items()
-            ],
-        }
-    )
-    return tenant, admin
-
-
 async def verdicts(runtime: ServiceRuntime, count: int) -> list[Envelope[EventPayload]]:
     records = await read_topic(runtime.kafka, Topic.TENANTS, count=count + 1, within=60)
     return [decode(r.headers, r.value) for r in records[1:]]
@@ -147,7 +123,7 @@ async def verdicts(runtime: ServiceRuntime, count: int) -> list[Envelope[EventPa
 async def test_a_global_administrator_links(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
-    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    tenant, admin = emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
     change = uuid4()
     request_id = await request(consent, TenantLinkRequested, tenant, admin, change)
     [verdict] = await verdicts(consent, 1)
@@ -161,7 +137,7 @@ async def test_a_global_administrator_links(
 async def test_no_consent_is_rejected_with_the_url(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
-    tenant, admin = seed(emulator, {})
+    tenant, admin = emulator.seed_tenant_with_admin({})
     await request(consent, TenantLinkRequested, tenant, admin)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, TenantLinkRejected)
@@ -172,7 +148,7 @@ async def test_no_consent_is_rejected_with_the_url(
 async def test_intune_activation_without_the_writer_app(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
-    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    tenant, admin = emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
     await request(consent, IntuneWritingActivationRequested, tenant, admin)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, IntuneWritingRejected)
@@ -182,7 +158,7 @@ async def test_intune_activation_without_the_writer_app(
 async def test_a_reported_denial_rechecks_at_once_and_revokes(
     consent: ServiceRuntime, emulator: RunningEmulator
 ) -> None:
-    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    tenant, admin = emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
     await request(consent, TenantLinkRequested, tenant, admin)
     [verdict] = await verdicts(consent, 1)
     assert isinstance(verdict.data, TenantLinkVerified)
@@ -214,7 +190,7 @@ async def test_a_reported_denial_rechecks_at_once_and_revokes(
 async def test_a_scheduled_recheck_waits_out_an_outage_then_notices_revocation(
     infra: RunningInfra, emulator: RunningEmulator, database_url: str
 ) -> None:
-    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    tenant, admin = emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
     async with running_consent(
         infra, emulator, database_url, recheck_interval_seconds=0.5, recheck_poll_seconds=0.1
     ) as consent:
@@ -253,7 +229,7 @@ async def test_a_scheduled_recheck_waits_out_an_outage_then_notices_revocation(
 async def test_a_denial_reported_right_after_a_check_is_checked_soon_not_dropped(
     infra: RunningInfra, emulator: RunningEmulator, database_url: str
 ) -> None:
-    tenant, admin = seed(emulator, {"directory-connector": ["Directory.Read.All"]})
+    tenant, admin = emulator.seed_tenant_with_admin({"directory-connector": ["Directory.Read.All"]})
     async with running_consent(
         infra, emulator, database_url, reported_recheck_min_seconds=1, recheck_poll_seconds=0.1
     ) as consent:

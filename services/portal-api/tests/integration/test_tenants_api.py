@@ -178,6 +178,21 @@ async def request_link(
     return requested
 
 
+async def until(
+    client: httpx.AsyncClient, user: User, wanted: str, intune: bool = False
+) -> dict[str, Any]:
+    """The user's tenant once its status (or Intune writing's) is ``wanted``."""
+    body: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal body
+        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+        return bool((body["intune_writing"] if intune else body)["status"] == wanted)
+
+    await eventually(reached, what=f"{'intune writing' if intune else 'link'} {wanted}")
+    return body
+
+
 # --- linking and reading -----------------------------------------------------------------------
 
 
@@ -220,11 +235,7 @@ async def test_verdicts_are_applied_once_and_only_for_the_current_request(
         for event in (stale, current, current):
             await publish(portal, event)
 
-        async def linked() -> bool:
-            body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
-            return bool(body["status"] == "linked")
-
-        await eventually(linked, what="linked")
+        await until(client, user, "linked")
         consumer = portal.runtime.consumers[0]
         await eventually(lambda: sum(consumer.stats.values()) >= 3, what="all three consumed")
         body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
@@ -258,12 +269,7 @@ async def test_a_request_consent_gave_up_on_ends_rejected(
             ),
         )
 
-        async def rejected() -> bool:
-            body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
-            return bool(body["status"] == "rejected")
-
-        await eventually(rejected, what="rejected")
-        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+        body = await until(client, user, "rejected")
     assert body["reason"] == "verification_failed"
     assert "KeyError" in body["message"]
 
@@ -286,12 +292,7 @@ async def test_revocation_of_the_writer_shows_on_intune_writing(
             ),
         )
 
-        async def status(field: str, wanted: str) -> bool:
-            body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
-            value = body["intune_writing"]["status"] if field == "intune" else body[field]
-            return bool(value == wanted)
-
-        await eventually(lambda: status("status", "linked"), what="linked")
+        await until(client, user, "linked")
         activation = await client.post(f"/v1/tenants/{user.tenant}/intune")
         assert activation.status_code == 202
         async with portal.runtime.sessions() as session:
@@ -308,7 +309,7 @@ async def test_revocation_of_the_writer_shows_on_intune_writing(
                 granted_permissions=["DeviceManagementApps.ReadWrite.All"],
             ),
         )
-        await eventually(lambda: status("intune", "enabled"), what="enabled")
+        await until(client, user, "enabled", intune=True)
         await publish(
             portal,
             ConsentRevoked(
@@ -322,8 +323,7 @@ async def test_revocation_of_the_writer_shows_on_intune_writing(
                 detected_by="scheduled_check",
             ),
         )
-        await eventually(lambda: status("intune", "revoked"), what="writer revoked")
-        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
+        body = await until(client, user, "revoked", intune=True)
     assert body["status"] == "linked"
     assert body["intune_writing"]["reason"] == "permission_missing"
     assert body["intune_writing"]["missing_permissions"] == ["DeviceManagementApps.ReadWrite.All"]
