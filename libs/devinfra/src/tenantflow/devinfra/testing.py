@@ -37,7 +37,8 @@ async def eventually(
 async def read_topic(
     settings: KafkaSettings, topic: Topic, count: int, within: float = 20.0
 ) -> list[ConsumerRecord[Any, Any]]:
-    """Every record of ``topic`` from the beginning, once at least ``count`` are there."""
+    """Every record of ``topic`` from the beginning: at least ``count``, and at least all that
+    were on every partition when the call began (one batch may hold only some partitions)."""
     consumer = AIOKafkaConsumer(
         **connection_kwargs(settings, "test-reader"), enable_auto_commit=False
     )
@@ -47,10 +48,15 @@ async def read_topic(
         partitions = [TopicPartition(name, p) for p in range(TOPIC_CONFIGS[topic].partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
         records: list[ConsumerRecord[Any, Any]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while len(records) < count:
+
+        async def behind() -> bool:
+            return any([await consumer.position(p) < ends[p] for p in partitions])
+
+        while len(records) < count or await behind():
             if loop.time() > deadline:
                 raise AssertionError(f"{name}: {len(records)} of {count} records within {within} s")
             batch = await consumer.getmany(timeout_ms=200)
