@@ -150,6 +150,7 @@ class Consent:
         self._deferred.add(ctx.event_id)
 
     async def record_linked(self, session: AsyncSession, event: TenantLinkRequested) -> None:
+        next_check = self._next_check()
         await session.exec(
             insert(LinkedTenant)
             .values(
@@ -157,14 +158,14 @@ class Consent:
                 link_change_id=event.correlation_id,
                 connector_consented=True,
                 intune_writing=False,
-                next_check_at=self._next_check(),
+                next_check_at=next_check,
             )
             .on_conflict_do_update(
                 index_elements=["tenant_id"],
                 set_={
                     "link_change_id": event.correlation_id,
                     "connector_consented": True,
-                    "next_check_at": self._next_check(),
+                    "next_check_at": next_check,
                 },
             )
         )
@@ -221,6 +222,23 @@ class Consent:
                 current.intune_writing = False
                 await emit(revoked)
         session.add(current)
+
+    async def recheck_reported(self, event: GraphAccessDenied, ctx: HandlerContext) -> None:
+        """Check the reported tenant now, or, if it was checked moments ago, as soon as the
+        minimum spacing allows: a burst of reports costs one check, and none is dropped."""
+        tenant = await ctx.session.get(LinkedTenant, event.tenant_id, with_for_update=True)
+        if tenant is None:
+            return
+        spacing = timedelta(seconds=self.settings.reported_recheck_min_seconds)
+        if tenant.last_checked_at and self._now() - tenant.last_checked_at < spacing:
+            tenant.next_check_at = min(tenant.next_check_at, tenant.last_checked_at + spacing)
+            ctx.session.add(tenant)
+            return
+        revocations = [
+            revoked.model_copy(update={"correlation_id": event.correlation_id})
+            for revoked in await self.recheck(tenant, "reported_failure")
+        ]
+        await self.apply(ctx.session, tenant, revocations, ctx.emit)
 
     async def _claim_due(self) -> list[LinkedTenant]:
         """Due tenants, each claimed by moving its next check forward (several replicas share
@@ -326,22 +344,8 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
 
     @requests.handles(GraphAccessDenied)
     async def recheck_reported_tenant(event: GraphAccessDenied, ctx: HandlerContext) -> None:
-        """Another service was refused by Graph or Entra ID for this tenant: check it now, or,
-        if it was checked moments ago, as soon as the minimum spacing allows (never dropped)."""
-        tenant = await ctx.session.get(LinkedTenant, event.tenant_id, with_for_update=True)
-        if tenant is None:
-            return
-        spacing = timedelta(seconds=consent.settings.reported_recheck_min_seconds)
-        if tenant.last_checked_at and consent._now() - tenant.last_checked_at < spacing:
-            tenant.next_check_at = min(tenant.next_check_at, tenant.last_checked_at + spacing)
-            ctx.session.add(tenant)
-            return
-        revocations = await consent.recheck(tenant, "reported_failure")
-        revocations = [
-            revoked.model_copy(update={"correlation_id": event.correlation_id})
-            for revoked in revocations
-        ]
-        await consent.apply(ctx.session, tenant, revocations, ctx.emit)
+        """Another service was refused by Graph or Entra ID for this tenant: check it now."""
+        await consent.recheck_reported(event, ctx)
 
     @requests.handles(TenantUnlinked)
     async def forget_tenant(event: TenantUnlinked, ctx: HandlerContext) -> None:

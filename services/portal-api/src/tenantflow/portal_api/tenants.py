@@ -19,14 +19,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenantflow.bus.db import transaction
-from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.events import (
     IntuneWritingActivationRequested,
     TenantLinkRequested,
     TenantUnlinked,
 )
 from tenantflow.portal_api.auth import Principal
-from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import AdminUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
     INTUNE,
@@ -125,10 +124,6 @@ def _change(session: AsyncSession, link: TenantLink, **values: Any) -> None:
     session.add(link)
 
 
-async def _emit(portal: Portal, session: AsyncSession, event: EventPayload) -> None:
-    await portal.runtime.outbox.add(session, event)
-
-
 async def _reachable(
     session: AsyncSession, user: Principal, tenant_id: UUID, lock: bool = False
 ) -> TenantLink:
@@ -197,8 +192,7 @@ async def link_tenant(
             if link.status == LinkStatus.LINKED:
                 return _answer(request, response, link, 200)
             _change(session, link, **requested, authorized_by=None)
-        await _emit(
-            portal,
+        await portal.runtime.outbox.add(
             session,
             TenantLinkRequested(
                 tenant_id=link.tenant_id, actor=_actor(user), correlation_id=link.link_change_id
@@ -317,8 +311,7 @@ async def activate_intune_writing(
             return _answer(request, response, link, 200)
         _change(session, link, **_request(INTUNE, user))
         assert link.intune_change_id is not None
-        await _emit(
-            portal,
+        await portal.runtime.outbox.add(
             session,
             IntuneWritingActivationRequested(
                 tenant_id=tenant, actor=_actor(user), correlation_id=link.intune_change_id
@@ -366,8 +359,7 @@ async def unlink_tenant(
             **verdict_columns(LINK),
             **verdict_columns(INTUNE),
         )
-        await _emit(
-            portal,
+        await portal.runtime.outbox.add(
             session,
             TenantUnlinked(tenant_id=tenant, actor=_actor(user), correlation_id=change),
         )
