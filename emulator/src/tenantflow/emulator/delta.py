@@ -108,6 +108,17 @@ def _member(tenant: Tenant, member: UUID, removed: bool) -> dict[str, Any]:
     return {"@odata.type": kind, "id": str(member)}
 
 
+def _round(tenant: Tenant, since: int, issued: float) -> dict[str, Any]:
+    """The state of a delta round: journal entries from ``since`` up to now, from the start."""
+    return {
+        "since": since,
+        "until": len(tenant.journal),
+        "offset": 0,
+        "epoch": tenant.delta_epoch,
+        "issued": issued,
+    }
+
+
 def delta_routes(graph: Graph) -> list[Route]:
     def handler(resource: Resource, allowed: tuple[str, ...]) -> Any:
         async def delta(request: Request, caller: Caller) -> Response:
@@ -118,16 +129,8 @@ def delta_routes(graph: Graph) -> list[Route]:
             state: dict[str, Any]
             if "$deltatoken" in params or "$skiptoken" in params:
                 raw = params.get("$deltatoken") or params.get("$skiptoken") or ""
-                if not raw:  # the Location of a 410: start over with a full sync
-                    state = {
-                        "since": 0,
-                        "until": len(tenant.journal),
-                        "offset": 0,
-                        "epoch": tenant.delta_epoch,
-                        "issued": time.time(),
-                    }
-                else:
-                    state = _decode(raw)
+                # an empty token is the Location of a 410: start over with a full sync
+                state = _decode(raw) if raw else _round(tenant, since=0, issued=time.time())
                 if state.get("epoch") != tenant.delta_epoch:
                     raise GraphError(
                         410,
@@ -140,21 +143,9 @@ def delta_routes(graph: Graph) -> list[Route]:
                         400, "syncStateNotFound", "The sync state for this delta token has expired."
                     )
                 if "$deltatoken" in params and raw:
-                    state = {
-                        "since": state["since"],
-                        "until": len(tenant.journal),
-                        "offset": 0,
-                        "epoch": tenant.delta_epoch,
-                        "issued": state["issued"],
-                    }
+                    state = _round(tenant, since=state["since"], issued=state["issued"])
             else:
-                state = {
-                    "since": 0,
-                    "until": len(tenant.journal),
-                    "offset": 0,
-                    "epoch": tenant.delta_epoch,
-                    "issued": time.time(),
-                }
+                state = _round(tenant, since=0, issued=time.time())
             items = entries(tenant, resource, state["since"], state["until"])
             offset = state["offset"]
             body: dict[str, Any] = {

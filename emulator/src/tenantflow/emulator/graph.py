@@ -144,6 +144,22 @@ def _untoken(token: str) -> tuple[int, dict[str, str]]:
         ) from exc
 
 
+def odata_entity(
+    entity_set: str,
+    item: dict[str, Any],
+    request: Request | None = None,
+    always: frozenset[str] = frozenset({"id"}),
+) -> JSONResponse:
+    """One object, as Graph answers GET {entity_set}/{id}; trimmed to the request's $select
+    (plus ``always``) when a request is given."""
+    if request is not None and "$select" in request.query_params:
+        wanted = {n.strip() for n in request.query_params["$select"].split(",")} | always
+        item = {key: value for key, value in item.items() if key in wanted}
+    return JSONResponse(
+        {"@odata.context": f"{GRAPH_RESOURCE}/v1.0/$metadata#{entity_set}/$entity", **item}
+    )
+
+
 def odata_list(
     request: Request,
     context: str,
@@ -540,12 +556,7 @@ class Graph:
             found = caller.tenant.users.get(user_id)
             if found is None:
                 raise not_found(user_id)
-            return JSONResponse(
-                {
-                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
-                    **user_json(found),
-                }
-            )
+            return odata_entity("users", user_json(found))
 
         async def groups(request: Request, caller: Caller) -> Response:
             caller.require(GROUPS)
@@ -558,12 +569,7 @@ class Graph:
             found = caller.tenant.groups.get(group_id)
             if found is None:
                 raise not_found(group_id)
-            return JSONResponse(
-                {
-                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#groups/$entity",
-                    **group_json(found),
-                }
-            )
+            return odata_entity("groups", group_json(found))
 
         async def members(request: Request, caller: Caller) -> Response:
             caller.require(GROUPS)
@@ -638,16 +644,7 @@ class Graph:
 
         async def sp_get(request: Request, caller: Caller) -> Response:
             caller.require(APPLICATIONS)
-            sp = find_sp(caller, request)
-            if "$select" in request.query_params:
-                wanted = {n.strip() for n in request.query_params["$select"].split(",")} | {"id"}
-                sp = {k: v for k, v in sp.items() if k in wanted}
-            return JSONResponse(
-                {
-                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#servicePrincipals/$entity",
-                    **sp,
-                }
-            )
+            return odata_entity("servicePrincipals", find_sp(caller, request), request)
 
         async def sp_assignments(request: Request, caller: Caller) -> Response:
             caller.require(APPLICATIONS)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tenantflow.emulator.graph import Caller, Graph, GraphError, odata_list
+from tenantflow.emulator.graph import Caller, Graph, GraphError, odata_entity, odata_list
 from tenantflow.emulator.state import assignment_json, new_mobile_app, now_iso
 
 READ_APPS = ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All")
@@ -108,14 +108,8 @@ def intune_routes(graph: Graph) -> list[Route]:
     async def get_app(request: Request, caller: Caller) -> Response:
         _require(caller, READ_APPS, request)
         _, app = _app_or_404(caller, request)
-        if "$select" in request.query_params:
-            wanted = {n.strip() for n in request.query_params["$select"].split(",")}
-            app = {k: v for k, v in app.items() if k in wanted | {"@odata.type", "id"}}
-        return JSONResponse(
-            {
-                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceAppManagement/mobileApps/$entity",
-                **app,
-            }
+        return odata_entity(
+            "deviceAppManagement/mobileApps", app, request, frozenset({"@odata.type", "id"})
         )
 
     async def create_app(request: Request, caller: Caller) -> Response:
