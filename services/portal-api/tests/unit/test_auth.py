@@ -98,9 +98,32 @@ def entra() -> FakeEntra:
     return FakeEntra()
 
 
-def validator(entra: FakeEntra, min_refresh: float = 60.0) -> TokenValidator:
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def jwks_cache(
+    entra: FakeEntra,
+    min_refresh: float = 60.0,
+    max_age: float = 900.0,
+    clock: FakeClock | None = None,
+) -> JwksCache:
     client = httpx.AsyncClient(transport=httpx.MockTransport(entra.jwks))
-    jwks = JwksCache("https://login.example/common/discovery/v2.0/keys", client, min_refresh)
+    return JwksCache(
+        "https://login.example/common/discovery/v2.0/keys",
+        client,
+        min_refresh,
+        max_age,
+        clock=clock or FakeClock(),
+    )
+
+
+def validator(entra: FakeEntra, min_refresh: float = 60.0, **options: Any) -> TokenValidator:
+    jwks = options.pop("jwks", None) or jwks_cache(entra, min_refresh, **options)
     return TokenValidator(jwks, [CLIENT_ID, f"api://{CLIENT_ID}"], TEMPLATE, clock_skew_seconds=60)
 
 
@@ -158,6 +181,8 @@ def alg_none(entra: FakeEntra) -> str:
         ("expired", lambda e: e.token(exp=int(time.time()) - 600, iat=int(time.time()) - 4000)),
         ("not yet valid", lambda e: e.token(nbf=int(time.time()) + 600)),
         ("wrong audience", lambda e: e.token(aud=str(uuid4()))),
+        ("audience list holding ours", lambda e: e.token(aud=[CLIENT_ID, str(uuid4())])),
+        ("audience list of only ours", lambda e: e.token(aud=[CLIENT_ID])),
         ("wrong issuer", lambda e: e.token(iss=f"https://sts.windows.net/{TENANT}/")),
         (
             "issuer of another tenant",
@@ -198,7 +223,83 @@ async def test_a_rotated_key_is_fetched_once_after_the_interval(entra: FakeEntra
     checker = validator(entra, min_refresh=1.0)
     await checker.validate(entra.token())
     entra.add_key("rotated")
-    checker._jwks._fetched_at -= 2  # the interval has passed
+    checker._jwks._clock.now += 2  # type: ignore[attr-defined]  # the interval has passed
     results = await asyncio.gather(*(checker.validate(entra.token("rotated")) for _ in range(20)))
     assert {r.object_id for r in results} == {USER}
     assert entra.fetches == 2  # one refresh served all twenty
+
+
+async def test_a_retired_key_is_refused_within_the_maximum_age(entra: FakeEntra) -> None:
+    clock = FakeClock()
+    jwks = jwks_cache(entra, min_refresh=60.0, max_age=900.0, clock=clock)
+    checker = validator(entra, jwks=jwks)
+    entra.add_key("key-2")
+    await checker.validate(entra.token("key-2"))
+    retired = entra.token("key-2")
+    del entra.keys["key-2"]  # Entra ID retires the key (say, after a compromise)
+    clock.now += 300
+    await checker.validate(retired)  # not yet due: the cache still holds it
+    assert await jwks.refresh_if_due() == pytest.approx(150.0)
+    clock.now += 150  # half the maximum age: the background refresh is due
+    assert await jwks.refresh_if_due() == pytest.approx(450.0)
+    with pytest.raises(AuthenticationError):
+        await checker.validate(retired)
+    await checker.validate(entra.token("key-1"))  # the keys still published keep working
+    assert entra.fetches == 2  # the known kid never made a request fetch
+
+
+async def test_keys_no_refresh_could_renew_are_not_trusted_past_their_age(
+    entra: FakeEntra,
+) -> None:
+    clock = FakeClock()
+    failing = {"now": False}
+
+    def jwks(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503) if failing["now"] else entra.jwks(request)
+
+    cache = JwksCache(
+        "https://login.example/keys",
+        httpx.AsyncClient(transport=httpx.MockTransport(jwks)),
+        min_refresh_seconds=60.0,
+        max_age_seconds=900.0,
+        clock=clock,
+    )
+    checker = validator(entra, jwks=cache)
+    await checker.validate(entra.token())
+    failing["now"] = True  # Entra's key endpoint is down: refreshes fail
+    clock.now += 450
+    assert await cache.refresh_if_due() == pytest.approx(60.0)  # retried after the minimum
+    clock.now += 449
+    await checker.validate(entra.token())  # still within the maximum age
+    clock.now += 2
+    with pytest.raises(AuthenticationError):
+        await checker.validate(entra.token())  # too old to trust, and no fresh copy
+    failing["now"] = False
+    clock.now += 60
+    await checker.validate(entra.token())  # the next allowed fetch restores them
+
+
+async def test_the_background_refresh_keeps_requests_off_the_network(entra: FakeEntra) -> None:
+    clock = FakeClock()
+    jwks = jwks_cache(entra, clock=clock)
+    checker = validator(entra, jwks=jwks)
+    await jwks.refresh_if_due()  # at start-up
+    for _ in range(3):
+        clock.now += 450
+        await jwks.refresh_if_due()
+        await asyncio.gather(*(checker.validate(entra.token()) for _ in range(10)))
+    assert entra.fetches == 4  # one at start, one per half age: none from requests
+
+
+async def test_keep_fresh_runs_until_cancelled(entra: FakeEntra) -> None:
+    jwks = jwks_cache(entra)
+    task = asyncio.create_task(jwks.keep_fresh())
+    await asyncio.wait_for(_until(lambda: entra.fetches == 1), 5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

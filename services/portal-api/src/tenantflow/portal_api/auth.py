@@ -2,15 +2,19 @@
 
 Checks, in order: RS256 only (no ``none``, no HMAC with the public key); a key from the
 issuer's JWKS, refreshed on an unknown kid at most every ``jwks_min_refresh_seconds`` (one fetch
-at a time, so a burst of forged kids cannot cause a refetch storm); ``aud`` our client id or App
-ID URI; ``tid`` a GUID; ``iss`` exactly the v2 issuer of that tid; ``exp``/``nbf`` with a small
-skew; ``oid`` a GUID. Users are identified by (tid, oid) only, never by email or UPN.
+at a time, so a burst of forged kids cannot cause a refetch storm) and in the background before
+the keys are ``jwks_max_age_seconds`` old (so a key Entra ID retires stops validating within that
+age); ``aud`` exactly one string, our client id or App ID URI (Entra ID v2 access tokens carry
+one audience); ``tid`` a GUID; ``iss`` exactly the v2 issuer of that tid; ``exp``/``nbf`` with a
+small skew; ``oid`` a GUID. Users are identified by (tid, oid) only, never by email or UPN.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,6 +22,8 @@ from uuid import UUID
 
 import httpx
 import jwt
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "RS256"
 
@@ -47,33 +53,76 @@ class Principal:
 
 
 class JwksCache:
-    """Signing keys by kid, fetched from ``url`` and refreshed only when a kid is unknown."""
+    """Signing keys by kid, fetched from ``url``.
+
+    Refreshed in the background (``keep_fresh``) every half ``max_age_seconds``, so requests
+    never wait for it; keys that are ``max_age_seconds`` old (every refresh failed since) are no
+    longer trusted: a key Entra ID retired is refused within that age, whatever happens. An
+    unknown kid refetches at once, at most every ``min_refresh_seconds``; one fetch runs at a
+    time and the requests waiting on it see its result.
+    """
 
     def __init__(
-        self, url: str, client: httpx.AsyncClient, min_refresh_seconds: float = 60.0
+        self,
+        url: str,
+        client: httpx.AsyncClient,
+        min_refresh_seconds: float = 60.0,
+        max_age_seconds: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self._client = client
         self._min_refresh = min_refresh_seconds
+        self._max_age = max_age_seconds
+        self._clock = clock
         self._keys: dict[str, dict[str, Any]] = {}
-        self._fetched_at = float("-inf")
+        self._loaded_at = float("-inf")
+        self._tried_at = float("-inf")
         self._lock = asyncio.Lock()
         self.fetches = 0
 
+    def _trusted(self) -> dict[str, dict[str, Any]]:
+        return self._keys if self._clock() - self._loaded_at < self._max_age else {}
+
     async def get(self, kid: str) -> dict[str, Any] | None:
-        if kid in self._keys:
-            return self._keys[kid]
+        key = self._trusted().get(kid)
+        if key is not None:
+            return key
         async with self._lock:  # one refresh at a time; the others see its result
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= self._min_refresh:
-                await self._refresh()
-        return self._keys.get(kid)
+            if kid not in self._trusted() and self._clock() - self._tried_at >= self._min_refresh:
+                try:
+                    await self._refresh()
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.warning("signing keys could not be fetched from %s: %r", self.url, exc)
+        return self._trusted().get(kid)
+
+    async def refresh_if_due(self) -> float:
+        """Refresh when half the maximum age has passed (or the last attempt failed and the
+        minimum interval has); the seconds until the next refresh is due."""
+        now = self._clock()
+        due = self._loaded_at + self._max_age / 2
+        if now >= due and now - self._tried_at >= self._min_refresh:
+            async with self._lock:
+                try:
+                    await self._refresh()
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.warning("signing keys could not be refreshed from %s: %r", self.url, exc)
+            now = self._clock()
+            due = self._loaded_at + self._max_age / 2
+        return max(due - now, self._tried_at + self._min_refresh - now, 0.0)
+
+    async def keep_fresh(self) -> None:
+        """Refresh the keys before they get old, until cancelled."""
+        while True:
+            await asyncio.sleep(await self.refresh_if_due())
 
     async def _refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        self._tried_at = self._clock()
         self.fetches += 1
         response = await self._client.get(self.url)
         response.raise_for_status()
         self._keys = {key["kid"]: key for key in response.json().get("keys", []) if "kid" in key}
+        self._loaded_at = self._tried_at
 
 
 class TokenValidator:
@@ -114,6 +163,9 @@ class TokenValidator:
             )
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"rejected: {exc}") from exc
+        if not isinstance(claims["aud"], str):
+            # PyJWT accepts a list when any element matches; Entra ID issues one audience
+            raise AuthenticationError("aud is not a single audience")
         try:
             tenant_id, object_id = UUID(str(claims["tid"])), UUID(str(claims["oid"]))
         except ValueError as exc:

@@ -42,7 +42,9 @@ def bootstrap(settings: Settings) -> Portal:
         f"{settings.login_base_url.rstrip('/')}/common/discovery/v2.0/keys",
         entra,
         settings.jwks_min_refresh_seconds,
+        settings.jwks_max_age_seconds,
     )
+    runtime.in_background("signing-keys", jwks.keep_fresh)
     handlers.register(runtime)
     return Portal(
         settings=settings,

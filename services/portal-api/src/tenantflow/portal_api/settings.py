@@ -6,7 +6,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tenantflow.bus.settings import ServiceSettings
@@ -28,6 +28,9 @@ class Settings(ServiceSettings):
     clock_skew_seconds: int = Field(default=120, ge=0, le=600)
     jwks_min_refresh_seconds: float = Field(default=60.0, ge=1.0)
     """An unknown kid refetches the keys at most this often: no refetch storm."""
+    jwks_max_age_seconds: float = Field(default=900.0, ge=10.0)
+    """Signing keys are refreshed in the background every half this age and not trusted once
+    this old: a key Entra ID retires (after a compromise, say) is refused within it."""
 
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
     """Peers (addresses or CIDR ranges) whose X-Forwarded-For/-Proto/-Host are believed: the API
@@ -37,6 +40,15 @@ class Settings(ServiceSettings):
     tenant_requests_per_minute: int = Field(default=600, ge=1)
     """Per tenant acted on, whoever asks."""
     page_size_max: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _jwks_ages(self) -> Settings:
+        if self.jwks_max_age_seconds < 2 * self.jwks_min_refresh_seconds:
+            raise ValueError(
+                "jwks_max_age_seconds must be at least twice jwks_min_refresh_seconds, or the "
+                "keys could expire before a refresh is allowed"
+            )
+        return self
 
     @property
     def audiences(self) -> list[str]:
