@@ -460,6 +460,37 @@ async def test_rate_limits_answer_429_with_retry_after(
     assert on_tenant[-1].headers["retry-after"]
 
 
+async def test_strangers_cannot_spend_a_tenants_budget(
+    infra: RunningInfra, emulator: RunningEmulator, database_url: str, user: User
+) -> None:
+    async with running_portal(
+        infra, emulator, database_url, user_requests_per_minute=50, tenant_requests_per_minute=3
+    ) as portal:
+        victim = f"/v1/tenants/{user.tenant}"
+        async with api(portal, user.token(ADMIN)) as admin:
+            await admin.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        attacker = User(emulator)
+        async with api(portal, attacker.token(ADMIN)) as stranger:
+            probes = [
+                await stranger.get(victim),
+                await stranger.post(f"{victim}/intune"),
+                await stranger.delete(victim, headers={"if-match": "*"}),
+                await stranger.post("/v1/tenants", json={"tenant_id": str(user.tenant)}),
+            ] + [await stranger.get(victim) for _ in range(20)]
+        async with api(portal, user.token(ADMIN)) as admin:
+            answers = [(await admin.get(victim)).status_code for _ in range(2)]
+        # the stranger's requests count against the stranger alone
+        async with api(portal, attacker.token(ADMIN)) as stranger:
+            for _ in range(30):
+                last = await stranger.get(victim)
+                if last.status_code == 429:
+                    break
+    assert {probe.status_code for probe in probes} == {404}
+    assert answers == [200, 200]  # the link POST spent one of three
+    assert last.status_code == 429
+    assert "user" in last.json()["detail"]
+
+
 async def test_one_account_per_home_tenant(portal: Portal, user: User, admin_token: str) -> None:
     async with api(portal, admin_token) as client:
         await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})

@@ -76,6 +76,7 @@ PortalUser = Annotated[Principal, Depends(_holding(*PortalRole))]
 
 
 def limit_tenant(portal: Portal, tenant_id: UUID) -> None:
+    """Charge ``tenant_id``'s budget: call it only once the caller is known to reach it."""
     retry_after = portal.tenant_limits.acquire(str(tenant_id))
     if retry_after is not None:
         raise _rate_limited(retry_after, "tenant")

@@ -3,6 +3,8 @@
 Each write changes the tenant link and stores its event in the outbox in one transaction, with the
 link's row locked, so one tenant's events are published in the order they were decided. A tenant
 the user's account cannot reach is 404 whether or not it exists, so tenant ids cannot be probed.
+A tenant's rate limit is charged only once the caller is known to reach it: a stranger's requests
+count against the stranger's own limit alone, and cannot lock a tenant's admins out.
 """
 
 from __future__ import annotations
@@ -172,9 +174,9 @@ async def link_tenant(
     """Ask to link a tenant. Consent verifies, from Microsoft Graph, that the directory connector
     is admin-consented there with its permissions and that you may link it; follow the Location
     until the status is no longer pending. Asking again while pending returns the same request."""
-    limit_tenant(portal, body.tenant_id)
     if body.tenant_id != user.tenant_id:
         raise _not_found(body.tenant_id)
+    limit_tenant(portal, body.tenant_id)
     requested = _request(LINK, user)
     async with transaction(portal.runtime.sessions) as session:
         account_id = await _account_of(session, user)
@@ -264,9 +266,9 @@ async def get_tenant(
     """The link's status (pending, linked, rejected, revoked, unlinked) with the reason and what
     to do about it, who asked and when, and the Intune writing status. ETag for If-Match."""
     tenant = _tenant_id(tenant_id)
-    limit_tenant(portal, tenant)
     async with portal.runtime.sessions() as session:
         link = await _reachable(session, user, tenant)
+    limit_tenant(portal, tenant)
     if if_none_match is not None and _etag(link) in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": _etag(link)})
     response.headers["ETag"] = _etag(link)
@@ -297,9 +299,9 @@ async def activate_intune_writing(
     least privilege) and that you may activate it. Asking again while pending returns the same
     request."""
     tenant = _tenant_id(tenant_id)
-    limit_tenant(portal, tenant)
     async with transaction(portal.runtime.sessions) as session:
         link = await _reachable(session, user, tenant, lock=True)
+        limit_tenant(portal, tenant)
         _check_if_match(link, if_match, required=False)
         if link.status != LinkStatus.LINKED:
             raise Problem(
@@ -342,9 +344,9 @@ async def unlink_tenant(
     """Unlink the tenant: every service stops its work for it and purges what it cached of its
     directory. Needs If-Match with the tenant's current ETag. Unlinking again changes nothing."""
     tenant = _tenant_id(tenant_id)
-    limit_tenant(portal, tenant)
     async with transaction(portal.runtime.sessions) as session:
         link = await _reachable(session, user, tenant, lock=True)
+        limit_tenant(portal, tenant)
         _check_if_match(link, if_match, required=True)
         if link.status == LinkStatus.UNLINKED:
             return _answer(request, response, link, 200)
