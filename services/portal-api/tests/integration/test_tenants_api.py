@@ -491,6 +491,25 @@ async def test_strangers_cannot_spend_a_tenants_budget(
     assert "user" in last.json()["detail"]
 
 
+async def test_a_body_over_the_limit_is_413_before_anything_else(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    body = b'{"tenant_id": "' + str(user.tenant).encode() + b'", "x": "' + b"x" * (20 << 20) + b'"}'
+    async with api(portal, admin_token) as client:
+        refused = await client.post(
+            "/v1/tenants", content=body, headers={"content-type": "application/json"}
+        )
+    async with api(portal) as anonymous:
+        unauthenticated = await anonymous.post(
+            "/v1/tenants", content=body, headers={"content-type": "application/json"}
+        )
+    for response in (refused, unauthenticated):
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["max_bytes"] == portal.settings.max_body_bytes
+    assert await link_requests(portal, user.tenant) == []
+
+
 async def test_one_account_per_home_tenant(portal: Portal, user: User, admin_token: str) -> None:
     async with api(portal, admin_token) as client:
         await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})

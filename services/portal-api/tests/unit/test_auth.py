@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tenantflow.devinfra.testing import eventually
 from tenantflow.portal_api.auth import (
     AuthenticationError,
     JwksCache,
@@ -294,12 +295,7 @@ async def test_the_background_refresh_keeps_requests_off_the_network(entra: Fake
 async def test_keep_fresh_runs_until_cancelled(entra: FakeEntra) -> None:
     jwks = jwks_cache(entra)
     task = asyncio.create_task(jwks.keep_fresh())
-    await asyncio.wait_for(_until(lambda: entra.fetches == 1), 5.0)
+    await eventually(lambda: entra.fetches == 1, within=5.0, what="the first refresh")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-
-
-async def _until(condition: Any) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)

@@ -32,6 +32,7 @@ def create_app(portal: Portal) -> FastAPI:
         "RFC 9457 application/problem+json; every answer carries X-Request-ID.",
     )
     app.state.portal = portal
+    app.add_middleware(problems.BodyLimit, max_bytes=portal.settings.max_body_bytes)
     problems.install(app)
     app.add_middleware(TrustedProxies, trusted=portal.settings.trusted_proxies)
     app.include_router(tenants.router)

@@ -114,7 +114,8 @@ class JwksCache:
     async def keep_fresh(self) -> None:
         """Refresh the keys before they get old, until cancelled."""
         while True:
-            await asyncio.sleep(await self.refresh_if_due())
+            delay = await self.refresh_if_due()
+            await asyncio.sleep(delay)
 
     async def _refresh(self) -> None:
         self._tried_at = self._clock()

@@ -19,6 +19,16 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://tenantflow.dev/problems/"
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ECHO_MAX = 200
+"""At most this many characters of anything a client sent are echoed back in an error."""
+ERRORS_MAX = 20
+"""At most this many validation errors are listed."""
+
+
+def clip(text: str, limit: int = ECHO_MAX) -> str:
+    """``text``, cut to ``limit`` characters (marked with an ellipsis) when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 TITLES = {
     400: ("bad-request", "Bad request"),
@@ -28,6 +38,7 @@ TITLES = {
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
     412: ("precondition-failed", "Precondition failed"),
+    413: ("content-too-large", "Content too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation-failed", "Validation failed"),
     428: ("precondition-required", "Precondition required"),
@@ -63,8 +74,8 @@ def problem_response(request: Request, problem: Problem) -> JSONResponse:
         "type": TYPE_BASE + problem.slug,
         "title": problem.title,
         "status": problem.status,
-        "detail": problem.detail,
-        "instance": request.url.path,
+        "detail": clip(problem.detail, 4 * ECHO_MAX),
+        "instance": clip(request.url.path),
         "request_id": request_id(request),
         **problem.extensions,
     }
@@ -110,18 +121,29 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        found = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in found):
+            return problem_response(request, Problem(400, "The body is not valid JSON."))
         errors = [
             {
-                "location": [str(part) for part in error.get("loc", ())],
-                "message": error.get("msg"),
-                "type": error.get("type"),
+                "location": [clip(str(part)) for part in error.get("loc", ())][:10],
+                "message": clip(str(error.get("msg"))),
+                "type": clip(str(error.get("type"))),
             }
-            for error in exc.errors()
+            for error in found[:ERRORS_MAX]
         ]
-        if any(error["type"] == "json_invalid" for error in errors):
-            return problem_response(request, Problem(400, "The body is not valid JSON."))
         return problem_response(
-            request, Problem(422, "The request does not match the schema.", errors=errors)
+            request,
+            Problem(
+                422,
+                "The request does not match the schema"
+                + (
+                    f" ({len(found)} errors, the first {ERRORS_MAX} listed)."
+                    if len(found) > ERRORS_MAX
+                    else "."
+                ),
+                errors=errors,
+            ),
         )
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
@@ -133,3 +155,61 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_crash)
     app.add_middleware(RequestIds)
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413 before anything parses it.
+
+    A declared Content-Length over the limit is refused without reading the body; otherwise the
+    body is read as it streams in (chunked, or a Content-Length that understates it) and refused
+    as soon as it passes the limit, so at most ``max_bytes`` of it is ever held. What is read is
+    handed on to the application unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = Problem(
+            413,
+            f"The request body is larger than {self.max_bytes} bytes.",
+            # the rest of the body is not read: the connection cannot be reused
+            headers={"Connection": "close"},
+            max_bytes=self.max_bytes,
+        )
+        await problem_response(Request(scope), problem)(scope, receive, send)

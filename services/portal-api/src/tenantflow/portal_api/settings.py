@@ -40,6 +40,8 @@ class Settings(ServiceSettings):
     tenant_requests_per_minute: int = Field(default=600, ge=1)
     """Per tenant acted on, whoever asks."""
     page_size_max: int = Field(default=200, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """A request body over this is refused with 413 before it is parsed."""
 
     @model_validator(mode="after")
     def _jwks_ages(self) -> Settings:
