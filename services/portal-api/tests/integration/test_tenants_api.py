@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import jsonschema
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
@@ -508,6 +509,58 @@ async def test_a_body_over_the_limit_is_413_before_anything_else(
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["max_bytes"] == portal.settings.max_body_bytes
     assert await link_requests(portal, user.tenant) == []
+
+
+async def test_every_error_answer_is_what_the_openapi_document_says(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    json_body = {"content-type": "application/json"}
+    path = f"/v1/tenants/{user.tenant}"
+    async with api(portal, admin_token) as client:
+        document = (await client.get("/openapi.json")).json()
+        await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})
+        etag = (await client.get(path)).headers["etag"]
+        answers = {
+            ("post", "/v1/tenants"): [
+                await client.post("/v1/tenants", content=b'{"tenant_id": ', headers=json_body),
+                await client.post("/v1/tenants", content=b"tenant_id=x"),
+                await client.post("/v1/tenants", json={"tenant_id": "x", "extra": 1}),
+                await client.post("/v1/tenants", json={"tenant_id": str(uuid4())}),
+                await client.post("/v1/tenants", content=b"[" * (2 << 20), headers=json_body),
+            ],
+            ("get", "/v1/tenants"): [
+                await client.get("/v1/tenants", params={"limit": 0}),
+                await client.get("/v1/tenants", params={"cursor": "!!"}),
+            ],
+            ("get", "/v1/tenants/{tenant_id}"): [await client.get(f"/v1/tenants/{uuid4()}")],
+            ("post", "/v1/tenants/{tenant_id}/intune"): [
+                await client.post(f"{path}/intune"),
+                await client.post(f"{path}/intune", headers={"if-match": '"0"'}),
+            ],
+            ("delete", "/v1/tenants/{tenant_id}"): [
+                await client.delete(path),
+                await client.delete(path, headers={"if-match": '"0"'}),
+            ],
+        }
+    async with api(portal) as anonymous:
+        answers[("get", "/v1/tenants")].append(await anonymous.get("/v1/tenants"))
+    async with api(portal, user.token(READER)) as reader:
+        answers[("delete", "/v1/tenants/{tenant_id}")].append(
+            await reader.delete(path, headers={"if-match": etag})
+        )
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    seen = set()
+    for (method, template), responses in answers.items():
+        documented = document["paths"][template][method]["responses"]
+        for response in responses:
+            seen.add(response.status_code)
+            status = str(response.status_code)
+            assert status in documented, f"{method} {template}: {status} is not documented"
+            [(media_type, content)] = documented[status]["content"].items()
+            assert response.headers["content-type"] == media_type == "application/problem+json"
+            schema = {**content["schema"], "components": document["components"]}
+            jsonschema.validate(response.json(), schema)
+    assert seen == {400, 401, 403, 404, 409, 412, 413, 415, 422, 428}
 
 
 async def test_one_account_per_home_tenant(portal: Portal, user: User, admin_token: str) -> None:

@@ -120,7 +120,7 @@ def chunks(total: int, size: int = 8192) -> Iterator[bytes]:
     yield b'"}'
 
 
-class streamed:  # noqa: N801 - reads as the body it stands for
+class Streamed:
     """An async body of ``total`` bytes, streamed as it is sent."""
 
     def __init__(self, total: int) -> None:
@@ -144,10 +144,10 @@ def assert_too_large(response: httpx.Response) -> None:
     ("case", "request_kwargs"),
     [
         ("declared", {"content": b"{" + b" " * (LIMIT + 1) + b"}"}),
-        ("chunked, no length", {"content": streamed(20 * 1024 * 1024)}),
+        ("chunked, no length", {"content": Streamed(20 * 1024 * 1024)}),
         (
             "a length that understates it",
-            {"content": streamed(20 * 1024 * 1024), "headers": {"content-length": "64"}},
+            {"content": Streamed(20 * 1024 * 1024), "headers": {"content-length": "64"}},
         ),
     ],
 )

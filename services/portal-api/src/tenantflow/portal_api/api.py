@@ -42,7 +42,16 @@ def create_app(portal: Portal) -> FastAPI:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
+    checks = {
+        "description": "Whether each dependency is ready",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "additionalProperties": {"type": "boolean"}}
+            }
+        },
+    }
+
+    @app.get("/readyz", tags=["operations"], responses={200: checks, 503: checks})
     async def readyz(portal: PortalDep) -> Any:
         """PostgreSQL and Kafka are reachable and the outbox relay runs."""
         checks = await portal.runtime.readiness()

@@ -9,7 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +48,32 @@ TITLES = {
     429: ("rate-limited", "Too many requests"),
     500: ("internal-error", "Internal error"),
 }
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem document, as every error of this API is (application/problem+json).
+    Some problems add members: ``current_etag`` (412), ``max_bytes`` (413)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="A stable URI per kind of error.")
+    title: str = Field(description="A short summary of the kind of error.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request, for a human.")
+    instance: str = Field(description="The path of the request.")
+    request_id: str = Field(description="The request's id, also in X-Request-ID.")
+
+
+class FieldError(BaseModel):
+    location: list[str] = Field(description="Where in the request: body, query, path, header.")
+    message: str
+    type: str = Field(description="A machine-readable kind, e.g. missing, extra_forbidden.")
+
+
+class ValidationProblem(ProblemDetails):
+    """422: the request does not match the schema; ``errors`` lists the first ones."""
+
+    errors: list[FieldError]
 
 
 class Problem(Exception):
@@ -109,6 +138,58 @@ class RequestIds:
         await self.app(scope, receive, send_with_id)
 
 
+def _problem_schemas() -> dict[str, Any]:
+    _, schemas = models_json_schema(
+        [(ProblemDetails, "serialization"), (ValidationProblem, "serialization")],
+        ref_template="#/components/schemas/{model}",
+    )
+    definitions: dict[str, Any] = schemas["$defs"]
+    return definitions
+
+
+def _is_problem(code: str, response: dict[str, Any]) -> bool:
+    """An error answer whose body is a problem: every 4xx/5xx, unless the route documented a
+    body of another media type (as /readyz does for its 503)."""
+    if not code.isdigit() or int(code) < 400:
+        return False
+    content = response.get("content", {})
+    return code == "422" or not content or PROBLEM_JSON in content
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what error answers really are: application/problem+json
+    with the ProblemDetails schema (ValidationProblem for 422, not FastAPI's
+    HTTPValidationError), and the statuses any route can answer: 400 for a body that is not
+    JSON, 413, 500."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas.update(_problem_schemas())
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation["responses"]
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body is not valid JSON"})
+            if "422" in responses:
+                responses["422"]["description"] = "The request does not match the schema"
+            responses.setdefault("413", {"description": "The request body is too large"})
+            responses.setdefault("500", {"description": "An unexpected error"})
+            if "429" in responses:
+                responses["429"]["headers"] = {
+                    "Retry-After": {
+                        "description": "Seconds to wait before retrying.",
+                        "schema": {"type": "integer"},
+                    }
+                }
+            for code, response in responses.items():
+                if _is_problem(code, response):
+                    name = "ValidationProblem" if code == "422" else "ProblemDetails"
+                    response["content"] = {
+                        PROBLEM_JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                    }
+    return schema
+
+
 def install(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
@@ -150,6 +231,19 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, Problem(500, "An unexpected error occurred."))
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -160,7 +160,7 @@ async def _account_of(session: AsyncSession, user: Principal) -> UUID:
     dependencies=[Depends(json_body)],
     responses={
         200: {"description": "Already linked; nothing to do", "model": TenantPublic},
-        415: _problem("The body is not JSON"),
+        415: _problem("The body is not sent as application/json"),
         **_PROBLEMS,
     },
 )
@@ -216,7 +216,12 @@ def _decode_cursor(cursor: str) -> UUID:
 
 
 @router.get(
-    "", response_model=TenantPage, responses={400: _problem("The cursor is not valid"), **_PROBLEMS}
+    "",
+    response_model=TenantPage,
+    responses={
+        400: _problem("The cursor is not valid"),
+        **{code: answer for code, answer in _PROBLEMS.items() if code != 404},
+    },
 )
 async def list_tenants(
     user: PortalUser,
@@ -328,6 +333,7 @@ async def activate_intune_writing(
     status_code=202,
     response_model=TenantPublic,
     responses={
+        200: {"description": "Already unlinked; nothing to do", "model": TenantPublic},
         412: _problem("If-Match does not match"),
         428: _problem("If-Match is required"),
         **_PROBLEMS,
