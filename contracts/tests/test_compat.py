@@ -8,7 +8,7 @@ import pytest
 from pydantic import Field
 
 from tenantflow.contracts import compat
-from tenantflow.contracts.events import GroupUpserted
+from tenantflow.contracts.events import GroupUpserted, TenantLinkRejected
 from tenantflow.contracts.registry import EVENT_CLASSES
 
 pytestmark = pytest.mark.unit
@@ -83,3 +83,53 @@ def test_a_published_version_without_its_class_is_reported(tmp_path: Path) -> No
     assert "dev.tenantflow.gone/v1.json: published, but no event class has this version" in (
         compat.check_all(tmp_path)
     )
+
+
+def test_a_nested_field_removed_is_named_by_its_path() -> None:
+    current = compat.current_schema(GroupUpserted)
+    old = published(GroupUpserted)
+    user_actor = old["$defs"]["UserActor"]
+    old = {
+        **old,
+        "$defs": {
+            **old["$defs"],
+            "UserActor": {
+                **user_actor,
+                "properties": {**user_actor["properties"], "upn": {"type": "string"}},
+            },
+        },
+    }
+    assert compat.breaking_changes(old, current) == ["field 'actor.upn' was removed"]
+
+
+def _with_reason(schema: compat.JsonSchema, values: list[str]) -> compat.JsonSchema:
+    defs = dict(schema["$defs"])
+    defs["VerificationFailure"] = {**defs["VerificationFailure"], "enum": values}
+    return {**schema, "$defs": defs}
+
+
+def test_an_enumeration_may_gain_values_but_not_lose_one() -> None:
+    rejected = compat.current_schema(TenantLinkRejected)
+    values = rejected["$defs"]["VerificationFailure"]["enum"]
+    fewer = _with_reason(rejected, values[:-1])
+    more = _with_reason(rejected, [*values, "a_value_gone_since"])
+    assert compat.breaking_changes(fewer, rejected) == []
+    assert compat.breaking_changes(more, rejected) == [
+        "field 'reason' lost the value 'a_value_gone_since'"
+    ]
+
+
+def test_explain_names_the_event_its_version_and_the_field() -> None:
+    committed = _without(compat.current_schema(GroupUpserted), "display_name")
+    committed["properties"]["legacy"] = {"type": "string"}
+    committed["required"] = [*committed["required"], "legacy"]
+    message = compat.explain(GroupUpserted, committed)
+    assert message is not None
+    assert message.startswith(f"{GroupUpserted.event_type} v1 is published")
+    assert "field 'legacy' was removed" in message
+    assert "publish the change as v2" in message
+    additive = compat.explain(_NewOptionalField, published(GroupUpserted))
+    assert additive is not None
+    assert "new fields 'mail'" in additive
+    assert "make contracts" in additive
+    assert compat.explain(GroupUpserted, compat.current_schema(GroupUpserted)) is None

@@ -1,8 +1,8 @@
 """Regenerate the committed contract artefacts: ``make contracts``.
 
 - ``schemas/<type>/v<n>.json``: the JSON Schema of every event version. A published schema is
-  only rewritten when the change is additive; a breaking change stops here and asks for a new
-  version instead.
+  only rewritten when the change is additive; a breaking change stops the whole run before it
+  writes anything, naming the event, version and field, and asks for a new version instead.
 - ``examples/<type>/v<n>.json``: created from the fields' examples when missing, never
   overwritten (a committed example is a promise that old events still decode).
 - ``asyncapi.json``: the AsyncAPI document FastStream produces for the topics and events.
@@ -25,8 +25,6 @@ from tenantflow.contracts.registry import EVENT_CLASSES, schema_file_name
 from tenantflow.contracts.topics import TOPIC_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT / "schemas"
-EXAMPLES = ROOT / "examples"
 
 
 def _dump(document: Any) -> str:
@@ -48,28 +46,29 @@ def example_of(cls: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-def write_schemas() -> list[str]:
-    published = compat.load_published(SCHEMAS)
+def refusals(schemas: Path) -> list[str]:
+    """Why regenerating would break a published version; empty when it may go ahead."""
+    published = compat.load_published(schemas)
     problems: list[str] = []
     for cls in EVENT_CLASSES:
         name = schema_file_name(cls)
-        current = compat.current_schema(cls)
-        if name in published:
-            broken = compat.breaking_changes(published[name], current)
-            if broken:
-                problems += [
-                    f"{name}: {p} (publish v{cls.schema_version + 1} instead)" for p in broken
-                ]
-                continue
-        path = SCHEMAS / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_dump(current))
+        if name in published and compat.breaking_changes(
+            published[name], compat.current_schema(cls)
+        ):
+            problems.append(str(compat.explain(cls, published[name])))
     return problems
 
 
-def write_missing_examples(overrides: dict[str, dict[str, Any]]) -> None:
+def write_schemas(schemas: Path) -> None:
     for cls in EVENT_CLASSES:
-        path = EXAMPLES / schema_file_name(cls)
+        path = schemas / schema_file_name(cls)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_dump(compat.current_schema(cls)))
+
+
+def write_missing_examples(examples: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    for cls in EVENT_CLASSES:
+        path = examples / schema_file_name(cls)
         if path.exists():
             continue
         example = _base_example(cls) | overrides.get(cls.event_type, {})
@@ -125,15 +124,19 @@ def asyncapi_document() -> dict[str, Any]:
     return document
 
 
-def main() -> int:
-    problems = write_schemas()
-    write_missing_examples(EXAMPLE_OVERRIDES)
-    (ROOT / "asyncapi.json").write_text(_dump(asyncapi_document()))
+def main(root: Path = ROOT) -> int:
+    problems = refusals(root / "schemas")
     if problems:
         print(
-            "Breaking changes to published event versions:", *problems, sep="\n  ", file=sys.stderr
+            "Nothing was written: these changes break published event versions.",
+            *problems,
+            sep="\n  ",
+            file=sys.stderr,
         )
         return 1
+    write_schemas(root / "schemas")
+    write_missing_examples(root / "examples", EXAMPLE_OVERRIDES)
+    (root / "asyncapi.json").write_text(_dump(asyncapi_document()))
     print(f"{len(EVENT_CLASSES)} event versions: schemas, examples and asyncapi.json are current")
     return 0
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from tenantflow.contracts import compat
+from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.registry import EVENT_CLASSES, schema_file_name
 
 pytestmark = pytest.mark.unit
@@ -27,9 +29,33 @@ def generator() -> ModuleType:
 
 
 @pytest.mark.parametrize("cls", EVENT_CLASSES, ids=lambda cls: cls.event_type)
-def test_committed_schema_is_current(cls: type) -> None:
+def test_committed_schema_is_current(cls: type[EventPayload]) -> None:
     committed = json.loads((CONTRACTS / "schemas" / schema_file_name(cls)).read_text())
-    assert committed == compat.current_schema(cls), "run `make contracts` and commit the result"
+    problem = compat.explain(cls, committed)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+def test_a_refused_regeneration_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS / "schemas", root / "schemas")
+    shutil.copytree(CONTRACTS / "examples", root / "examples")
+    (root / "asyncapi.json").write_text("{}\n")  # stale: a run that went through rewrites it
+    published = root / "schemas" / "dev.tenantflow.tenant.link.rejected" / "v1.json"
+    schema = json.loads(published.read_text())
+    schema["properties"]["legacy_code"] = {"type": "string"}  # a field the model no longer has
+    published.write_text(json.dumps(schema))
+    before = {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+    assert generator().main(root) == 1
+
+    assert {path: path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
+    refusal = capsys.readouterr().err
+    assert "dev.tenantflow.tenant.link.rejected v1" in refusal
+    assert "'legacy_code' was removed" in refusal
+    assert "v2" in refusal
 
 
 def test_committed_asyncapi_is_current() -> None:
