@@ -98,10 +98,16 @@ class Tenant:
     """Assigned to it through a group."""
     plain: UUID
     """Neither."""
+    eligible: UUID
+    """Only eligible for Global Administrator (Privileged Identity Management), not active."""
 
 
-def seed(emulator: RunningEmulator, consents: dict[str, list[str]]) -> Tenant:
-    tenant = Tenant(uuid4(), uuid4(), uuid4(), uuid4(), uuid4())
+def seed(
+    emulator: RunningEmulator,
+    consents: dict[str, list[str]],
+    disabled: tuple[str, ...] = (),
+) -> Tenant:
+    tenant = Tenant(uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4())
     group = uuid4()
 
     def user(object_id: UUID, name: str, **extra: Any) -> dict[str, Any]:
@@ -122,6 +128,7 @@ def seed(emulator: RunningEmulator, consents: dict[str, list[str]]) -> Tenant:
                 user(tenant.assigned, "Assigned"),
                 user(tenant.via_group, "Member"),
                 user(tenant.plain, "Plain"),
+                user(tenant.eligible, "Eligible", eligible_roles=["Global Administrator"]),
             ],
             "groups": [
                 {
@@ -137,6 +144,7 @@ def seed(emulator: RunningEmulator, consents: dict[str, list[str]]) -> Tenant:
                     "assigned_principals": (
                         [str(tenant.assigned), str(group)] if app == "directory-connector" else []
                     ),
+                    "account_enabled": app not in disabled,
                 }
                 for app, permissions in consents.items()
             ],
@@ -204,6 +212,47 @@ async def test_a_plain_user_is_rejected(stack: Stack) -> None:
     assert body["status"] == "rejected"
     assert body["reason"] == "user_not_authorized"
     assert body["message"]
+
+
+async def test_an_eligible_global_administrator_is_refused_until_activated(
+    stack: Stack,
+) -> None:
+    tenant = seed(
+        stack.emulator,
+        {"directory-connector": [*CONNECTOR_PERMISSIONS, "RoleEligibilitySchedule.Read.Directory"]},
+    )
+    _, refused = await link(stack, tenant.id, tenant.eligible)
+    assert refused["status"] == "rejected"
+    assert refused["reason"] == "user_not_authorized"
+    assert "only eligible for the Global Administrator role" in refused["message"]
+    assert "Activate the Global Administrator role first" in refused["message"]
+    with stack.emulator.client() as control:
+        control.post(
+            f"/_emulator/tenants/{tenant.id}/directory",
+            json=[
+                {
+                    "op": "activate_role",
+                    "user_id": str(tenant.eligible),
+                    "role": "Global Administrator",
+                }
+            ],
+        ).raise_for_status()
+    _, linked = await link(stack, tenant.id, tenant.eligible)
+    assert linked["status"] == "linked"
+    assert linked["authorized_by"] == "global_administrator"
+
+
+async def test_a_disabled_connector_is_rejected_not_retried(stack: Stack) -> None:
+    tenant = seed(
+        stack.emulator,
+        {"directory-connector": CONNECTOR_PERMISSIONS},
+        disabled=("directory-connector",),
+    )
+    _, body = await link(stack, tenant.id, tenant.admin)
+    assert body["status"] == "rejected"
+    assert body["reason"] == "app_disabled"
+    assert "AADSTS7000112" in body["message"]
+    assert body["retrying"] is False
 
 
 async def test_no_consent_is_rejected_with_the_admin_consent_url(stack: Stack) -> None:
@@ -278,6 +327,29 @@ async def test_revoked_consent_shows_revoked_after_a_recheck(stack: Stack) -> No
     assert f"client_id={connector}" in revoked["admin_consent_url"]
 
 
+async def test_a_connector_disabled_after_linking_shows_revoked(stack: Stack) -> None:
+    tenant = seed(stack.emulator, {"directory-connector": CONNECTOR_PERMISSIONS})
+    _, body = await link(stack, tenant.id, tenant.admin)
+    assert body["status"] == "linked"
+    connector = stack.emulator.apps["directory-connector"]["client_id"]
+    with stack.emulator.client() as control:
+        control.post(
+            f"/_emulator/tenants/{tenant.id}/directory",
+            json=[{"op": "set_app_enabled", "app_id": connector, "account_enabled": False}],
+        ).raise_for_status()
+    token = stack.emulator.user_token(tenant.id, tenant.admin, ADMIN)
+    async with stack.client(token) as client:
+        revoked: dict[str, Any] = {}
+
+        async def is_revoked() -> bool:
+            nonlocal revoked
+            revoked = (await client.get(f"/v1/tenants/{tenant.id}")).json()
+            return bool(revoked["status"] == "revoked")
+
+        await eventually(is_revoked, within=30, what="revoked after a re-check")
+    assert revoked["reason"] == "app_disabled"
+
+
 # --- Intune writing ----------------------------------------------------------------------------
 
 
@@ -307,6 +379,22 @@ async def test_intune_writing_without_the_writer_app_is_rejected(stack: Stack) -
     assert body["intune_writing"]["status"] == "rejected"
     assert body["intune_writing"]["reason"] == "admin_consent_missing"
     assert f"client_id={writer}" in body["intune_writing"]["admin_consent_url"]
+
+
+async def test_intune_writing_with_the_writer_app_disabled_is_rejected(stack: Stack) -> None:
+    tenant = seed(
+        stack.emulator,
+        {"directory-connector": CONNECTOR_PERMISSIONS, "intune-writer": WRITER_PERMISSIONS},
+        disabled=("intune-writer",),
+    )
+    await link(stack, tenant.id, tenant.admin)
+    async with stack.client(stack.emulator.user_token(tenant.id, tenant.admin, ADMIN)) as client:
+        assert (await client.post(f"/v1/tenants/{tenant.id}/intune")).status_code == 202
+        body = await settled(client, tenant.id, "intune")
+    assert body["status"] == "linked"
+    assert body["intune_writing"]["status"] == "rejected"
+    assert body["intune_writing"]["reason"] == "app_disabled"
+    assert body["intune_writing"]["retrying"] is False
 
 
 # --- unlink ------------------------------------------------------------------------------------

@@ -294,3 +294,30 @@ def test_key_rollover(emulator: RunningEmulator) -> None:
     )
     assert result["error"] == "invalid_grant"
     assert result["error_codes"] == [50013]
+
+
+def test_a_disabled_enterprise_app_is_aadsts7000112(emulator: RunningEmulator) -> None:
+    tenant = seed_tenant(emulator, {"directory-connector": ["Directory.Read.All"]})
+    app = emulator.apps["directory-connector"]["client_id"]
+    with emulator.client() as control:
+        control.post(
+            f"/_emulator/tenants/{tenant}/directory",
+            json=[{"op": "set_app_enabled", "app_id": app, "account_enabled": False}],
+        ).raise_for_status()
+        state = control.get(f"/_emulator/tenants/{tenant}").json()
+    result = msal_app(emulator, "directory-connector", tenant).acquire_token_for_client(
+        GRAPH_DEFAULT
+    )
+    assert result["error"] == "unauthorized_client"
+    assert result["error_codes"] == [7000112]
+    assert result["error_description"].startswith(f"AADSTS7000112: Application '{app}'")
+    assert [a["account_enabled"] for a in state["enterprise_apps"]] == [False]
+    with emulator.client() as control:
+        control.post(
+            f"/_emulator/tenants/{tenant}/directory",
+            json=[{"op": "set_app_enabled", "app_id": app, "account_enabled": True}],
+        ).raise_for_status()
+    enabled = msal_app(emulator, "directory-connector", tenant).acquire_token_for_client(
+        GRAPH_DEFAULT
+    )
+    assert "access_token" in enabled

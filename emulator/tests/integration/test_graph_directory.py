@@ -253,3 +253,71 @@ def test_no_or_forged_token_is_401(contoso: Contoso) -> None:
 def test_beta_prefix_serves_the_same(contoso: Contoso) -> None:
     with contoso.graph() as graph:
         assert graph.get("/beta/organization").json()["value"][0]["id"] == str(contoso.id)
+
+
+def test_an_eligible_role_is_a_schedule_not_an_assignment(emulator: RunningEmulator) -> None:
+    tenant, eligible = uuid4(), uuid4()
+    emulator.seed(
+        {
+            "id": str(tenant),
+            "display_name": "Fabrikam",
+            "verified_domains": [f"f{tenant.hex[:8]}.example"],
+            "users": [
+                {
+                    "id": str(eligible),
+                    "display_name": "Eli",
+                    "user_principal_name": "eli@fabrikam.example",
+                    "eligible_roles": ["Global Administrator"],
+                }
+            ],
+            "enterprise_apps": [
+                {
+                    "app_id": emulator.apps["directory-connector"]["client_id"],
+                    "permissions": ["Directory.Read.All", "RoleEligibilitySchedule.Read.Directory"],
+                },
+                {
+                    "app_id": emulator.apps["intune-writer"]["client_id"],
+                    "permissions": ["Directory.Read.All"],
+                },
+            ],
+        }
+    )
+    who = {"$filter": f"principalId eq '{eligible}'"}
+    base = "/v1.0/roleManagement/directory"
+    with emulator.graph("directory-connector", str(tenant)) as graph:
+        assigned = graph.get(f"{base}/roleAssignments", params=who).json()["value"]
+        schedules = graph.get(f"{base}/roleEligibilitySchedules", params=who).json()
+        [instance] = graph.get(f"{base}/roleEligibilityScheduleInstances", params=who).json()[
+            "value"
+        ]
+    with emulator.graph("intune-writer", str(tenant)) as graph:
+        denied = graph.get(f"{base}/roleEligibilityScheduleInstances", params=who)
+    assert assigned == []  # only active assignments are listed there
+    [schedule] = schedules["value"]
+    assert schedules["@odata.context"].endswith(
+        "#roleManagement/directory/roleEligibilitySchedules"
+    )
+    assert schedule["roleDefinitionId"] == GA_TEMPLATE
+    assert schedule["directoryScopeId"] == "/"
+    assert schedule["status"] == "Provisioned"
+    assert instance["roleEligibilityScheduleId"] == schedule["id"]
+    assert instance["principalId"] == str(eligible)
+    # Directory.Read.All does not reach eligibility
+    assert denied.status_code == 403
+    assert denied.json()["error"]["code"] == "Authorization_RequestDenied"
+
+    with emulator.client() as control:
+        refused = control.post(
+            f"/_emulator/tenants/{tenant}/directory",
+            json=[{"op": "activate_role", "user_id": str(eligible), "role": "Global Reader"}],
+        )
+        control.post(
+            f"/_emulator/tenants/{tenant}/directory",
+            json=[
+                {"op": "activate_role", "user_id": str(eligible), "role": "Global Administrator"}
+            ],
+        ).raise_for_status()
+    with emulator.graph("directory-connector", str(tenant)) as graph:
+        active = graph.get(f"{base}/roleAssignments", params=who).json()["value"]
+    assert refused.status_code == 422  # not eligible for it
+    assert [a["roleDefinitionId"] for a in active] == [GA_TEMPLATE]

@@ -30,6 +30,15 @@ class VerificationFailure(StrEnum):
     USER_NOT_AUTHORIZED = "user_not_authorized"
     TENANT_NOT_FOUND = "tenant_not_found"
     TENANT_MISMATCH = "tenant_mismatch"
+    APP_DISABLED = "app_disabled"
+    """The enterprise app is disabled in the tenant (accountEnabled false, AADSTS7000112)."""
+    ACCESS_BLOCKED = "access_blocked"
+    """A tenant policy (Conditional Access for workload identities) blocks our token."""
+    APP_CREDENTIALS_INVALID = "app_credentials_invalid"
+    """Entra ID refused tenantflow's own credential for the app: an operator has to fix it."""
+    TOKEN_REFUSED = "token_refused"
+    """Entra ID refused a token for another documented permanent reason (its AADSTS code is in
+    the detail)."""
 
 
 class LinkAuthorization(StrEnum):
@@ -155,7 +164,8 @@ class ConsentRevoked(EventPayload):
         examples=["directory_connector"],
     )
     reason: VerificationFailure = Field(
-        description="admin_consent_missing or permission_missing.",
+        description="admin_consent_missing, permission_missing, app_disabled (a tenant admin "
+        "disabled the enterprise app) or access_blocked (a tenant policy blocks it).",
         examples=["admin_consent_missing"],
     )
     detail: str = Field(

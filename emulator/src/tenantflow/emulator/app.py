@@ -31,6 +31,9 @@ class ConsentGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     permissions: list[str] = Field(default_factory=list)
     display_name: str | None = None
+    account_enabled: bool | None = Field(
+        default=None, description="false disables the enterprise app; unset keeps it as it is."
+    )
 
 
 class ThrottlingSwitch(BaseModel):
@@ -113,6 +116,7 @@ class Emulator:
                     "display_name": sp.display_name,
                     "permissions": sp.permissions,
                     "assigned_principals": [str(p) for p in sp.assigned_principals],
+                    "account_enabled": sp.account_enabled,
                 }
                 for sp in tenant.service_principals.values()
             ],
@@ -180,9 +184,15 @@ class Emulator:
                 return _problem(422, f"unknown Graph application permissions {unknown}")
             known = self.apps.get(app_id)
             name = grant.display_name or (known.display_name if known else str(app_id))
-            principal = tenant.consent(app_id, name, grant.permissions)
+            principal = tenant.consent(
+                app_id, name, grant.permissions, account_enabled=grant.account_enabled
+            )
             return JSONResponse(
-                {"service_principal_id": str(principal.id), "permissions": principal.permissions}
+                {
+                    "service_principal_id": str(principal.id),
+                    "permissions": principal.permissions,
+                    "account_enabled": principal.account_enabled,
+                }
             )
 
         async def delete_consent(request: Request) -> Response:

@@ -170,6 +170,14 @@ class Entra:
                 "installed by the administrator of the tenant or consented to by any user in "
                 "the tenant. You may have sent your authentication request to the wrong tenant.",
             )
+        if not principal.account_enabled:
+            # reference-error-codes.md: AADSTS7000112 UnauthorizedClientApplicationDisabled
+            raise EntraError(
+                400,
+                "unauthorized_client",
+                7000112,
+                f"Application '{app.client_id}'({app.display_name}) is disabled.",
+            )
         now = int(time.time())
         claims: dict[str, Any] = {
             "aud": GRAPH_RESOURCE,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import jwt
 from starlette.requests import Request
@@ -39,6 +39,14 @@ DEVICES = ("Device.Read.All", *READ_DIRECTORY)
 ORGANIZATION = ("Organization.Read.All", *READ_DIRECTORY)
 APPLICATIONS = ("Application.Read.All", *READ_DIRECTORY)
 ROLES = ("RoleManagement.Read.Directory", *READ_DIRECTORY)
+ELIGIBILITY = (
+    "RoleEligibilitySchedule.Read.Directory",
+    "RoleEligibilitySchedule.ReadWrite.Directory",
+    "RoleManagement.Read.Directory",
+    "RoleManagement.Read.All",
+    "RoleManagement.ReadWrite.Directory",
+)
+"""rbacapplication-list-roleeligibilityschedule(instance)s: Directory.Read.All is not enough."""
 
 
 class GraphError(Exception):
@@ -296,7 +304,7 @@ def service_principals(tenant: Tenant) -> list[dict[str, Any]]:
             "id": str(sp.id),
             "appId": str(sp.app_id),
             "displayName": sp.display_name,
-            "accountEnabled": True,
+            "accountEnabled": sp.account_enabled,
             "appRoleAssignmentRequired": False,
             "servicePrincipalType": "Application",
             "appRoles": [],
@@ -374,6 +382,56 @@ def role_assignments(tenant: Tenant) -> list[dict[str, Any]]:
         for user in tenant.users.values()
         for template in sorted(user.role_templates(), key=str)
     ]
+
+
+def role_eligibilities(tenant: Tenant, instances: bool) -> list[dict[str, Any]]:
+    """PIM eligibilities, as Graph lists them beside (never inside) role assignments: schedules
+    (unifiedRoleEligibilitySchedule) or their current instances. Shapes from Microsoft's
+    rbacapplication-list-roleeligibilityschedules / -scheduleinstances examples; the ids and the
+    dates are ours (inferred: stable per user and role, permanent eligibility)."""
+    found = []
+    for user in tenant.users.values():
+        for template in sorted(user.eligible_role_templates(), key=str):
+            schedule_id = str(uuid5(template, f"eligibility:{user.id}"))
+            common: dict[str, Any] = {
+                "principalId": str(user.id),
+                "roleDefinitionId": str(template),
+                "directoryScopeId": "/",
+                "appScopeId": None,
+                "memberType": "Direct",
+            }
+            if instances:
+                found.append(
+                    {
+                        "id": base64.urlsafe_b64encode(template.bytes).decode().rstrip("=")
+                        + f"-{user.id}-e",
+                        **common,
+                        "startDateTime": CREATED,
+                        "endDateTime": None,
+                        "roleEligibilityScheduleId": schedule_id,
+                    }
+                )
+            else:
+                found.append(
+                    {
+                        "id": schedule_id,
+                        **common,
+                        "createdUsing": schedule_id,
+                        "createdDateTime": CREATED,
+                        "modifiedDateTime": None,
+                        "status": "Provisioned",
+                        "scheduleInfo": {
+                            "startDateTime": CREATED,
+                            "recurrence": None,
+                            "expiration": {
+                                "type": "noExpiration",
+                                "endDateTime": None,
+                                "duration": None,
+                            },
+                        },
+                    }
+                )
+    return found
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -678,6 +736,17 @@ class Graph:
                 directory_object=False,
             )
 
+        async def role_eligibility_list(request: Request, caller: Caller) -> Response:
+            caller.require(ELIGIBILITY)
+            kind = request.url.path.rsplit("/", 1)[-1]
+            return odata_list(
+                request,
+                f"roleManagement/directory/{kind}",
+                role_eligibilities(caller.tenant, instances=kind.endswith("Instances")),
+                {"principalId", "roleDefinitionId"},
+                directory_object=False,
+            )
+
         async def directory_role_members(request: Request, caller: Caller) -> Response:
             caller.require(ROLES)
             template = UUID(request.path_params["template"])
@@ -705,6 +774,13 @@ class Graph:
             *self.route("/servicePrincipals{ref:path}/appRoleAssignedTo", sp_assignments),
             *self.route("/servicePrincipals{ref:path}", sp_get),
             *self.route("/roleManagement/directory/roleAssignments", role_assignment_list),
+            *self.route(
+                "/roleManagement/directory/roleEligibilitySchedules", role_eligibility_list
+            ),
+            *self.route(
+                "/roleManagement/directory/roleEligibilityScheduleInstances",
+                role_eligibility_list,
+            ),
             *self.route(
                 "/directoryRoles(roleTemplateId='{template}')/members", directory_role_members
             ),

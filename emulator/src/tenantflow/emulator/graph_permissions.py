@@ -22,6 +22,8 @@ APP_ROLES: dict[str, UUID] = {
     "Device.Read.All": UUID("7438b122-aefc-4978-80ed-43db9fcc7715"),
     "Application.Read.All": UUID("9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30"),
     "RoleManagement.Read.Directory": UUID("483bed4a-2ad3-4361-a73b-c83ccdbdc53c"),
+    "RoleManagement.Read.All": UUID("c7fbd983-d9aa-4fa7-84b8-17382c103bc4"),
+    "RoleEligibilitySchedule.Read.Directory": UUID("ff278e11-4a33-4d0c-83d2-d01dc58929a5"),
     "GroupMember.Read.All": UUID("98830695-27a2-44f7-8c18-0c3ebc9698f6"),
 }
 

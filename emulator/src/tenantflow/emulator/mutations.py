@@ -79,6 +79,36 @@ class RemoveRole(_Op):
     role: str
 
 
+class MakeEligible(_Op):
+    """Privileged Identity Management: the user may activate ``role``, but does not hold it."""
+
+    op: Literal["make_eligible"]
+    user_id: UUID
+    role: str
+
+
+class RemoveEligibility(_Op):
+    op: Literal["remove_eligibility"]
+    user_id: UUID
+    role: str
+
+
+class ActivateRole(_Op):
+    """The user activates an eligible role: it becomes an active assignment too."""
+
+    op: Literal["activate_role"]
+    user_id: UUID
+    role: str
+
+
+class SetAppEnabled(_Op):
+    """A tenant admin enables or disables an enterprise app (its accountEnabled)."""
+
+    op: Literal["set_app_enabled"]
+    app_id: UUID
+    account_enabled: bool
+
+
 Mutation = Annotated[
     AddMember
     | RemoveMember
@@ -90,7 +120,11 @@ Mutation = Annotated[
     | AddDevice
     | DeleteDevice
     | GrantRole
-    | RemoveRole,
+    | RemoveRole
+    | MakeEligible
+    | RemoveEligibility
+    | ActivateRole
+    | SetAppEnabled,
     Field(discriminator="op"),
 ]
 MUTATIONS: TypeAdapter[list[Mutation]] = TypeAdapter(list[Mutation])
@@ -98,6 +132,7 @@ MUTATIONS: TypeAdapter[list[Mutation]] = TypeAdapter(list[Mutation])
 
 def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
     users, groups, devices = set(tenant.users), set(tenant.groups), set(tenant.devices)
+    eligible = {user.id: set(user.eligible_roles) for user in tenant.users.values()}
     for index, m in enumerate(mutations):
         where = f"mutation {index} ({m.op})"
         if isinstance(m, AddUser | AddGroup | AddDevice):
@@ -121,13 +156,24 @@ def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
                 raise ValueError(f"{where}: no group {m.group_id}")
             if isinstance(m, DeleteGroup):
                 groups.discard(m.group_id)
-        elif isinstance(m, DeleteUser | GrantRole | RemoveRole):
+        elif isinstance(
+            m, DeleteUser | GrantRole | RemoveRole | MakeEligible | RemoveEligibility | ActivateRole
+        ):
             if m.user_id not in users:
                 raise ValueError(f"{where}: no user {m.user_id}")
             if isinstance(m, DeleteUser):
                 users.discard(m.user_id)
             elif m.role not in DIRECTORY_ROLE_TEMPLATES:
                 raise ValueError(f"{where}: unknown role {m.role!r}")
+            elif isinstance(m, ActivateRole) and m.role not in eligible.get(m.user_id, set()):
+                raise ValueError(f"{where}: {m.role!r} is not eligible for {m.user_id}")
+            elif isinstance(m, MakeEligible):
+                eligible.setdefault(m.user_id, set()).add(m.role)
+            elif isinstance(m, RemoveEligibility):
+                eligible.setdefault(m.user_id, set()).discard(m.role)
+        elif isinstance(m, SetAppEnabled):
+            if m.app_id not in tenant.service_principals:
+                raise ValueError(f"{where}: app {m.app_id} has no service principal here")
         elif isinstance(m, DeleteDevice):
             if m.device_id not in devices:
                 raise ValueError(f"{where}: no device {m.device_id}")
@@ -171,10 +217,16 @@ def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
             del tenant.devices[m.device_id]
             _drop_memberships(tenant, m.device_id)
             tenant.record("devices", m.device_id, removed="deleted")
-        elif isinstance(m, GrantRole | RemoveRole):
+        elif isinstance(m, GrantRole | RemoveRole | ActivateRole):
             user = tenant.users[m.user_id]
             roles = [r for r in user.directory_roles if r != m.role]
-            user.directory_roles = [*roles, m.role] if isinstance(m, GrantRole) else roles
+            user.directory_roles = roles if isinstance(m, RemoveRole) else [*roles, m.role]
+        elif isinstance(m, MakeEligible | RemoveEligibility):
+            user = tenant.users[m.user_id]
+            roles = [r for r in user.eligible_roles if r != m.role]
+            user.eligible_roles = [*roles, m.role] if isinstance(m, MakeEligible) else roles
+        elif isinstance(m, SetAppEnabled):
+            tenant.service_principals[m.app_id].account_enabled = m.account_enabled
 
 
 def _drop_memberships(tenant: Tenant, object_id: UUID) -> None:

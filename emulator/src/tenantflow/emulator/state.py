@@ -22,10 +22,16 @@ class SeedUser(_Seed):
     user_principal_name: str
     directory_roles: list[str] = Field(
         default_factory=list,
-        description="Directory role names (e.g. 'Global Administrator') or role template ids.",
+        description="Active directory roles: names (e.g. 'Global Administrator') or role "
+        "template ids. Graph lists them as role assignments.",
+    )
+    eligible_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles the user is only eligible for (Privileged Identity Management), "
+        "until activated: Graph lists them as role eligibility schedules, not assignments.",
     )
 
-    @field_validator("directory_roles")
+    @field_validator("directory_roles", "eligible_roles")
     @classmethod
     def _known_roles(cls, roles: list[str]) -> list[str]:
         known = set(DIRECTORY_ROLE_TEMPLATES) | {str(t) for t in DIRECTORY_ROLE_TEMPLATES.values()}
@@ -35,7 +41,11 @@ class SeedUser(_Seed):
         return roles
 
     def role_templates(self) -> set[UUID]:
+        """The roles the user holds actively."""
         return {DIRECTORY_ROLE_TEMPLATES.get(role) or UUID(role) for role in self.directory_roles}
+
+    def eligible_role_templates(self) -> set[UUID]:
+        return {DIRECTORY_ROLE_TEMPLATES.get(role) or UUID(role) for role in self.eligible_roles}
 
 
 class SeedGroup(_Seed):
@@ -95,6 +105,11 @@ class SeedEnterpriseApp(_Seed):
     assigned_principals: list[UUID] = Field(
         default_factory=list, description="Users and groups assigned to the enterprise app."
     )
+    account_enabled: bool = Field(
+        default=True,
+        description="false: a tenant admin disabled the enterprise app; Entra ID then refuses "
+        "it tokens (AADSTS7000112).",
+    )
 
     @field_validator("permissions")
     @classmethod
@@ -151,6 +166,7 @@ class ServicePrincipal:
     display_name: str
     permissions: list[str]
     assigned_principals: list[UUID]
+    account_enabled: bool = True
 
 
 @dataclass
@@ -218,7 +234,9 @@ class Tenant:
         permissions: list[str],
         assigned: list[UUID] | None = None,
         sp_id: UUID | None = None,
+        account_enabled: bool | None = None,
     ) -> ServicePrincipal:
+        """Grant (or re-grant) ``app_id`` its permissions; what is not given is kept."""
         existing = self.service_principals.get(app_id)
         principal = ServicePrincipal(
             id=sp_id or (existing.id if existing else uuid5(self.id, f"sp:{app_id}")),
@@ -229,6 +247,11 @@ class Tenant:
                 assigned
                 if assigned is not None
                 else (existing.assigned_principals if existing else [])
+            ),
+            account_enabled=(
+                account_enabled
+                if account_enabled is not None
+                else (existing.account_enabled if existing else True)
             ),
         )
         self.service_principals[app_id] = principal
@@ -287,6 +310,7 @@ class Tenant:
                 app.permissions,
                 app.assigned_principals,
                 app.service_principal_id,
+                app.account_enabled,
             )
         return tenant
 

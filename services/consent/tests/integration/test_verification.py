@@ -9,7 +9,13 @@ from uuid import UUID, uuid4
 import pytest
 
 from tenantflow.consent.graph import AppCredentials, GraphClient
-from tenantflow.consent.verification import Rejected, Verified, verify
+from tenantflow.consent.verification import (
+    ELIGIBLE_GLOBAL_ADMINISTRATOR,
+    NOT_AUTHORIZED,
+    Rejected,
+    Verified,
+    verify,
+)
 from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
 from tenantflow.emulator.testing import RunningEmulator
 
@@ -24,9 +30,15 @@ WRITER_NEEDS = [
 
 
 class Tenant:
-    def __init__(self, emulator: RunningEmulator, consents: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        emulator: RunningEmulator,
+        consents: dict[str, list[str]],
+        disabled: frozenset[str] = frozenset(),
+    ) -> None:
         self.id = uuid4()
         self.admin, self.direct, self.via_group, self.plain = (uuid4() for _ in range(4))
+        self.eligible = uuid4()
         self.group = uuid4()
         assigned = [str(self.direct), str(self.group)]
         emulator.seed(
@@ -56,6 +68,12 @@ class Tenant:
                         "display_name": "Plain",
                         "user_principal_name": "p@c.example",
                     },
+                    {
+                        "id": str(self.eligible),
+                        "display_name": "Eligible",
+                        "user_principal_name": "e@c.example",
+                        "eligible_roles": ["Global Administrator"],
+                    },
                 ],
                 "groups": [
                     {
@@ -69,6 +87,7 @@ class Tenant:
                         "app_id": emulator.apps[name]["client_id"],
                         "permissions": permissions,
                         "assigned_principals": assigned if name == "directory-connector" else [],
+                        "account_enabled": name not in disabled,
                     }
                     for name, permissions in consents.items()
                 ],
@@ -238,3 +257,87 @@ async def test_throttled_graph_calls_are_retried_after_retry_after(
         with emulator.client() as control:
             control.delete("/_emulator/faults")
     assert isinstance(result, Verified)
+
+
+PIM = "RoleEligibilitySchedule.Read.Directory"
+
+
+@pytest.mark.parametrize("can_read_eligibility", [True, False])
+async def test_an_eligible_global_administrator_must_activate_first(
+    emulator: RunningEmulator, graph: GraphClient, can_read_eligibility: bool
+) -> None:
+    granted = [*CONNECTOR_NEEDS, PIM] if can_read_eligibility else CONNECTOR_NEEDS
+    tenant = Tenant(emulator, {"directory-connector": granted})
+    app = credentials(emulator, "directory-connector")
+    result = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, tenant.eligible)
+    plain = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, tenant.plain)
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.USER_NOT_AUTHORIZED
+    assert "activate" in result.detail.lower()
+    assert result.detail == (
+        ELIGIBLE_GLOBAL_ADMINISTRATOR if can_read_eligibility else NOT_AUTHORIZED
+    )
+    assert isinstance(plain, Rejected)
+    assert plain.detail == NOT_AUTHORIZED
+    with emulator.client() as control:
+        control.post(
+            f"/_emulator/tenants/{tenant.id}/directory",
+            json=[
+                {
+                    "op": "activate_role",
+                    "user_id": str(tenant.eligible),
+                    "role": "Global Administrator",
+                }
+            ],
+        ).raise_for_status()
+    activated = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, tenant.eligible)
+    assert isinstance(activated, Verified)
+    assert activated.authorized_by is LinkAuthorization.GLOBAL_ADMINISTRATOR
+
+
+@pytest.mark.parametrize("app_name", ["directory-connector", "intune-writer"])
+async def test_a_disabled_enterprise_app_is_rejected_not_retried(
+    emulator: RunningEmulator, graph: GraphClient, app_name: str
+) -> None:
+    tenant = Tenant(
+        emulator,
+        {"directory-connector": CONNECTOR_NEEDS, "intune-writer": WRITER_NEEDS},
+        disabled=frozenset({app_name}),
+    )
+    writer = credentials(emulator, "intune-writer")
+    connector = credentials(emulator, "directory-connector")
+    result = await verify(graph, writer, tenant.id, WRITER_NEEDS, tenant.admin, connector)
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.APP_DISABLED
+    assert "AADSTS7000112" in result.detail
+    assert "enable" in result.detail
+
+
+async def test_an_app_disabled_after_its_token_was_issued_is_rejected(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    app = credentials(emulator, "directory-connector")
+    assert isinstance(await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None), Verified)
+    with emulator.client() as control:
+        control.post(
+            f"/_emulator/tenants/{tenant.id}/directory",
+            json=[
+                {"op": "set_app_enabled", "app_id": str(app.client_id), "account_enabled": False}
+            ],
+        ).raise_for_status()
+    result = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None)  # the cached token
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.APP_DISABLED
+
+
+async def test_our_own_credential_refused_is_a_verdict_naming_it(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
+    wrong = AppCredentials(UUID(emulator.apps["directory-connector"]["client_id"]), "not-it")
+    result = await verify(graph, wrong, tenant.id, CONNECTOR_NEEDS, tenant.admin)
+    assert isinstance(result, Rejected)
+    assert result.reason is VerificationFailure.APP_CREDENTIALS_INVALID
+    assert "AADSTS7000215" in result.detail
+    assert "tenantflow's operators" in result.detail

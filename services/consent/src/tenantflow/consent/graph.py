@@ -1,5 +1,12 @@
 """Entra ID tokens (MSAL, one app instance per tenant, token cache in memory) and Graph calls
-that honour Retry-After on 429/503/504 and surface what stays transient as TransientError."""
+that honour Retry-After on 429/503/504 and surface what stays transient as TransientError.
+
+A token request Entra ID refuses is classified by its AADSTS code, as Microsoft documents them
+(MicrosoftDocs/entra-docs, docs/identity-platform/reference-error-codes.md @04f6554, and
+shared/reference/graph-wire-formats.md §6 for 7000229): only server errors, timeouts and
+throttling are transient; every other refusal is a verdict (TokenRefused) with its reason, so a
+verification ends instead of retrying for ever.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +28,83 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tenantflow.bus.errors import TransientError
+from tenantflow.contracts.events import VerificationFailure as Failure
 
 RETRYABLE = {429, 500, 502, 503, 504}
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 
+REFUSALS: dict[int, Failure] = {
+    # the app is not in the tenant: never consented, or its enterprise app was deleted
+    700016: Failure.ADMIN_CONSENT_MISSING,  # UnauthorizedClient_DoesNotMatchRequest
+    7000229: Failure.ADMIN_CONSENT_MISSING,  # missing service principal
+    65001: Failure.ADMIN_CONSENT_MISSING,  # DelegationDoesNotExist
+    90094: Failure.ADMIN_CONSENT_MISSING,  # AdminConsentRequired
+    # the tenant
+    90002: Failure.TENANT_NOT_FOUND,  # InvalidTenantName
+    90038: Failure.TENANT_NOT_FOUND,  # NationalCloudTenantRedirection: in another cloud
+    # a tenant admin disabled the enterprise app (accountEnabled false)
+    7000112: Failure.APP_DISABLED,  # UnauthorizedClientApplicationDisabled
+    70001: Failure.APP_DISABLED,  # UnauthorizedClient: the application is disabled
+    1000031: Failure.APP_DISABLED,  # the application can't be accessed at this time
+    # a tenant policy blocks the app's token (Conditional Access for workload identities)
+    53003: Failure.ACCESS_BLOCKED,  # BlockedByConditionalAccess
+    530032: Failure.ACCESS_BLOCKED,  # BlockedByConditionalAccessOnSecurityPolicy
+    # tenantflow's own credential for the app: an operator has to fix it
+    7000215: Failure.APP_CREDENTIALS_INVALID,  # invalid client secret
+    7000222: Failure.APP_CREDENTIALS_INVALID,  # client secret expired
+    70002: Failure.APP_CREDENTIALS_INVALID,  # InvalidClient
+    7000218: Failure.APP_CREDENTIALS_INVALID,  # neither client_assertion nor client_secret
+    700025: Failure.APP_CREDENTIALS_INVALID,  # the client is public
+    700027: Failure.APP_CREDENTIALS_INVALID,  # client assertion failed signature validation
+    700030: Failure.APP_CREDENTIALS_INVALID,  # certificate subject name not authorized
+    50012: Failure.APP_CREDENTIALS_INVALID,  # AuthenticationFailed (the client assertion)
+    50048: Failure.APP_CREDENTIALS_INVALID,  # SubjectMismatchesIssuer in the client assertion
+    # not in Microsoft's table, but what Entra ID answers for an assertion outside its validity
+    700024: Failure.APP_CREDENTIALS_INVALID,
+}
+"""AADSTS codes a client-credentials token request can meet that retrying cannot change."""
 
-class ConsentMissing(Exception):
-    """Entra answered AADSTS700016: the app has no service principal in the tenant."""
+TRANSIENT_AADSTS = frozenset(
+    {
+        50000,  # TokenIssuanceError: an issue with the sign-in service
+        50033,  # RetryableError
+        50196,  # LoopDetected: too many identical requests; throttling
+        90006,  # ExternalServerRetryableError
+        90012,  # RequestTimeout
+        90024,  # RequestBudgetExceededError
+        90033,  # MsodsServiceUnavailable
+        90055,  # TenantThrottlingError
+        90090,  # GraphRetryableError
+        90091,  # GraphServiceUnreachable
+    }
+)
+TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 
 
-class TenantNotFound(Exception):
-    """Entra answered AADSTS90002."""
+class TokenRefused(Exception):
+    """Entra ID refused the app a token for a reason retrying cannot change."""
+
+    def __init__(self, reason: Failure, code: int | None, description: str) -> None:
+        super().__init__(f"AADSTS{code}: {description}" if code else description)
+        self.reason, self.code, self.description = reason, code, description
+
+
+def classify_token_error(result: dict[str, Any]) -> TokenRefused | TransientError:
+    """What an error answer from the token endpoint means (MSAL hands 4xx answers over as
+    dicts; it raises for 5xx)."""
+    codes = [code for code in result.get("error_codes", []) if isinstance(code, int)]
+    error = result.get("error")
+    description = str(result.get("error_description", "")).split("\r\n")[0][:500]
+    for code in codes:
+        if code in REFUSALS:
+            return TokenRefused(REFUSALS[code], code, description)
+    if (
+        set(codes) & TRANSIENT_AADSTS
+        or not isinstance(error, str)
+        or error in TRANSIENT_OAUTH_ERRORS
+    ):
+        return TransientError(f"Entra ID failed transiently: {error}: {description}")
+    return TokenRefused(Failure.TOKEN_REFUSED, codes[0] if codes else None, description or error)
 
 
 class GraphCallFailed(Exception):
@@ -149,15 +222,10 @@ class GraphClient:
             raise
         except ValueError as exc:  # MSAL: the tenant's discovery document was refused (90002)
             self._msal.pop((credentials.client_id, tenant), None)
-            raise TenantNotFound(str(exc)) from exc
+            raise TokenRefused(Failure.TENANT_NOT_FOUND, 90002, str(exc)) from exc
         if "access_token" in result:
             return str(result["access_token"])
-        codes = result.get("error_codes", [])
-        if 700016 in codes or 7000229 in codes:
-            raise ConsentMissing(result.get("error_description", ""))
-        if 90002 in codes:
-            raise TenantNotFound(result.get("error_description", ""))
-        raise TransientError(f"no token: {result.get('error')}: {result.get('error_description')}")
+        raise classify_token_error(result)
 
     async def request(self, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}

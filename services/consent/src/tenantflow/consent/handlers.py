@@ -56,7 +56,14 @@ WRITER_PERMISSIONS = [
     "DeviceManagementManagedDevices.Read.All",
     "Organization.Read.All",
 ]
-REVOKING = (VerificationFailure.ADMIN_CONSENT_MISSING, VerificationFailure.PERMISSION_MISSING)
+REVOKING = (
+    VerificationFailure.ADMIN_CONSENT_MISSING,
+    VerificationFailure.PERMISSION_MISSING,
+    VerificationFailure.APP_DISABLED,
+    VerificationFailure.ACCESS_BLOCKED,
+)
+"""What a re-check finds that the tenant decided: the link (or Intune writing) is revoked. A
+refusal of tenantflow's own credential is not one: it would revoke every tenant at once."""
 SERVICE = ServiceActor(service="consent")
 RETRY_TRANSIENT_CHECK_S = 60.0
 

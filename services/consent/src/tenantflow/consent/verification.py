@@ -4,19 +4,16 @@ first failure, in the order: token, organization, permissions, user."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from uuid import UUID
 
 import jwt
 
-from tenantflow.consent.graph import (
-    AppCredentials,
-    ConsentMissing,
-    GraphCallFailed,
-    GraphClient,
-    TenantNotFound,
-)
+from tenantflow.consent.graph import AppCredentials, GraphCallFailed, GraphClient, TokenRefused
 from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
+
+log = logging.getLogger(__name__)
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
@@ -45,6 +42,39 @@ def token_roles(token: str) -> set[str]:
     return set(claims.get("roles", []))
 
 
+def refusal(exc: TokenRefused, consent_url: str, whose: str = "The enterprise app") -> Rejected:
+    """A rejection that says what the token refusal means and who can do something about it."""
+    code = f" (AADSTS{exc.code})" if exc.code else ""
+    if exc.reason is VerificationFailure.ADMIN_CONSENT_MISSING:
+        return Rejected(
+            exc.reason, f"{whose} is not consented in this tenant.", admin_consent_url=consent_url
+        )
+    if exc.reason is VerificationFailure.TENANT_NOT_FOUND:
+        return Rejected(exc.reason, f"Entra ID does not know this tenant{code}.")
+    if exc.reason is VerificationFailure.APP_DISABLED:
+        return Rejected(
+            exc.reason,
+            f"{whose} is disabled in this tenant{code}. A Global Administrator can enable "
+            "it again (Enterprise applications, Properties, 'Enabled for users to sign in'), "
+            "then ask again.",
+        )
+    if exc.reason is VerificationFailure.ACCESS_BLOCKED:
+        return Rejected(
+            exc.reason,
+            f"A policy of this tenant blocks {whose.lower()}'s sign-in{code}, for example "
+            "Conditional Access for workload identities. A Global Administrator has to exempt "
+            "it, then ask again.",
+        )
+    if exc.reason is VerificationFailure.APP_CREDENTIALS_INVALID:
+        log.error("Entra ID refused tenantflow's own credential: %s", exc)
+        return Rejected(
+            exc.reason,
+            f"Entra ID refused tenantflow's own credential for {whose.lower()}{code}. This "
+            "is for tenantflow's operators to fix, not for the tenant: ask again later.",
+        )
+    return Rejected(exc.reason, f"Entra ID refused {whose.lower()} a token: {exc}"[:1000])
+
+
 def admin_consent_url(login_base_url: str, tenant_id: UUID, client_id: UUID) -> str:
     return (
         f"{login_base_url}/{tenant_id}/v2.0/adminconsent?client_id={client_id}"
@@ -69,14 +99,8 @@ async def verify(
     consent_url = admin_consent_url(graph.login_base_url, tenant_id, app.client_id)
     try:
         token = await graph.token(app, str(tenant_id))
-    except ConsentMissing:
-        return Rejected(
-            VerificationFailure.ADMIN_CONSENT_MISSING,
-            "The enterprise app is not consented in this tenant.",
-            admin_consent_url=consent_url,
-        )
-    except TenantNotFound:
-        return Rejected(VerificationFailure.TENANT_NOT_FOUND, "Entra ID does not know this tenant.")
+    except TokenRefused as exc:
+        return refusal(exc, consent_url)
 
     try:
         organization = (await graph.request(token, "GET", "/v1.0/organization"))["value"]
@@ -103,14 +127,11 @@ async def verify(
     if directory_reader is not None:
         try:
             token = await graph.token(directory_reader, str(tenant_id))
-        except ConsentMissing:
-            return Rejected(
-                VerificationFailure.ADMIN_CONSENT_MISSING,
-                "The directory connector, which reads the directory for tenantflow, is not "
-                "consented in this tenant.",
-                admin_consent_url=admin_consent_url(
-                    graph.login_base_url, tenant_id, directory_reader.client_id
-                ),
+        except TokenRefused as exc:
+            return refusal(
+                exc,
+                admin_consent_url(graph.login_base_url, tenant_id, directory_reader.client_id),
+                "The directory connector, which reads the directory for tenantflow,",
             )
 
     ours = (
@@ -118,7 +139,10 @@ async def verify(
             token,
             "GET",
             "/v1.0/servicePrincipals",
-            params={"$filter": f"appId eq '{app.client_id}'", "$select": "id,appId"},
+            params={
+                "$filter": f"appId eq '{app.client_id}'",
+                "$select": "id,appId,accountEnabled",
+            },
         )
     )["value"]
     if not ours:
@@ -126,6 +150,12 @@ async def verify(
             VerificationFailure.ADMIN_CONSENT_MISSING,
             "The enterprise app has no service principal in this tenant.",
             admin_consent_url=consent_url,
+        )
+    if ours[0].get("accountEnabled") is False:
+        # Entra ID refuses a disabled app its token (AADSTS7000112); a token issued just before
+        # it was disabled still works for up to an hour, so the flag is checked too
+        return refusal(
+            TokenRefused(VerificationFailure.APP_DISABLED, None, "accountEnabled is false"), ""
         )
     our_sp = ours[0]["id"]
     graph_sp = await graph.request(
@@ -158,8 +188,7 @@ async def verify(
     if authorized is None:
         return Rejected(
             VerificationFailure.USER_NOT_AUTHORIZED,
-            "The user is neither a Global Administrator of the tenant nor assigned "
-            "to the enterprise app.",
+            await _not_authorized_detail(graph, token, user_object_id),
         )
     return Verified(verified.display_name, default_domain, granted, authorized)
 
@@ -203,3 +232,41 @@ async def _authorization(
         if member_of:
             return LinkAuthorization.APP_ASSIGNMENT_THROUGH_GROUP
     return None
+
+
+ELIGIBLE_GLOBAL_ADMINISTRATOR = (
+    "The user is only eligible for the Global Administrator role (Privileged Identity "
+    "Management), not active in it, and is not assigned to the enterprise app. Activate the "
+    "Global Administrator role first, then ask again while it is active."
+)
+NOT_AUTHORIZED = (
+    "The user is neither an active Global Administrator of the tenant nor assigned to the "
+    "enterprise app. A Global Administrator role that is only eligible (Privileged Identity "
+    "Management) has to be activated first."
+)
+
+
+async def _not_authorized_detail(graph: GraphClient, token: str, user: UUID) -> str:
+    """Why the user may not link: say so plainly when the Global Administrator role is only
+    eligible. Reading eligibility needs RoleEligibilitySchedule.Read.Directory (or
+    RoleManagement.Read.Directory), which Directory.Read.All does not include; without it the
+    message still says that an eligible role must be activated."""
+    try:
+        eligible = (
+            await graph.request(
+                token,
+                "GET",
+                "/v1.0/roleManagement/directory/roleEligibilityScheduleInstances",
+                params={"$filter": f"principalId eq '{user}'"},
+            )
+        )["value"]
+    except GraphCallFailed as exc:
+        if exc.status in (401, 403):
+            return NOT_AUTHORIZED
+        raise
+    if any(
+        e.get("roleDefinitionId") == GLOBAL_ADMINISTRATOR and e.get("directoryScopeId") == "/"
+        for e in eligible
+    ):
+        return ELIGIBLE_GLOBAL_ADMINISTRATOR
+    return NOT_AUTHORIZED
