@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tenantflow.bus.settings import ServiceSettings
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,16 @@ def test_services_build_from_the_repo_and_wait_for_healthy_infra(
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
     assert "@postgres:5432/" in env["DATABASE_URL"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_docker_waits_longer_than_a_service_takes_to_stop(
+    compose: dict[str, Any], name: str
+) -> None:
+    """Docker sends SIGKILL after stop_grace_period; the service exits within its own grace."""
+    grace = compose["services"][name]["stop_grace_period"]
+    seconds = float(re.fullmatch(r"(\d+)s", grace).group(1))  # type: ignore[union-attr]
+    assert seconds > ServiceSettings().shutdown_grace_seconds
 
 
 @pytest.mark.parametrize("name", WORKERS)

@@ -36,7 +36,7 @@ class VerificationFailure(StrEnum):
     """A tenant policy (Conditional Access for workload identities) blocks our token."""
     APP_CREDENTIALS_INVALID = "app_credentials_invalid"
     """Entra ID refused tenantflow's own credential for the app: an operator has to fix it."""
-    TOKEN_REFUSED = "token_refused"
+    TOKEN_REFUSED = "token_refused"  # noqa: S105 - a reason, not a secret
     """Entra ID refused a token for another documented permanent reason (its AADSTS code is in
     the detail)."""
 

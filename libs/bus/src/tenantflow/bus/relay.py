@@ -9,6 +9,9 @@
   tenant's state locks that tenant's row first, which makes id order the commit order per tenant.
 - Publish, then mark. A crash in between republishes the rows: a duplicate that consumers'
   inboxes drop, never a loss.
+- Stopping is bounded: with the broker gone, the producer's flush never completes, so ``stop``
+  gives up after its timeout. What was not acknowledged is not marked, and the next relay sends
+  it again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from tenantflow.bus.bounded import bounded
 from tenantflow.bus.broker import producer_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.tables import bus_tables
@@ -40,6 +44,9 @@ class RelaySettings:
     retry_backoff_s: float = 1.0
     retain_published_days: int = 7
     purge_every_s: float = 3600.0
+    close_timeout_s: float = 5.0
+    """At most this long for the producer's flush and the connection's close when a relay run
+    ends: with the broker gone, the flush never completes."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        self.in_flight = 0
+        """Rows sent and not yet acknowledged."""
         self.is_leader = False
         self.last_error: BaseException | None = None
         # schema is a checked identifier (bus_tables), never user input
@@ -88,13 +97,13 @@ class OutboxRelay:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def stop(self) -> None:
+    async def stop(self, within_s: float = 10.0) -> None:
+        """Stop relaying, waiting at most ``within_s`` seconds, whatever Kafka does."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        task, self._task = self._task, None
+        task.cancel()
+        await bounded(task, within_s, f"outbox relay for {self._tables.schema}: stop")
 
     async def run(self) -> None:
         """Relay until cancelled, reconnecting to PostgreSQL and Kafka after failures."""
@@ -126,10 +135,11 @@ class OutboxRelay:
             await self._relay(connection, producer)
         finally:
             self.is_leader = False
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            with contextlib.suppress(Exception):
-                await connection.close()
+            self.in_flight = 0
+            limit, where = self.settings.close_timeout_s, f"outbox relay for {self._tables.schema}"
+            if not await bounded(producer.stop(), limit, f"{where}: flush"):
+                await bounded(_discard(producer), limit, f"{where}: discarding the producer")
+            await bounded(connection.close(), limit, f"{where}: close")
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
@@ -182,14 +192,28 @@ class OutboxRelay:
     async def publish(self, producer: AIOKafkaProducer, rows: Sequence[OutboxRow]) -> None:
         """Send every row, then wait for every acknowledgement. Sends are queued in id order;
         aiokafka keeps one request in flight per partition, so each partition keeps it."""
+        self.in_flight = len(rows)
         deliveries = [
             await producer.send(row.topic, value=row.value, key=row.key, headers=row.headers)
             for row in rows
         ]
         await asyncio.gather(*deliveries)
+        self.in_flight = 0
 
     async def mark_published(self, connection: asyncpg.Connection, ids: list[int]) -> None:
         await connection.execute(self._mark, ids)
+
+
+async def _discard(producer: AIOKafkaProducer) -> None:
+    """End a producer whose flush cannot complete (the broker is gone), so its tasks do not
+    outlive it. aiokafka has no abort: these are its internals, looked up defensively, so a
+    change there leaves the tasks behind rather than failing the stop."""
+    sender = getattr(producer, "_sender", None)
+    if sender is not None and hasattr(sender, "close"):
+        await sender.close()
+    client = getattr(producer, "client", None)
+    if client is not None:
+        await client.close()
 
 
 def _json(value: Any) -> Any:

@@ -3,7 +3,10 @@
 Start: migrate the service's schema, create missing topics, start the outbox relay, start the
 broker (which starts the consumers), then the background loops. Stop (SIGTERM): the background
 loops first, then the broker, so no new message is taken and the one in hand finishes; then the
-relay; then the database pool.
+relay; then the database pool. Every stop step is bounded and the whole stop ends within
+``stop_timeout_s`` (plus a moment per step left when it runs out), whatever Kafka or PostgreSQL
+do: a step that hangs is given up, and what it did not finish is redone by the next start
+(unacknowledged outbox rows stay unmarked, uncommitted offsets are redelivered to the inbox).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tenantflow.bus.bounded import bounded
 from tenantflow.bus.broker import make_broker
 from tenantflow.bus.consumer import ConsumerSettings, EventConsumer
 from tenantflow.bus.db import asyncpg_dsn, create_engine, migrate, session_factory
@@ -28,6 +32,8 @@ from tenantflow.bus.topics import ensure_topics
 from tenantflow.contracts.topics import Topic
 
 log = logging.getLogger(__name__)
+
+MIN_STEP_S = 0.5
 
 
 @dataclass
@@ -41,6 +47,8 @@ class ServiceRuntime:
     relay_settings: RelaySettings = field(default_factory=RelaySettings)
     consumer_settings: ConsumerSettings = field(default_factory=ConsumerSettings)
     create_topics: bool = True
+    stop_timeout_s: float = 10.0
+    """How long ``stop`` may take in all."""
 
     def __post_init__(self) -> None:
         self.engine: AsyncEngine = create_engine(self.database)
@@ -92,6 +100,7 @@ class ServiceRuntime:
             kafka=settings.kafka,
             database=settings.database,
             create_topics=settings.create_topics,
+            stop_timeout_s=settings.stop_timeout_seconds,
         )
 
     def consumer(self, group: str, *topics: Topic) -> EventConsumer:
@@ -122,20 +131,29 @@ class ServiceRuntime:
         log.info("%s started", self.service)
 
     async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_timeout_s
+
+        def left() -> float:
+            # a step that comes after the time ran out still gets a moment to close cleanly
+            return max(deadline - loop.time(), MIN_STEP_S)
+
         self.started = False
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await bounded(asyncio.gather(*self._tasks, return_exceptions=True), left(), "loops")
         self._tasks = []
         for consumer in self.consumers:  # what is processed by now is not redelivered
-            await consumer.offsets.commit_pending()
-        await self.broker.stop()
+            await bounded(consumer.offsets.commit_pending(), left(), f"{consumer.name}: commit")
+        await bounded(self.broker.stop(), left(), f"{self.service}: broker stop")
         for consumer in self.consumers:
-            await consumer.offsets.close()
-        await self.relay.stop()
+            await bounded(consumer.offsets.close(), left(), f"{consumer.name}: close")
+        await self.relay.stop(left())
         for close in self._closers:
-            await close()
-        await self.engine.dispose()
+            await bounded(
+                close(), left(), f"{self.service}: {getattr(close, '__qualname__', close)}"
+            )
+        await bounded(self.engine.dispose(), left(), f"{self.service}: database pool")
         log.info("%s stopped", self.service)
 
     async def readiness(self) -> dict[str, Any]:

@@ -80,5 +80,17 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     create_topics: bool = True
     """Create missing topics from the contracts at start-up (off where an operator owns them)."""
+    shutdown_grace_seconds: float = Field(default=20.0, ge=2.0, le=600.0)
+    """On SIGTERM the process exits within this, whatever Kafka or PostgreSQL do: requests in
+    flight get a quarter of it, stopping the service half, and a watchdog ends the process when
+    it is over."""
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+
+    @property
+    def http_drain_seconds(self) -> float:
+        return self.shutdown_grace_seconds / 4
+
+    @property
+    def stop_timeout_seconds(self) -> float:
+        return self.shutdown_grace_seconds / 2

@@ -7,6 +7,7 @@ Obtained, in order, from KAFKA_HOME; from Maven Central through mvn into a user 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -326,6 +327,18 @@ class KafkaBroker:
         if not self.log_file.exists():
             return ""
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the broker at once, as a crash or a lost machine would (chaos tests)."""
+        if not self.pid_file.exists():
+            return
+        pid = int(self.pid_file.read_text())
+        if owns_process(pid, str(self.workdir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.pid_file.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 60.0) -> None:
         if not self.pid_file.exists():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tenantflow.devinfra.processes import free_port
+from tenantflow.devinfra.processes import die_with_parent, free_port
 from tenantflow.devinfra.testing import eventually
 from tenantflow.emulator.testing import RunningEmulator
 
@@ -89,6 +89,8 @@ async def service_process(
             env=env,
             stdout=sink,
             stderr=asyncio.subprocess.STDOUT,
+            # a test run that dies without cleaning up leaves no service behind
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
     running = ServiceProcess(service, f"http://127.0.0.1:{port}", process, log)
     try:
