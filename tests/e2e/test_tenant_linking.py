@@ -169,6 +169,21 @@ async def settled(client: httpx.AsyncClient, tenant: UUID, field: str = "status"
     return body
 
 
+async def until_revoked(stack: Stack, tenant: Tenant) -> dict[str, Any]:
+    """The tenant once a re-check revoked its link."""
+    token = stack.emulator.user_token(tenant.id, tenant.admin, ADMIN)
+    async with stack.client(token) as client:
+        revoked: dict[str, Any] = {}
+
+        async def is_revoked() -> bool:
+            nonlocal revoked
+            revoked = (await client.get(f"/v1/tenants/{tenant.id}")).json()
+            return bool(revoked["status"] == "revoked")
+
+        await eventually(is_revoked, within=30, what="revoked after a re-check")
+    return revoked
+
+
 async def link(stack: Stack, tenant: UUID, user: UUID) -> tuple[httpx.Response, dict[str, Any]]:
     async with stack.client(stack.emulator.user_token(tenant, user, ADMIN)) as client:
         response = await client.post("/v1/tenants", json={"tenant_id": str(tenant)})
@@ -226,17 +241,10 @@ async def test_an_eligible_global_administrator_is_refused_until_activated(
     assert refused["reason"] == "user_not_authorized"
     assert "only eligible for the Global Administrator role" in refused["message"]
     assert "Activate the Global Administrator role first" in refused["message"]
-    with stack.emulator.client() as control:
-        control.post(
-            f"/_emulator/tenants/{tenant.id}/directory",
-            json=[
-                {
-                    "op": "activate_role",
-                    "user_id": str(tenant.eligible),
-                    "role": "Global Administrator",
-                }
-            ],
-        ).raise_for_status()
+    stack.emulator.change_directory(
+        tenant.id,
+        {"op": "activate_role", "user_id": str(tenant.eligible), "role": "Global Administrator"},
+    ).raise_for_status()
     _, linked = await link(stack, tenant.id, tenant.eligible)
     assert linked["status"] == "linked"
     assert linked["authorized_by"] == "global_administrator"
@@ -313,16 +321,7 @@ async def test_revoked_consent_shows_revoked_after_a_recheck(stack: Stack) -> No
     connector = stack.emulator.apps["directory-connector"]["client_id"]
     with stack.emulator.client() as control:
         control.delete(f"/_emulator/tenants/{tenant.id}/consents/{connector}").raise_for_status()
-    token = stack.emulator.user_token(tenant.id, tenant.admin, ADMIN)
-    async with stack.client(token) as client:
-        revoked: dict[str, Any] = {}
-
-        async def is_revoked() -> bool:
-            nonlocal revoked
-            revoked = (await client.get(f"/v1/tenants/{tenant.id}")).json()
-            return bool(revoked["status"] == "revoked")
-
-        await eventually(is_revoked, within=30, what="revoked after a re-check")
+    revoked = await until_revoked(stack, tenant)
     assert revoked["reason"] == "admin_consent_missing"
     assert f"client_id={connector}" in revoked["admin_consent_url"]
 
@@ -332,21 +331,10 @@ async def test_a_connector_disabled_after_linking_shows_revoked(stack: Stack) ->
     _, body = await link(stack, tenant.id, tenant.admin)
     assert body["status"] == "linked"
     connector = stack.emulator.apps["directory-connector"]["client_id"]
-    with stack.emulator.client() as control:
-        control.post(
-            f"/_emulator/tenants/{tenant.id}/directory",
-            json=[{"op": "set_app_enabled", "app_id": connector, "account_enabled": False}],
-        ).raise_for_status()
-    token = stack.emulator.user_token(tenant.id, tenant.admin, ADMIN)
-    async with stack.client(token) as client:
-        revoked: dict[str, Any] = {}
-
-        async def is_revoked() -> bool:
-            nonlocal revoked
-            revoked = (await client.get(f"/v1/tenants/{tenant.id}")).json()
-            return bool(revoked["status"] == "revoked")
-
-        await eventually(is_revoked, within=30, what="revoked after a re-check")
+    stack.emulator.change_directory(
+        tenant.id, {"op": "set_app_enabled", "app_id": connector, "account_enabled": False}
+    ).raise_for_status()
+    revoked = await until_revoked(stack, tenant)
     assert revoked["reason"] == "app_disabled"
 
 

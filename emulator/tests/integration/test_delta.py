@@ -51,8 +51,7 @@ class Directory:
         return self.emulator.graph("directory-connector", self.tenant)
 
     def mutate(self, *mutations: dict[str, Any]) -> httpx.Response:
-        with self.emulator.client() as client:
-            return client.post(f"/_emulator/tenants/{self.tenant}/directory", json=list(mutations))
+        return self.emulator.change_directory(self.tenant, *mutations)
 
 
 def relative(link: str) -> str:

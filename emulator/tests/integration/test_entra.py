@@ -299,11 +299,10 @@ def test_key_rollover(emulator: RunningEmulator) -> None:
 def test_a_disabled_enterprise_app_is_aadsts7000112(emulator: RunningEmulator) -> None:
     tenant = seed_tenant(emulator, {"directory-connector": ["Directory.Read.All"]})
     app = emulator.apps["directory-connector"]["client_id"]
+    emulator.change_directory(
+        tenant, {"op": "set_app_enabled", "app_id": app, "account_enabled": False}
+    ).raise_for_status()
     with emulator.client() as control:
-        control.post(
-            f"/_emulator/tenants/{tenant}/directory",
-            json=[{"op": "set_app_enabled", "app_id": app, "account_enabled": False}],
-        ).raise_for_status()
         state = control.get(f"/_emulator/tenants/{tenant}").json()
     result = msal_app(emulator, "directory-connector", tenant).acquire_token_for_client(
         GRAPH_DEFAULT
@@ -312,11 +311,9 @@ def test_a_disabled_enterprise_app_is_aadsts7000112(emulator: RunningEmulator) -
     assert result["error_codes"] == [7000112]
     assert result["error_description"].startswith(f"AADSTS7000112: Application '{app}'")
     assert [a["account_enabled"] for a in state["enterprise_apps"]] == [False]
-    with emulator.client() as control:
-        control.post(
-            f"/_emulator/tenants/{tenant}/directory",
-            json=[{"op": "set_app_enabled", "app_id": app, "account_enabled": True}],
-        ).raise_for_status()
+    emulator.change_directory(
+        tenant, {"op": "set_app_enabled", "app_id": app, "account_enabled": True}
+    ).raise_for_status()
     enabled = msal_app(emulator, "directory-connector", tenant).acquire_token_for_client(
         GRAPH_DEFAULT
     )

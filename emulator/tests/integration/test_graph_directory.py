@@ -306,17 +306,12 @@ def test_an_eligible_role_is_a_schedule_not_an_assignment(emulator: RunningEmula
     assert denied.status_code == 403
     assert denied.json()["error"]["code"] == "Authorization_RequestDenied"
 
-    with emulator.client() as control:
-        refused = control.post(
-            f"/_emulator/tenants/{tenant}/directory",
-            json=[{"op": "activate_role", "user_id": str(eligible), "role": "Global Reader"}],
-        )
-        control.post(
-            f"/_emulator/tenants/{tenant}/directory",
-            json=[
-                {"op": "activate_role", "user_id": str(eligible), "role": "Global Administrator"}
-            ],
-        ).raise_for_status()
+    refused = emulator.change_directory(
+        tenant, {"op": "activate_role", "user_id": str(eligible), "role": "Global Reader"}
+    )
+    emulator.change_directory(
+        tenant, {"op": "activate_role", "user_id": str(eligible), "role": "Global Administrator"}
+    ).raise_for_status()
     with emulator.graph("directory-connector", str(tenant)) as graph:
         active = graph.get(f"{base}/roleAssignments", params=who).json()["value"]
     assert refused.status_code == 422  # not eligible for it

@@ -35,6 +35,12 @@ class RunningEmulator:
         if response.status_code != 201:
             raise AssertionError(f"seeding failed: {response.status_code} {response.text}")
 
+    def change_directory(self, tenant: object, *mutations: dict[str, Any]) -> httpx.Response:
+        """Apply directory mutations (see ``mutations.py``) to ``tenant``, all or none; the
+        control plane's answer (422 when one does not apply)."""
+        with self.client() as client:
+            return client.post(f"/_emulator/tenants/{tenant}/directory", json=list(mutations))
+
     def seed_tenant_with_admin(
         self, consents: Mapping[str, list[str]], display_name: str = "Contoso"
     ) -> tuple[UUID, UUID]:

@@ -279,17 +279,10 @@ async def test_an_eligible_global_administrator_must_activate_first(
     )
     assert isinstance(plain, Rejected)
     assert plain.detail == NOT_AUTHORIZED
-    with emulator.client() as control:
-        control.post(
-            f"/_emulator/tenants/{tenant.id}/directory",
-            json=[
-                {
-                    "op": "activate_role",
-                    "user_id": str(tenant.eligible),
-                    "role": "Global Administrator",
-                }
-            ],
-        ).raise_for_status()
+    emulator.change_directory(
+        tenant.id,
+        {"op": "activate_role", "user_id": str(tenant.eligible), "role": "Global Administrator"},
+    ).raise_for_status()
     activated = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, tenant.eligible)
     assert isinstance(activated, Verified)
     assert activated.authorized_by is LinkAuthorization.GLOBAL_ADMINISTRATOR
@@ -319,13 +312,9 @@ async def test_an_app_disabled_after_its_token_was_issued_is_rejected(
     tenant = Tenant(emulator, {"directory-connector": CONNECTOR_NEEDS})
     app = credentials(emulator, "directory-connector")
     assert isinstance(await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None), Verified)
-    with emulator.client() as control:
-        control.post(
-            f"/_emulator/tenants/{tenant.id}/directory",
-            json=[
-                {"op": "set_app_enabled", "app_id": str(app.client_id), "account_enabled": False}
-            ],
-        ).raise_for_status()
+    emulator.change_directory(
+        tenant.id, {"op": "set_app_enabled", "app_id": str(app.client_id), "account_enabled": False}
+    ).raise_for_status()
     result = await verify(graph, app, tenant.id, CONNECTOR_NEEDS, None)  # the cached token
     assert isinstance(result, Rejected)
     assert result.reason is VerificationFailure.APP_DISABLED

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import jwt
@@ -193,6 +194,14 @@ async def verify(
     return Verified(verified.display_name, default_domain, granted, authorized)
 
 
+def _tenant_wide_global_administrator(roles: list[dict[str, Any]]) -> bool:
+    """Whether role assignments (or eligibilities) hold Global Administrator for the tenant."""
+    return any(
+        r.get("roleDefinitionId") == GLOBAL_ADMINISTRATOR and r.get("directoryScopeId") == "/"
+        for r in roles
+    )
+
+
 async def _authorization(
     graph: GraphClient, token: str, our_sp: str, user: UUID
 ) -> LinkAuthorization | None:
@@ -204,10 +213,7 @@ async def _authorization(
             params={"$filter": f"principalId eq '{user}'"},
         )
     )["value"]
-    if any(
-        r.get("roleDefinitionId") == GLOBAL_ADMINISTRATOR and r.get("directoryScopeId") == "/"
-        for r in roles
-    ):
+    if _tenant_wide_global_administrator(roles):
         return LinkAuthorization.GLOBAL_ADMINISTRATOR
     assigned = (
         await graph.request(token, "GET", f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignedTo")
@@ -264,9 +270,6 @@ async def _not_authorized_detail(graph: GraphClient, token: str, user: UUID) -> 
         if exc.status in (401, 403):
             return NOT_AUTHORIZED
         raise
-    if any(
-        e.get("roleDefinitionId") == GLOBAL_ADMINISTRATOR and e.get("directoryScopeId") == "/"
-        for e in eligible
-    ):
+    if _tenant_wide_global_administrator(eligible):
         return ELIGIBLE_GLOBAL_ADMINISTRATOR
     return NOT_AUTHORIZED
