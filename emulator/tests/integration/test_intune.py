@@ -228,7 +228,9 @@ def test_intune_writes_are_throttled_at_100_per_20_seconds(intune: Intune) -> No
         statuses = [graph.patch(url, json={"notes": str(n)}).status_code for n in range(100)]
         # the bucket refills at 5 writes a second while these run: on a slow machine a few
         # more pass before the first 429, never more than the time taken allows
-        for extra in range(1, 1000):
+        extra = 0
+        while extra < 1000:
+            extra += 1
             throttled = graph.patch(url, json={"notes": "one too many"})
             if throttled.status_code != 204:
                 break
