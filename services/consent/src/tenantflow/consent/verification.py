@@ -62,9 +62,9 @@ def refusal(exc: TokenRefused, consent_url: str, whose: str = "The enterprise ap
     if exc.reason is VerificationFailure.ACCESS_BLOCKED:
         return Rejected(
             exc.reason,
-            f"A policy of this tenant blocks {whose.lower()}'s sign-in{code}, for example "
-            "Conditional Access for workload identities. A Global Administrator has to exempt "
-            "it, then ask again.",
+            f"A policy of this tenant blocks the sign-in of {whose.lower()}{code}, for "
+            "example Conditional Access for workload identities. A Global Administrator has to "
+            "exempt it, then ask again.",
         )
     if exc.reason is VerificationFailure.APP_CREDENTIALS_INVALID:
         log.error("Entra ID refused tenantflow's own credential: %s", exc)
@@ -132,7 +132,7 @@ async def verify(
             return refusal(
                 exc,
                 admin_consent_url(graph.login_base_url, tenant_id, directory_reader.client_id),
-                "The directory connector, which reads the directory for tenantflow,",
+                "The directory connector (which reads the directory for tenantflow)",
             )
 
     ours = (
