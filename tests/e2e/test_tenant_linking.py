@@ -556,3 +556,29 @@ async def test_unknown_body_fields_are_refused(stack: Stack) -> None:
     assert response.status_code == 422
     assert response.json()["errors"][0]["location"] == ["body", "status"]
     assert listing["items"] == []
+
+
+async def _body(total: int) -> AsyncIterator[bytes]:
+    yield b'{"tenant_id": "' + str(uuid4()).encode() + b'", "pad": "'
+    for _ in range(total // 65536):
+        yield b"x" * 65536
+    yield b'"}'
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_huge_body_is_413_over_the_wire(stack: Stack, framing: str) -> None:
+    tenant = seed(stack.emulator, {"directory-connector": CONNECTOR_PERMISSIONS})
+    token = stack.emulator.user_token(tenant.id, tenant.admin, ADMIN)
+    size = 20 << 20
+    async with stack.client(token) as client:
+        if framing == "chunked":
+            response = await client.post(
+                "/v1/tenants", content=_body(size), headers={"content-type": "application/json"}
+            )
+        else:
+            body = b"".join([chunk async for chunk in _body(size)])
+            response = await client.post(
+                "/v1/tenants", content=body, headers={"content-type": "application/json"}
+            )
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"

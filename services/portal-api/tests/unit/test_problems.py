@@ -141,24 +141,37 @@ def assert_too_large(response: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "request_kwargs"),
+    ("case", "request_kwargs", "closes"),
     [
-        ("declared", {"content": b"{" + b" " * (LIMIT + 1) + b"}"}),
-        ("chunked, no length", {"content": Streamed(20 * 1024 * 1024)}),
+        # read to its end (within 32 times the limit): the connection stays usable
+        ("declared", {"content": b"{" + b" " * (LIMIT + 1) + b"}"}, False),
+        ("chunked, within the drain", {"content": Streamed(2 * LIMIT)}, False),
+        # past what is worth reading: answered, and the connection closed
+        ("chunked, no length", {"content": Streamed(20 * 1024 * 1024)}, True),
         (
             "a length that understates it",
             {"content": Streamed(20 * 1024 * 1024), "headers": {"content-length": "64"}},
+            True,
+        ),
+        (
+            "declared, the client waiting for 100-continue",
+            {
+                "content": b"{" + b" " * (LIMIT + 1) + b"}",
+                "headers": {"expect": "100-continue"},
+            },
+            True,
         ),
     ],
 )
 async def test_a_body_over_the_limit_is_refused_before_parsing(
-    client: httpx.AsyncClient, case: str, request_kwargs: dict[str, Any]
+    client: httpx.AsyncClient, case: str, request_kwargs: dict[str, Any], closes: bool
 ) -> None:
     handled.clear()
     headers = {"content-type": "application/json", **request_kwargs.pop("headers", {})}
     response = await client.post("/v1/tenants", headers=headers, **request_kwargs)
     assert_too_large(response)
     assert handled == []
+    assert (response.headers.get("connection") == "close") is closes
 
 
 async def test_a_body_within_the_limit_reaches_the_route(client: httpx.AsyncClient) -> None:

@@ -254,23 +254,31 @@ def install(app: FastAPI) -> None:
 class BodyLimit:
     """Refuses a request body over ``max_bytes`` with 413 before anything parses it.
 
-    A declared Content-Length over the limit is refused without reading the body; otherwise the
+    A declared Content-Length over the limit is refused without keeping the body; otherwise the
     body is read as it streams in (chunked, or a Content-Length that understates it) and refused
     as soon as it passes the limit, so at most ``max_bytes`` of it is ever held. What is read is
     handed on to the application unchanged.
+
+    Before answering 413, the rest of the body is read and dropped (up to ``drain_bytes``): a
+    client that is still sending would otherwise see the connection reset instead of the answer.
+    A client that asked ``Expect: 100-continue`` has not sent it, and is answered at once.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_factor: int = 32) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_bytes = max_bytes * drain_factor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"").strip()
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"").strip()
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            drained = not waiting and int(declared) <= self.drain_bytes
+            await self._refuse(scope, receive, send, drained and await self._drain(receive, 0))
             return
         chunks: list[bytes] = []
         size = 0
@@ -281,7 +289,10 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
+                more = message.get("more_body", False)
+                await self._refuse(
+                    scope, receive, send, not more or await self._drain(receive, size)
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -298,12 +309,23 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _drain(self, receive: Receive, size: int) -> bool:
+        """Read and drop the rest of the body; whether it all came (within ``drain_bytes``)."""
+        while size <= self.drain_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return False
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+        return False
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, drained: bool) -> None:
         problem = Problem(
             413,
             f"The request body is larger than {self.max_bytes} bytes.",
-            # the rest of the body is not read: the connection cannot be reused
-            headers={"Connection": "close"},
+            # a body not read to its end leaves the connection unusable
+            headers={} if drained else {"Connection": "close"},
             max_bytes=self.max_bytes,
         )
         await problem_response(Request(scope), problem)(scope, receive, send)
