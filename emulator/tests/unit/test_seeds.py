@@ -30,6 +30,13 @@ def test_demo_tenants_are_valid_and_stable() -> None:
         u for u in contoso.users.values() if GLOBAL_ADMINISTRATOR_TEMPLATE in u.role_templates()
     ]
     assert len(admins) == 1
+    eligible = [
+        u
+        for u in contoso.users.values()
+        if GLOBAL_ADMINISTRATOR_TEMPLATE in u.eligible_role_templates()
+    ]
+    assert len(eligible) == 1
+    assert GLOBAL_ADMINISTRATOR_TEMPLATE not in eligible[0].role_templates()
 
 
 def test_synthetic_tenant_sizes() -> None:

@@ -107,8 +107,9 @@ def synthetic_tenant(
     consented: dict[str, list[str]] | None = None,
     settings: EmulatorSettings | None = None,
 ) -> dict[str, Any]:
-    """A tenant with ``users`` users (the first a Global Administrator), ``groups`` groups
-    (department groups nesting smaller team groups) and ``devices`` devices."""
+    """A tenant with ``users`` users (the first a Global Administrator, the second only eligible
+    for it), ``groups`` groups (department groups nesting smaller team groups) and ``devices``
+    devices."""
     rng = random.Random(seed)  # noqa: S311 - seed data, not security
     settings = settings or EmulatorSettings()
     apps = {app.name: app for app in settings.apps().values()}
@@ -121,6 +122,8 @@ def synthetic_tenant(
             + (f" {n}" if n >= len(FIRST) * len(LAST) else ""),
             "user_principal_name": f"user{n:05}@{domain}",
             "directory_roles": ["Global Administrator"] if n == 0 else [],
+            # Privileged Identity Management: eligible, not active until activated
+            "eligible_roles": ["Global Administrator"] if n == 1 else [],
         }
         for n in range(users)
     ]
@@ -196,7 +199,8 @@ def synthetic_tenant(
 
 
 def demo_tenants(settings: EmulatorSettings | None = None) -> list[dict[str, Any]]:
-    """Contoso consented both apps with every permission tenantflow needs; Fabrikam none."""
+    """Contoso consented both apps with every permission tenantflow needs (and the connector
+    may read role eligibility, so its eligible admin is told to activate); Fabrikam none."""
     contoso = synthetic_tenant(
         CONTOSO,
         "Contoso",
@@ -205,7 +209,7 @@ def demo_tenants(settings: EmulatorSettings | None = None) -> list[dict[str, Any
         groups=40,
         devices=350,
         consented={
-            "directory-connector": ["Directory.Read.All"],
+            "directory-connector": ["Directory.Read.All", "RoleEligibilitySchedule.Read.Directory"],
             "intune-writer": [
                 "DeviceManagementApps.ReadWrite.All",
                 "DeviceManagementManagedDevices.Read.All",
