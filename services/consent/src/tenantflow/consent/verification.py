@@ -194,6 +194,21 @@ async def verify(
     return Verified(verified.display_name, default_domain, granted, authorized)
 
 
+async def _roles_of(
+    graph: GraphClient, token: str, collection: str, user: UUID
+) -> list[dict[str, Any]]:
+    """The user's entries in roleManagement/directory/``collection``: the roles they hold
+    (roleAssignments: active ones only) or may activate (roleEligibilityScheduleInstances)."""
+    found = await graph.request(
+        token,
+        "GET",
+        f"/v1.0/roleManagement/directory/{collection}",
+        params={"$filter": f"principalId eq '{user}'"},
+    )
+    entries: list[dict[str, Any]] = found["value"]
+    return entries
+
+
 def _tenant_wide_global_administrator(roles: list[dict[str, Any]]) -> bool:
     """Whether role assignments (or eligibilities) hold Global Administrator for the tenant."""
     return any(
@@ -205,15 +220,7 @@ def _tenant_wide_global_administrator(roles: list[dict[str, Any]]) -> bool:
 async def _authorization(
     graph: GraphClient, token: str, our_sp: str, user: UUID
 ) -> LinkAuthorization | None:
-    roles = (
-        await graph.request(
-            token,
-            "GET",
-            "/v1.0/roleManagement/directory/roleAssignments",
-            params={"$filter": f"principalId eq '{user}'"},
-        )
-    )["value"]
-    if _tenant_wide_global_administrator(roles):
+    if _tenant_wide_global_administrator(await _roles_of(graph, token, "roleAssignments", user)):
         return LinkAuthorization.GLOBAL_ADMINISTRATOR
     assigned = (
         await graph.request(token, "GET", f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignedTo")
@@ -258,14 +265,7 @@ async def _not_authorized_detail(graph: GraphClient, token: str, user: UUID) -> 
     RoleManagement.Read.Directory), which Directory.Read.All does not include; without it the
     message still says that an eligible role must be activated."""
     try:
-        eligible = (
-            await graph.request(
-                token,
-                "GET",
-                "/v1.0/roleManagement/directory/roleEligibilityScheduleInstances",
-                params={"$filter": f"principalId eq '{user}'"},
-            )
-        )["value"]
+        eligible = await _roles_of(graph, token, "roleEligibilityScheduleInstances", user)
     except GraphCallFailed as exc:
         if exc.status in (401, 403):
             return NOT_AUTHORIZED
