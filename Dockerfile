@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY contracts/pyproject.toml contracts/
 COPY libs/bus/pyproject.toml libs/bus/
+COPY libs/graph/pyproject.toml libs/graph/
 COPY libs/devinfra/pyproject.toml libs/devinfra/
 COPY services/portal-api/pyproject.toml services/portal-api/
 COPY services/consent/pyproject.toml services/consent/
@@ -22,9 +23,10 @@ COPY emulator/pyproject.toml emulator/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "tenantflow-${SERVICE}"
 
-# Step 2: our own packages (contracts, bus, the service or the emulator) and migrations.
+# Step 2: our own packages (contracts, bus, graph, the service or the emulator) and migrations.
 COPY contracts contracts
 COPY libs/bus libs/bus
+COPY libs/graph libs/graph
 COPY ${PACKAGE_DIR} ${PACKAGE_DIR}
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package "tenantflow-${SERVICE}"

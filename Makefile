@@ -1,7 +1,7 @@
 # tenantflow: `make setup` once, then `make run` or `make test`.
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST = $(UV) run --frozen pytest
-SRC = contracts/src libs/bus/src libs/devinfra/src services/portal-api/src services/consent/src \
+SRC = contracts/src libs/bus/src libs/graph/src libs/devinfra/src services/portal-api/src services/consent/src \
       services/directory-sync/src services/intune-writer/src emulator/src
 
 .PHONY: setup run test test-unit test-integration test-e2e lint format contracts bench infra-up infra-down clean

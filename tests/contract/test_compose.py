@@ -102,5 +102,14 @@ def test_dockerfile_syncs_dependencies_in_two_steps() -> None:
     assert "--no-install-workspace" in syncs[0]
     assert "--frozen" in syncs[0]
     assert "--frozen" in syncs[1]
-    for member in ("contracts", "libs/bus", "emulator", *(f"services/{s}" for s in SERVICES)):
+    members = (
+        "contracts",
+        "libs/bus",
+        "libs/graph",
+        "emulator",
+        *(f"services/{s}" for s in SERVICES),
+    )
+    for member in members:
         assert f"COPY {member}/pyproject.toml" in dockerfile, member
+    for library in ("contracts", "libs/bus", "libs/graph"):  # what the services import
+        assert f"COPY {library} {library}" in dockerfile, library

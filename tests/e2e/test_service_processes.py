@@ -9,20 +9,24 @@ import httpx
 import pytest
 
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.services import SERVICES, service_process
+from tenantflow.devinfra.services import SERVICES, emulated_microsoft, service_process
+from tenantflow.emulator.testing import RunningEmulator
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 async def test_service_starts_ready_and_stops_on_sigterm(
-    service: str, infra: RunningInfra, tmp_path: Path
+    service: str, infra: RunningInfra, emulator: RunningEmulator, tmp_path: Path
 ) -> None:
     environment = {
         "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
         "DATABASE_URL": infra.database_url,
     }
-    async with service_process(service, tmp_path / "service.log", environment) as running:
+    # consent refuses the emulator's demo secrets with Microsoft's endpoints: point it at the
+    # emulator, as make run does
+    settings = emulated_microsoft(emulator).get(service)
+    async with service_process(service, tmp_path / "service.log", environment, settings) as running:
         async with httpx.AsyncClient(base_url=running.url) as client:
             health = await client.get("/healthz")
             assert health.status_code == 200

@@ -8,7 +8,6 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from tenantflow.consent.graph import AppCredentials, GraphClient
 from tenantflow.consent.verification import (
     ELIGIBLE_GLOBAL_ADMINISTRATOR,
     NOT_AUTHORIZED,
@@ -18,6 +17,8 @@ from tenantflow.consent.verification import (
 )
 from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
 from tenantflow.emulator.testing import RunningEmulator
+from tenantflow.graph.client import GraphClient
+from tenantflow.graph.credentials import AppCredentials
 
 pytestmark = pytest.mark.integration
 

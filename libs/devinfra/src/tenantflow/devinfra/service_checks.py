@@ -13,12 +13,14 @@ from tenantflow.bus.settings import DatabaseSettings, ServiceSettings
 
 
 def check_settings_from_environment(
-    settings_class: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch
+    settings_class: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch, **own: str
 ) -> None:
     """The service's prefix and the shared KAFKA_* / DATABASE_* variables are read; bad values
-    fail at start-up."""
+    fail at start-up. ``own`` are further settings of the service, without its prefix."""
     prefix = settings_class.model_config.get("env_prefix", "")
     assert prefix.startswith("TENANTFLOW_"), prefix
+    for name, value in own.items():
+        monkeypatch.setenv(f"{prefix}{name}", value)
     monkeypatch.setenv(f"{prefix}PORT", "9123")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
     monkeypatch.setenv("DATABASE_URL", "postgresql://app@db:5432/tenantflow")

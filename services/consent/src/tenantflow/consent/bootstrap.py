@@ -8,9 +8,10 @@ from pydantic import SecretStr
 
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.consent import handlers
-from tenantflow.consent.graph import AppCredentials, GraphClient
 from tenantflow.consent.models import SCHEMA
 from tenantflow.consent.settings import Settings
+from tenantflow.graph.client import GraphClient
+from tenantflow.graph.credentials import AppCredentials
 
 SERVICE = "consent"
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"

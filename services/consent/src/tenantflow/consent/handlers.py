@@ -26,7 +26,6 @@ from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import is_transient
 from tenantflow.bus.runtime import ServiceRuntime
-from tenantflow.consent.graph import AppCredentials, GraphClient
 from tenantflow.consent.models import LinkedTenant
 from tenantflow.consent.settings import Settings
 from tenantflow.consent.verification import Rejected, Verified, verify
@@ -47,6 +46,8 @@ from tenantflow.contracts.events import (
     VerificationFailure,
 )
 from tenantflow.contracts.topics import Topic
+from tenantflow.graph.client import GraphClient
+from tenantflow.graph.credentials import AppCredentials
 
 log = logging.getLogger(__name__)
 

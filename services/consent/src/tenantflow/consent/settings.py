@@ -5,19 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tenantflow.bus.settings import ServiceSettings
+from tenantflow.graph.settings import MicrosoftEndpoints
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, MicrosoftEndpoints):
     model_config = SettingsConfigDict(env_prefix="TENANTFLOW_CONSENT_", env_nested_delimiter="__")
-
-    login_base_url: str = "https://login.microsoftonline.com"
-    graph_base_url: str = "https://graph.microsoft.com"
-    ca_bundle: Path | None = None
-    """A CA to trust besides the system's (the emulator's in development)."""
     directory_connector_client_id: UUID = UUID("5e3ce6c0-2b1f-4285-8d4b-75ee78787346")
     directory_connector_secret: SecretStr | None = SecretStr("demo-directory-connector-secret")
     directory_connector_certificate: Path | None = None
@@ -36,3 +32,16 @@ class Settings(ServiceSettings):
     reported_recheck_min_seconds: float = Field(default=30.0, ge=0)
     """A reported 401/403 re-checks at once, unless the tenant was checked this recently: a
     burst of failures from many writers costs one check."""
+
+    @model_validator(mode="after")
+    def _no_demo_secret_for_microsoft(self) -> Settings:
+        # a configured certificate is used instead of the secret
+        self.refuse_demo_secrets(
+            directory_connector_secret=None
+            if self.directory_connector_certificate
+            else self.directory_connector_secret,
+            intune_writer_secret=None
+            if self.intune_writer_certificate
+            else self.intune_writer_secret,
+        )
+        return self

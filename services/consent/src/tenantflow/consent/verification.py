@@ -11,8 +11,10 @@ from uuid import UUID
 
 import jwt
 
-from tenantflow.consent.graph import AppCredentials, GraphCallFailed, GraphClient, TokenRefused
 from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
+from tenantflow.graph.client import GraphClient
+from tenantflow.graph.credentials import AppCredentials
+from tenantflow.graph.errors import GraphCallFailed, TokenRefused
 
 log = logging.getLogger(__name__)
 

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
-from pathlib import Path
 from uuid import UUID
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tenantflow.bus.settings import ServiceSettings
+from tenantflow.graph.settings import EntraEndpoint
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, EntraEndpoint):
     model_config = SettingsConfigDict(env_prefix="TENANTFLOW_PORTAL_", env_nested_delimiter="__")
 
     client_id: UUID = UUID("c7b1e2d3-4f5a-4b6c-8d7e-9f0a1b2c3d4e")
     """The portal API's multi-tenant app registration; tokens must be issued to it."""
     app_id_uri: str | None = None
     """Also accepted as audience; default api://{client_id}."""
-    login_base_url: str = "https://login.microsoftonline.com"
-    """Entra ID's host (the emulator's URL in development)."""
     issuer_template: str = "https://login.microsoftonline.com/{tenantid}/v2.0"
     """The v2 issuer with the token's own tid put in; exact match required."""
-    ca_bundle: Path | None = None
-    """A CA to trust for Entra ID besides the system's (the emulator's CA in development)."""
     clock_skew_seconds: int = Field(default=120, ge=0, le=600)
     jwks_min_refresh_seconds: float = Field(default=60.0, ge=1.0)
     """An unknown kid refetches the keys at most this often: no refetch storm."""

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tenantflow.bus.errors import TransientError, is_transient
-from tenantflow.consent.graph import REFUSALS, TokenRefused, classify_token_error
 from tenantflow.contracts.events import VerificationFailure
+from tenantflow.graph.errors import REFUSALS, TokenRefused, classify_token_error
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,1 @@
+"""Microsoft Graph access shared by the services that call it (imported, never run)."""

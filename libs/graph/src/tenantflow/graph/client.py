@@ -1,0 +1,170 @@
+"""Entra ID tokens and Microsoft Graph requests for the services that call Graph.
+
+Tokens: MSAL, one app instance per (enterprise app, tenant), its token cache in memory only,
+forgotten on demand. Requests: a timeout on each; transient failures (5xx, timeouts, dropped
+connections) retried with jittered exponential backoff; a 429 raised as ``Throttled`` with its
+Retry-After and scope by ``send``, for callers that schedule their work; ``request`` is the
+convenience policy that waits a 429 out, for callers that do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+import msal
+import requests
+
+from tenantflow.bus.errors import TransientError
+from tenantflow.contracts.events import VerificationFailure as Failure
+from tenantflow.graph.credentials import AppCredentials
+from tenantflow.graph.errors import (
+    GraphCallFailed,
+    Throttled,
+    TokenRefused,
+    classify_token_error,
+    graph_error,
+    retry_after_seconds,
+)
+
+GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+MICROSOFT_LOGIN = "https://login.microsoftonline.com"
+SERVER_ERRORS = frozenset({500, 502, 503, 504})
+
+
+class _VerifyingSession(requests.Session):
+    """requests lets REQUESTS_CA_BUNDLE override a session's own ``verify``; passing it on each
+    request keeps the CA we were given."""
+
+    def __init__(self, verify: str | bool) -> None:
+        super().__init__()
+        self._verify = verify
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("verify", self._verify)
+        return super().request(*args, **kwargs)
+
+
+@dataclass
+class GraphClient:
+    login_base_url: str
+    graph_base_url: str
+    ca_bundle: str | None
+    attempts: int = 4
+    backoff_s: float = 0.5
+    """The first retry waits up to this (full jitter), each next one up to twice as long."""
+    timeout_s: float = 30.0
+    random: random.Random = field(default_factory=random.Random)
+    transport: httpx.AsyncBaseTransport | None = None
+    """For tests: where requests go instead of the network."""
+    _msal: dict[tuple[UUID, str], msal.ConfidentialClientApplication] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._verify: str | bool = self.ca_bundle or True
+        self._http = httpx.AsyncClient(
+            base_url=self.graph_base_url,
+            timeout=self.timeout_s,
+            verify=ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True,
+            transport=self.transport,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # --- tokens --------------------------------------------------------------------------
+
+    def _app(self, credentials: AppCredentials, tenant: str) -> msal.ConfidentialClientApplication:
+        key = (credentials.client_id, tenant)
+        if key not in self._msal:
+            self._msal[key] = msal.ConfidentialClientApplication(
+                str(credentials.client_id),
+                client_credential=credentials.for_msal(),
+                authority=f"{self.login_base_url}/{tenant}",
+                instance_discovery=self.login_base_url == MICROSOFT_LOGIN,
+                http_client=_VerifyingSession(self._verify),
+            )
+        return self._msal[key]
+
+    def forget_tokens(self, tenant: str) -> None:
+        """Drop cached tokens for ``tenant``: a re-check must ask Entra again, since a revoked
+        consent leaves earlier tokens valid until they expire."""
+        for key in [key for key in self._msal if key[1] == tenant]:
+            del self._msal[key]
+
+    async def token(self, credentials: AppCredentials, tenant: str) -> str:
+        try:
+            app = await asyncio.to_thread(self._app, credentials, tenant)
+            result = await asyncio.to_thread(app.acquire_token_for_client, [GRAPH_DEFAULT_SCOPE])
+        except requests.RequestException as exc:
+            self._msal.pop((credentials.client_id, tenant), None)
+            raise TransientError(f"Entra ID unreachable: {exc}") from exc
+        except msal.exceptions.MsalServiceError as exc:
+            # MSAL raises (rather than returning an error) when Entra answers 5xx or 429 without
+            # a token response: an outage, not a verdict
+            self._msal.pop((credentials.client_id, tenant), None)
+            status = re.search(r"HTTP Error: (\d+)", str(exc))
+            if status and (int(status.group(1)) >= 500 or int(status.group(1)) == 429):
+                raise TransientError(f"Entra ID failed: {exc}") from exc
+            raise
+        except ValueError as exc:  # MSAL: the tenant's discovery document was refused (90002)
+            self._msal.pop((credentials.client_id, tenant), None)
+            raise TokenRefused(Failure.TENANT_NOT_FOUND, 90002, str(exc)) from exc
+        if "access_token" in result:
+            return str(result["access_token"])
+        raise classify_token_error(result)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: anywhere up to ``backoff_s * 2 ** (attempt - 1)``, so retries spread out."""
+        return self.random.uniform(0, self.backoff_s * 2 ** (attempt - 1))
+
+    async def send(self, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One Graph call, transient failures retried; a 429 raises ``Throttled`` at once."""
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        what = f"{method} {path}"
+        for attempt in range(1, self.attempts + 1):
+            last = attempt == self.attempts
+            try:
+                response = await self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as exc:  # timeouts and dropped connections included
+                if last:
+                    raise TransientError(f"Graph unreachable: {what}: {exc!r}") from exc
+                await asyncio.sleep(self.backoff(attempt))
+                continue
+            if response.status_code == 429:
+                raise Throttled(
+                    retry_after_seconds(response.headers.get("Retry-After"), self.backoff_s),
+                    response.headers.get("x-ms-throttle-scope"),
+                    what,
+                )
+            if response.status_code in SERVER_ERRORS:
+                if last:
+                    raise TransientError(f"Graph answered {response.status_code} {attempt} times")
+                wait = retry_after_seconds(response.headers.get("Retry-After"), -1.0)
+                await asyncio.sleep(wait if wait >= 0 else self.backoff(attempt))
+                continue
+            body = response.json() if response.content else {}
+            if response.status_code >= 400:
+                raise GraphCallFailed(response.status_code, *graph_error(body))
+            result: dict[str, Any] = body
+            return result
+        raise AssertionError("unreachable")
+
+    async def request(self, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """``send``, waiting out a 429's Retry-After (up to ``attempts`` times) for callers
+        that do not schedule their work; then ``Throttled`` goes to the caller."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.send(token, method, path, **kwargs)
+            except Throttled as throttled:
+                if attempt == self.attempts:
+                    raise
+                await asyncio.sleep(throttled.retry_after_s)
+        raise AssertionError("unreachable")
