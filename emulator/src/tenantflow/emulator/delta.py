@@ -21,8 +21,8 @@ from tenantflow.emulator.graph import (
     Graph,
     GraphError,
     directory_object_json,
+    link_base,
 )
-from tenantflow.emulator.graph_permissions import GRAPH_RESOURCE
 from tenantflow.emulator.state import Tenant
 
 Resource = Literal["users", "groups", "devices"]
@@ -125,7 +125,7 @@ def delta_routes(graph: Graph) -> list[Route]:
             caller.require(allowed)
             tenant = caller.tenant
             params = request.query_params
-            base = f"{GRAPH_RESOURCE}{request.url.path}"
+            base = link_base(request)
             state: dict[str, Any]
             if "$deltatoken" in params or "$skiptoken" in params:
                 raw = params.get("$deltatoken") or params.get("$skiptoken") or ""

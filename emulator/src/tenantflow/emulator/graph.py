@@ -215,9 +215,15 @@ def odata_list(
         body["@odata.count"] = len(items)
     if offset + top < len(items):
         token = _token(offset + top, query)  # base64url: safe in a URL as it is
-        body["@odata.nextLink"] = f"{GRAPH_RESOURCE}{request.url.path}?$skiptoken={token}"
+        body["@odata.nextLink"] = f"{link_base(request)}?$skiptoken={token}"
     body["value"] = page
     return JSONResponse(body)
+
+
+def link_base(request: Request) -> str:
+    """Where the nextLinks, deltaLinks and 410 Locations of ``request`` point: the host that
+    served it (Graph's own links name Graph's host; clients follow them as given)."""
+    return f"{str(request.base_url).rstrip('/')}{request.url.path}"
 
 
 # --- representations --------------------------------------------------------------------------

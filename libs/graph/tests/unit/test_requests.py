@@ -12,7 +12,7 @@ import pytest
 
 from tenantflow.bus.errors import TransientError, is_transient
 from tenantflow.graph.client import GraphClient
-from tenantflow.graph.errors import GraphCallFailed, Throttled, retry_after_seconds
+from tenantflow.graph.errors import ForeignLink, GraphCallFailed, Throttled, retry_after_seconds
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +118,42 @@ def test_backoff_is_jittered_and_grows() -> None:
 )
 def test_retry_after_integer_fraction_or_http_date(value: str | None, seconds: float) -> None:
     assert retry_after_seconds(value, 5.0, now=lambda: 1_000_000.0) == pytest.approx(seconds)
+
+
+async def test_pages_follow_each_nextlink_as_given_to_the_last() -> None:
+    opaque = "https://graph.example/v1.0/users?$skiptoken=X%2B%2F%3D&$top=2"
+    consistency: list[str | None] = []
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        consistency.append(request.headers.get("ConsistencyLevel"))
+        if "skiptoken" not in str(request.url):
+            return httpx.Response(200, json={"value": [1, 2], "@odata.nextLink": opaque})
+        assert str(request.url) == opaque  # never rebuilt
+        return httpx.Response(200, json={"value": [3]})
+
+    graph, _ = client(pages)
+    listed = [
+        page["value"]
+        async for page in graph.pages(
+            "t", "/v1.0/users", {"$top": "2"}, headers={"ConsistencyLevel": "eventual"}
+        )
+    ]
+    assert listed == [[1, 2], [3]]
+    assert consistency == ["eventual", "eventual"]  # resent on every page
+    assert await graph.read_all("t", "/v1.0/users") == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://evil.example/v1.0/users?$skiptoken=1",
+        "http://graph.example/v1.0/users?$skiptoken=1",  # downgraded
+        "https://graph.example:8443/v1.0/users?$skiptoken=1",  # another port
+        "https://graph.example.evil.example/v1.0/users",
+    ],
+)
+async def test_a_nextlink_to_another_host_is_refused_and_never_sent(elsewhere: str) -> None:
+    graph, seen = client(httpx.Response(200, json={"value": [1], "@odata.nextLink": elsewhere}))
+    with pytest.raises(ForeignLink):
+        await graph.read_all("t", "/v1.0/users")
+    assert seen == ["GET /v1.0/users"]

@@ -331,3 +331,34 @@ async def test_our_own_credential_refused_is_a_verdict_naming_it(
     assert result.reason is VerificationFailure.APP_CREDENTIALS_INVALID
     assert "AADSTS7000215" in result.detail
     assert "tenantflow's operators" in result.detail
+
+
+async def test_an_assignment_past_the_first_page_is_found(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    """Graph pages appRoleAssignedTo (100 a page here): the user assigned last is on page 2."""
+    tenant, user = uuid4(), uuid4()
+    others = [uuid4() for _ in range(150)]
+    people = [*others, user]
+    emulator.seed(
+        {
+            "id": str(tenant),
+            "display_name": "Contoso",
+            "verified_domains": [f"t{tenant.hex[:8]}.example"],
+            "users": [
+                {"id": str(p), "display_name": f"U{n}", "user_principal_name": f"u{n}@c.example"}
+                for n, p in enumerate(people)
+            ],
+            "enterprise_apps": [
+                {
+                    "app_id": emulator.apps["directory-connector"]["client_id"],
+                    "permissions": CONNECTOR_NEEDS,
+                    "assigned_principals": [str(p) for p in people],
+                }
+            ],
+        }
+    )
+    app = credentials(emulator, "directory-connector")
+    result = await verify(graph, app, tenant, CONNECTOR_NEEDS, user)
+    assert isinstance(result, Verified)
+    assert result.authorized_by is LinkAuthorization.APP_ASSIGNMENT

@@ -13,8 +13,10 @@ import asyncio
 import random
 import re
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
@@ -25,6 +27,7 @@ from tenantflow.bus.errors import TransientError
 from tenantflow.contracts.events import VerificationFailure as Failure
 from tenantflow.graph.credentials import AppCredentials
 from tenantflow.graph.errors import (
+    ForeignLink,
     GraphCallFailed,
     Throttled,
     TokenRefused,
@@ -168,3 +171,40 @@ class GraphClient:
                     raise
                 await asyncio.sleep(throttled.retry_after_s)
         raise AssertionError("unreachable")
+
+    # --- lists ---------------------------------------------------------------------------
+
+    def check_link(self, link: str) -> str:
+        """``link`` when it points at the configured Graph endpoint; ``ForeignLink`` otherwise."""
+        ours, theirs = urlsplit(self.graph_base_url), urlsplit(link)
+        if (theirs.scheme, theirs.hostname, theirs.port) != (
+            ours.scheme,
+            ours.hostname,
+            ours.port,
+        ):
+            raise ForeignLink(link, self.graph_base_url)
+        return link
+
+    async def pages(
+        self,
+        token: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        wait_throttled: bool = True,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a list, following @odata.nextLink to the last; ``headers`` (such as
+        ConsistencyLevel) are sent with every page. ``wait_throttled`` False leaves a 429 to
+        the caller as ``Throttled``."""
+        call = self.request if wait_throttled else self.send
+        page = await call(token, "GET", path, params=params, headers=dict(headers or {}))
+        yield page
+        while isinstance(link := page.get("@odata.nextLink"), str):
+            page = await call(token, "GET", self.check_link(link), headers=dict(headers or {}))
+            yield page
+
+    async def read_all(
+        self, token: str, path: str, params: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of a list, read to its last page."""
+        return [item async for page in self.pages(token, path, params) for item in page["value"]]

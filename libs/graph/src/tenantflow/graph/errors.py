@@ -133,3 +133,11 @@ def graph_error(body: Any) -> tuple[str, str]:
     if not isinstance(error, dict):
         return "", ""
     return str(error.get("code", "")), str(error.get("message", ""))
+
+
+class ForeignLink(Exception):
+    """A nextLink to a host other than the configured Graph endpoint: not followed, so the
+    token is never sent there."""
+
+    def __init__(self, link: str, graph_base_url: str) -> None:
+        super().__init__(f"refused to follow {link!r}: not on {graph_base_url}")

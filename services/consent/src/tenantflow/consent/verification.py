@@ -1,6 +1,7 @@
 """Verify, from Microsoft Graph, that an enterprise app is consented in a tenant with the
 permissions tenantflow needs, and that the requesting user may link the tenant. Stops at the
-first failure, in the order: token, organization, permissions, user."""
+first failure, in the order: token, organization, permissions, user. Every list is read to its
+last page: a service principal with many grants or assignees is judged on all of them."""
 
 from __future__ import annotations
 
@@ -137,17 +138,11 @@ async def verify(
                 "The directory connector (which reads the directory for tenantflow)",
             )
 
-    ours = (
-        await graph.request(
-            token,
-            "GET",
-            "/v1.0/servicePrincipals",
-            params={
-                "$filter": f"appId eq '{app.client_id}'",
-                "$select": "id,appId,accountEnabled",
-            },
-        )
-    )["value"]
+    ours = await graph.read_all(
+        token,
+        "/v1.0/servicePrincipals",
+        params={"$filter": f"appId eq '{app.client_id}'", "$select": "id,appId,accountEnabled"},
+    )
     if not ours:
         return Rejected(
             VerificationFailure.ADMIN_CONSENT_MISSING,
@@ -168,9 +163,9 @@ async def verify(
         params={"$select": "id,appRoles"},
     )
     role_names = {role["id"]: role["value"] for role in graph_sp.get("appRoles", [])}
-    assignments = (
-        await graph.request(token, "GET", f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignments")
-    )["value"]
+    assignments = await graph.read_all(
+        token, f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignments"
+    )
     granted = sorted(
         role_names[a["appRoleId"]]
         for a in assignments
@@ -201,14 +196,11 @@ async def _roles_of(
 ) -> list[dict[str, Any]]:
     """The user's entries in roleManagement/directory/``collection``: the roles they hold
     (roleAssignments: active ones only) or may activate (roleEligibilityScheduleInstances)."""
-    found = await graph.request(
+    return await graph.read_all(
         token,
-        "GET",
         f"/v1.0/roleManagement/directory/{collection}",
         params={"$filter": f"principalId eq '{user}'"},
     )
-    entries: list[dict[str, Any]] = found["value"]
-    return entries
 
 
 def _tenant_wide_global_administrator(roles: list[dict[str, Any]]) -> bool:
@@ -224,9 +216,7 @@ async def _authorization(
 ) -> LinkAuthorization | None:
     if _tenant_wide_global_administrator(await _roles_of(graph, token, "roleAssignments", user)):
         return LinkAuthorization.GLOBAL_ADMINISTRATOR
-    assigned = (
-        await graph.request(token, "GET", f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignedTo")
-    )["value"]
+    assigned = await graph.read_all(token, f"/v1.0/servicePrincipals/{our_sp}/appRoleAssignedTo")
     if any(a["principalType"] == "User" and a["principalId"] == str(user) for a in assigned):
         return LinkAuthorization.APP_ASSIGNMENT
     groups = [a["principalId"] for a in assigned if a["principalType"] == "Group"]
