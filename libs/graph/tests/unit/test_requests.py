@@ -6,13 +6,21 @@ from __future__ import annotations
 import email.utils
 import random
 from collections.abc import Callable
+from uuid import UUID, uuid4
 
 import httpx
+import jwt
 import pytest
 
 from tenantflow.bus.errors import TransientError, is_transient
 from tenantflow.graph.client import GraphClient
-from tenantflow.graph.errors import ForeignLink, GraphCallFailed, Throttled, retry_after_seconds
+from tenantflow.graph.errors import (
+    ForeignLink,
+    GraphCallFailed,
+    ResyncNeeded,
+    Throttled,
+    retry_after_seconds,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -157,3 +165,79 @@ async def test_a_nextlink_to_another_host_is_refused_and_never_sent(elsewhere: s
     with pytest.raises(ForeignLink):
         await graph.read_all("t", "/v1.0/users")
     assert seen == ["GET /v1.0/users"]
+
+
+def app_token(tenant: str, app: str) -> str:
+    return jwt.encode({"tid": tenant, "appid": app, "roles": []}, "k" * 32, algorithm="HS256")
+
+
+async def test_a_401_or_403_is_reported_with_its_tenant_and_app() -> None:
+    reported: list[tuple[UUID, UUID, int | None, str, str]] = []
+
+    async def report(tenant: UUID, app: UUID, status: int | None, code: str, detail: str) -> None:
+        reported.append((tenant, app, status, code, detail))
+
+    denied = httpx.Response(
+        403, json={"error": {"code": "Authorization_RequestDenied", "message": "Insufficient"}}
+    )
+    graph, _ = client(denied, httpx.Response(404, json={"error": {"code": "NotFound"}}))
+    graph.report_denied = report
+    tenant, app = uuid4(), uuid4()
+    for _ in range(2):
+        with pytest.raises(GraphCallFailed):
+            await graph.send(app_token(str(tenant), str(app)), "GET", "/v1.0/users")
+    assert reported == [(tenant, app, 403, "Authorization_RequestDenied", "Insufficient")]
+
+
+@pytest.mark.parametrize(
+    ("answer", "location"),
+    [
+        (
+            httpx.Response(
+                410,
+                headers={"Location": "https://graph.example/v1.0/users/delta?$deltatoken="},
+                json={"error": {"code": "resyncRequired", "message": "gone"}},
+            ),
+            "https://graph.example/v1.0/users/delta?$deltatoken=",
+        ),
+        (
+            httpx.Response(400, json={"error": {"code": "syncStateNotFound", "message": "old"}}),
+            None,
+        ),
+        (httpx.Response(400, json={"error": {"code": "resyncRequired", "message": "again"}}), None),
+    ],
+)
+async def test_every_way_graph_asks_for_a_resync_is_one_type(
+    answer: httpx.Response, location: str | None
+) -> None:
+    graph, _ = client(answer)
+    with pytest.raises(ResyncNeeded) as caught:
+        async for _ in graph.delta_round(
+            "t", "https://graph.example/v1.0/users/delta?$deltatoken=a"
+        ):
+            pass
+    assert caught.value.location == location
+
+
+async def test_a_delta_round_pages_to_its_deltalink() -> None:
+    delta = "https://graph.example/v1.0/users/delta?$deltatoken=next"
+    graph, seen = client(
+        httpx.Response(200, json={"value": [1], "@odata.nextLink": "https://graph.example/d?p=2"}),
+        httpx.Response(200, json={"value": [2], "@odata.deltaLink": delta}),
+    )
+    delta_round = graph.delta_round("t", "/v1.0/users/delta", {"$select": "id"})
+    assert [page["value"] async for page in delta_round] == [[1], [2]]
+    assert delta_round.delta_link == delta
+    assert len(seen) == 2
+
+
+async def test_a_deltalink_to_another_host_is_refused() -> None:
+    graph, _ = client(
+        httpx.Response(200, json={"value": [], "@odata.deltaLink": "https://evil.example/d"})
+    )
+    with pytest.raises(ForeignLink):
+        async for _ in graph.delta_round("t", "/v1.0/users/delta"):
+            pass
+    with pytest.raises(ForeignLink):  # a stored link is checked before it is followed
+        async for _ in graph.delta_round("t", "https://evil.example/v1.0/users/delta"):
+            pass

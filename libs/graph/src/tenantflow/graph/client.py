@@ -13,13 +13,14 @@ import asyncio
 import random
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
+import jwt
 import msal
 import requests
 
@@ -27,14 +28,19 @@ from tenantflow.bus.errors import TransientError
 from tenantflow.contracts.events import VerificationFailure as Failure
 from tenantflow.graph.credentials import AppCredentials
 from tenantflow.graph.errors import (
+    RESYNC_CODES,
     ForeignLink,
     GraphCallFailed,
+    ResyncNeeded,
     Throttled,
     TokenRefused,
     classify_token_error,
     graph_error,
     retry_after_seconds,
 )
+
+DeniedHook = Callable[[UUID, UUID, "int | None", str, str], Awaitable[None]]
+"""(tenant id, app client id, HTTP status or None, error code, detail) of a refusal."""
 
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 MICROSOFT_LOGIN = "https://login.microsoftonline.com"
@@ -66,6 +72,8 @@ class GraphClient:
     random: random.Random = field(default_factory=random.Random)
     transport: httpx.AsyncBaseTransport | None = None
     """For tests: where requests go instead of the network."""
+    report_denied: DeniedHook | None = None
+    """Called on a 401 or 403 from Graph and on AADSTS700016 from Entra ID, before raising."""
     _msal: dict[tuple[UUID, str], msal.ConfidentialClientApplication] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,7 +128,12 @@ class GraphClient:
             raise TokenRefused(Failure.TENANT_NOT_FOUND, 90002, str(exc)) from exc
         if "access_token" in result:
             return str(result["access_token"])
-        raise classify_token_error(result)
+        refusal = classify_token_error(result)
+        if isinstance(refusal, TokenRefused) and refusal.code == 700016 and self.report_denied:
+            await self.report_denied(
+                UUID(tenant), credentials.client_id, None, "AADSTS700016", refusal.description
+            )
+        raise refusal
 
     # --- requests ------------------------------------------------------------------------
 
@@ -154,11 +167,29 @@ class GraphClient:
                 await asyncio.sleep(wait if wait >= 0 else self.backoff(attempt))
                 continue
             body = response.json() if response.content else {}
+            if response.status_code == 410:
+                raise ResyncNeeded(response.headers.get("Location"), *graph_error(body))
+            code, message = graph_error(body)
+            if response.status_code == 400 and code in RESYNC_CODES:
+                raise ResyncNeeded(None, code, message)
+            if response.status_code in (401, 403) and self.report_denied:
+                await self._report(token, response.status_code, code, message)
             if response.status_code >= 400:
-                raise GraphCallFailed(response.status_code, *graph_error(body))
+                raise GraphCallFailed(response.status_code, code, message)
             result: dict[str, Any] = body
             return result
         raise AssertionError("unreachable")
+
+    async def _report(self, token: str, status: int, code: str, message: str) -> None:
+        """Tell ``report_denied`` whose call was refused: the token names its tenant and app
+        (read, not verified: Entra issued it to us)."""
+        assert self.report_denied is not None
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+            tenant, app = UUID(str(claims["tid"])), UUID(str(claims["appid"]))
+        except (jwt.PyJWTError, KeyError, ValueError):
+            return  # not an app token we can attribute
+        await self.report_denied(tenant, app, status, code, message)
 
     async def request(self, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """``send``, waiting out a 429's Retry-After (up to ``attempts`` times) for callers
@@ -194,9 +225,14 @@ class GraphClient:
         wait_throttled: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every page of a list, following @odata.nextLink to the last; ``headers`` (such as
-        ConsistencyLevel) are sent with every page. ``wait_throttled`` False leaves a 429 to
+        ConsistencyLevel) are sent with every page. ``path`` may be a link Graph gave (a stored
+        deltaLink): then ``params`` are ignored, the link has them. ``wait_throttled`` False leaves a 429 to
         the caller as ``Throttled``."""
         call = self.request if wait_throttled else self.send
+        if path.startswith(("https://", "http://")):
+            # a link Graph gave earlier: it carries its own query, which params would replace
+            self.check_link(path)
+            params = None
         page = await call(token, "GET", path, params=params, headers=dict(headers or {}))
         yield page
         while isinstance(link := page.get("@odata.nextLink"), str):
@@ -208,3 +244,31 @@ class GraphClient:
     ) -> list[dict[str, Any]]:
         """Every item of a list, read to its last page."""
         return [item async for page in self.pages(token, path, params) for item in page["value"]]
+
+    def delta_round(
+        self,
+        token: str,
+        start: str,
+        params: dict[str, str] | None = None,
+        wait_throttled: bool = True,
+    ) -> DeltaRound:
+        """One delta round from ``start`` (a delta path such as /v1.0/users/delta with its
+        $select, or the deltaLink of the previous round): its pages, one at a time, then the
+        deltaLink for the next round. Raises ``ResyncNeeded`` when the token is no longer
+        honoured."""
+        return DeltaRound(self.pages(token, start, params, wait_throttled=wait_throttled), self)
+
+
+class DeltaRound:
+    """Iterate the pages of a delta round; ``delta_link`` is set once the last one was read."""
+
+    def __init__(self, pages: AsyncIterator[dict[str, Any]], graph: GraphClient) -> None:
+        self._pages, self._graph = pages, graph
+        self.delta_link: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        async for page in self._pages:
+            link = page.get("@odata.deltaLink")
+            if isinstance(link, str):
+                self.delta_link = self._graph.check_link(link)
+            yield page

@@ -141,3 +141,15 @@ class ForeignLink(Exception):
 
     def __init__(self, link: str, graph_base_url: str) -> None:
         super().__init__(f"refused to follow {link!r}: not on {graph_base_url}")
+
+
+class ResyncNeeded(Exception):
+    """A delta token Graph no longer honours (410 Gone, syncStateNotFound, resyncRequired):
+    start a full round again, from ``location`` when Graph gave one."""
+
+    def __init__(self, location: str | None, code: str, message: str) -> None:
+        super().__init__(f"resync needed ({code or 410}): {message}")
+        self.location, self.code = location, code
+
+
+RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
