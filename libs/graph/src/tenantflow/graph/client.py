@@ -226,8 +226,8 @@ class GraphClient:
     ) -> AsyncIterator[dict[str, Any]]:
         """Every page of a list, following @odata.nextLink to the last; ``headers`` (such as
         ConsistencyLevel) are sent with every page. ``path`` may be a link Graph gave (a stored
-        deltaLink): then ``params`` are ignored, the link has them. ``wait_throttled`` False leaves a 429 to
-        the caller as ``Throttled``."""
+        deltaLink): then ``params`` are ignored, the link has them. ``wait_throttled`` False
+        leaves a 429 to the caller as ``Throttled``."""
         call = self.request if wait_throttled else self.send
         if path.startswith(("https://", "http://")):
             # a link Graph gave earlier: it carries its own query, which params would replace
