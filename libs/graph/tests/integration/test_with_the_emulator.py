@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from tenantflow.emulator.testing import RunningEmulator
+from tenantflow.graph.batch import BatchRequest, batch
 from tenantflow.graph.client import GraphClient
 from tenantflow.graph.credentials import AppCredentials
 from tenantflow.graph.errors import ResyncNeeded, TokenRefused
@@ -97,3 +98,16 @@ async def test_a_missing_consent_is_reported(emulator: RunningEmulator) -> None:
     finally:
         await graph.close()
     assert reported == [(tenant, connector(emulator).client_id, None, "AADSTS700016")]
+
+
+async def test_a_batch_of_reads_against_the_emulator(
+    emulator: RunningEmulator, graph: GraphClient
+) -> None:
+    tenant = seed(emulator, 25)
+    token = await graph.token(connector(emulator), str(tenant))
+    users = await graph.read_all(token, "/v1.0/users", {"$select": "id"})
+    requests = [BatchRequest(user["id"], "GET", f"/users/{user['id']}") for user in users]
+    requests.append(BatchRequest("missing", "GET", f"/users/{uuid4()}"))
+    answers = await batch(graph, token, requests)
+    assert {answers[user["id"]].body["id"] for user in users} == {u["id"] for u in users}
+    assert answers["missing"].status == 404
