@@ -17,7 +17,7 @@ from tenantflow.emulator.batch import batch_routes
 from tenantflow.emulator.crypto import AppCertificate, CertificateAuthority, KeySet
 from tenantflow.emulator.delta import delta_routes
 from tenantflow.emulator.entra import Entra, routes
-from tenantflow.emulator.graph import Graph
+from tenantflow.emulator.graph import Graph, GraphError, error_response
 from tenantflow.emulator.graph_permissions import APP_ROLES
 from tenantflow.emulator.intune import intune_routes
 from tenantflow.emulator.mutations import MUTATIONS, apply
@@ -55,6 +55,21 @@ class UserTokenRequest(BaseModel):
     not_before_in_seconds: int = Field(default=0, description="Positive: not yet valid.")
     audience: str | None = Field(default=None, description="Default: the portal API client id.")
     issuer: str | None = Field(default=None, description="Default: the tenant's v2 issuer.")
+
+
+def unknown_graph_routes() -> list[Route]:
+    """What the emulator does not serve answers as Graph answers a segment it does not know:
+    400 BadRequest "Resource not found for the segment '…'" in Graph's JSON error shape (the
+    message as Graph's answers quote it in public threads; the emulator cannot know whether
+    the segment exists in real Graph, so this is inferred)."""
+
+    async def unknown(request: Request) -> Response:
+        segment = request.path_params["rest"].split("/", 1)[0].split("(", 1)[0]
+        error = GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+        return error_response(request, error)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return [Route(f"/{v}/{{rest:path}}", unknown, methods=methods) for v in ("v1.0", "beta")]
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
@@ -329,13 +344,14 @@ class Emulator:
         ]
         graph = Graph(self.directory, self.keys, self.throttling)
         graph_routes = [*delta_routes(graph), *graph.routes(), *intune_routes(graph)]
-        graph_app = Starlette(routes=graph_routes)
+        graph_app = Starlette(routes=[*graph_routes, *unknown_graph_routes()])
         app = Starlette(
             routes=[
                 *control,
                 *graph_routes,
                 *batch_routes(graph_app, self.faults),
                 *routes(self.entra),
+                *unknown_graph_routes(),
             ]
         )
         return Observe(app, self.log, self.faults)

@@ -119,6 +119,13 @@ def _round(tenant: Tenant, since: int, issued: float) -> dict[str, Any]:
     }
 
 
+RESOURCE_PERMISSIONS: tuple[tuple[Resource, tuple[str, ...]], ...] = (
+    ("users", USERS),
+    ("groups", GROUPS),
+    ("devices", DEVICES),
+)
+
+
 def delta_routes(graph: Graph) -> list[Route]:
     def handler(resource: Resource, allowed: tuple[str, ...]) -> Any:
         async def delta(request: Request, caller: Caller) -> Response:
@@ -143,10 +150,18 @@ def delta_routes(graph: Graph) -> list[Route]:
                         400, "syncStateNotFound", "The sync state for this delta token has expired."
                     )
                 if "$deltatoken" in params and raw:
+                    kept = state.get("select")
                     state = _round(tenant, since=state["since"], issued=state["issued"])
+                    if kept:
+                        state["select"] = kept
             else:
                 state = _round(tenant, since=0, issued=time.time())
-            items = entries(tenant, resource, state["since"], state["until"])
+            if "$select" in params and not ("$deltatoken" in params or "$skiptoken" in params):
+                state["select"] = sorted(n.strip() for n in params["$select"].split(",") if n)
+            items = [
+                selected(entry, state.get("select"))
+                for entry in entries(tenant, resource, state["since"], state["until"])
+            ]
             offset = state["offset"]
             body: dict[str, Any] = {
                 "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{resource}",
@@ -163,14 +178,30 @@ def delta_routes(graph: Graph) -> list[Route]:
                     "offset": 0,
                     "epoch": tenant.delta_epoch,
                     "issued": time.time(),
+                    **({"select": state["select"]} if state.get("select") else {}),
                 }
                 body["@odata.deltaLink"] = f"{base}?$deltatoken={_encode(after)}"
             return JSONResponse(body)
 
         return delta
 
+    # Microsoft documents /users/delta; SDKs send the function call forms, which Graph takes too
+    forms = ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")
     return [
-        *graph.route("/users/delta", handler("users", USERS)),
-        *graph.route("/groups/delta", handler("groups", GROUPS)),
-        *graph.route("/devices/delta", handler("devices", DEVICES)),
+        route
+        for resource, allowed in RESOURCE_PERMISSIONS
+        for form in forms
+        for route in graph.route(f"/{resource}/{form}", handler(resource, allowed))
     ]
+
+
+ALWAYS = frozenset({"id", "@odata.type", "@removed"})
+
+
+def selected(entry: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    """``entry`` with only the properties ``$select`` named (and what every entry carries);
+    ``members@delta`` only when members were selected, as Graph does."""
+    if not select:
+        return entry
+    wanted = ALWAYS | set(select) | ({"members@delta"} if "members" in select else set())
+    return {key: value for key, value in entry.items() if key in wanted}

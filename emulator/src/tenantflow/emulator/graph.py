@@ -616,10 +616,12 @@ class Graph:
 
         async def user(request: Request, caller: Caller) -> Response:
             caller.require(USERS)
-            user_id = uuid_param(request, "id")
-            found = caller.tenant.users.get(user_id)
+            reference = request.path_params["id"]
+            found = caller.tenant.user_by_principal_name(reference)  # documented alternate key
             if found is None:
-                raise not_found(user_id)
+                found = caller.tenant.users.get(uuid_param(request, "id"))
+            if found is None:
+                raise not_found(reference)
             return odata_entity("users", user_json(found))
 
         async def groups(request: Request, caller: Caller) -> Response:

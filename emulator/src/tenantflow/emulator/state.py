@@ -193,6 +193,15 @@ class Tenant:
     ) -> None:
         self.journal.append(Change(len(self.journal) + 1, resource, object_id, **details))
 
+    def user_by_principal_name(self, reference: str) -> SeedUser | None:
+        """GET /users/{userPrincipalName}: Graph takes the UPN in place of the id (any case)."""
+        if "@" not in reference:
+            return None
+        wanted = reference.lower()
+        return next(
+            (u for u in self.users.values() if u.user_principal_name.lower() == wanted), None
+        )
+
     @property
     def graph_service_principal_id(self) -> UUID:
         return uuid5(self.id, "sp:microsoft-graph")
