@@ -134,6 +134,10 @@ def test_incremental_sync_reports_exactly_the_changes(directory: Directory) -> N
         (newcomer, False),
         (directory.users[0], True),
     }
+    # typed as the member itself, removed or not (Microsoft's delta-query-groups example)
+    assert {m["@odata.type"] for m in by_id[directory.small]["members@delta"]} == {
+        "#microsoft.graph.user"
+    }
     assert by_id[directory.untouched]["@removed"] == {"reason": "changed"}  # soft-deleted
     assert by_id[new_group]["displayName"] == "Fresh"
     assert nothing == []
@@ -179,3 +183,21 @@ def test_invalid_mutations_change_nothing(directory: Directory) -> None:
         changes, _ = sync(graph, delta_link)
     assert refused.status_code == 422
     assert changes == []
+
+
+def test_a_deleted_member_leaves_its_groups_typed_as_what_it_was(directory: Directory) -> None:
+    with directory.graph() as graph:
+        _, delta_link = sync(graph, "/v1.0/groups/delta")
+        directory.mutate(
+            {"op": "delete_user", "user_id": directory.users[1], "permanent": True}
+        ).raise_for_status()
+        changes, _ = sync(graph, delta_link)
+    removed = [
+        member
+        for entry in changes
+        for member in entry.get("members@delta", [])
+        if member["id"] == directory.users[1]
+    ]
+    assert len(removed) == 2  # Everyone and Pilots
+    assert all(m["@odata.type"] == "#microsoft.graph.user" for m in removed)
+    assert all(m["@removed"] == {"reason": "deleted"} for m in removed)

@@ -23,7 +23,7 @@ from tenantflow.emulator.graph import (
     directory_object_json,
     link_base,
 )
-from tenantflow.emulator.state import Tenant
+from tenantflow.emulator.state import Change, Tenant
 
 Resource = Literal["users", "groups", "devices"]
 PAGE_SIZE = 100
@@ -58,13 +58,13 @@ def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[
     """What changed in (since, until], one entry per object (a group's members split over
     several); a full sync (since 0) lists what exists, without removals."""
     latest: dict[UUID, Any] = {}
-    member_changes: dict[UUID, dict[UUID, bool]] = {}
+    member_changes: dict[UUID, dict[UUID, Change]] = {}
     for change in tenant.journal[since:until]:
         if change.resource != resource:
             continue
         latest[change.object_id] = change
         if change.member is not None:
-            member_changes.setdefault(change.object_id, {})[change.member] = change.member_removed
+            member_changes.setdefault(change.object_id, {})[change.member] = change
     result: list[dict[str, Any]] = []
     current = _current(tenant, resource)
     for object_id, change in latest.items():
@@ -79,32 +79,27 @@ def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[
         if resource != "groups":
             result.append(body)
             continue
-        if since == 0:
-            members = [(m, False) for m in tenant.groups[object_id].members]
-        else:
-            members = list(member_changes.get(object_id, {}).items())
+        members: list[tuple[UUID, Change | None]] = (
+            [(m, None) for m in tenant.groups[object_id].members]
+            if since == 0
+            else list(member_changes.get(object_id, {}).items())
+        )
         chunks = [
             members[i : i + MEMBERS_PER_ENTRY] for i in range(0, len(members), MEMBERS_PER_ENTRY)
         ]
         for chunk in chunks or [[]]:
             entry = dict(body)
-            entry["members@delta"] = [_member(tenant, member, removed) for member, removed in chunk]
+            entry["members@delta"] = [_member(tenant, member, change) for member, change in chunk]
             result.append(entry)
     return result
 
 
-def _member(tenant: Tenant, member: UUID, removed: bool) -> dict[str, Any]:
-    if removed:
-        return {
-            "@odata.type": "#microsoft.graph.directoryObject",
-            "id": str(member),
-            "@removed": {"reason": "deleted"},
-        }
-    kind = (
-        directory_object_json(tenant, member)["@odata.type"]
-        if (member in tenant.users or member in tenant.groups or member in tenant.devices)
-        else "#microsoft.graph.directoryObject"
-    )
+def _member(tenant: Tenant, member: UUID, change: Change | None) -> dict[str, Any]:
+    """A members@delta entry typed as the member itself (delta-query-groups.md @007852a), a
+    removed one too, with the type it had: it may be gone since."""
+    kind = change.member_type if change and change.member_type else tenant.type_of(member)
+    if change is not None and change.member_removed:
+        return {"@odata.type": kind, "id": str(member), "@removed": {"reason": "deleted"}}
     return {"@odata.type": kind, "id": str(member)}
 
 
@@ -204,4 +199,5 @@ def selected(entry: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
     if not select:
         return entry
     wanted = ALWAYS | set(select) | ({"members@delta"} if "members" in select else set())
+    # (Microsoft's page also names $expand=members for that; $select=members is what we send)
     return {key: value for key, value in entry.items() if key in wanted}

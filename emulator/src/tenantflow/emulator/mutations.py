@@ -196,26 +196,27 @@ def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
             group = tenant.groups[m.group_id]
             if m.member_id not in group.members:
                 group.members.append(m.member_id)
-                tenant.record("groups", m.group_id, member=m.member_id)
+                kind = tenant.type_of(m.member_id)
+                tenant.record("groups", m.group_id, member=m.member_id, member_type=kind)
         elif isinstance(m, RemoveMember):
             group = tenant.groups[m.group_id]
             if m.member_id in group.members:
                 group.members.remove(m.member_id)
-                tenant.record("groups", m.group_id, member=m.member_id, member_removed=True)
+                _record_removal(tenant, group.id, m.member_id, tenant.type_of(m.member_id))
         elif isinstance(m, RenameGroup):
             tenant.groups[m.group_id].display_name = m.display_name
             tenant.record("groups", m.group_id)
         elif isinstance(m, DeleteGroup):
-            del tenant.groups[m.group_id]
             _drop_memberships(tenant, m.group_id)
+            del tenant.groups[m.group_id]
             tenant.record("groups", m.group_id, removed="deleted" if m.permanent else "changed")
         elif isinstance(m, DeleteUser):
-            del tenant.users[m.user_id]
             _drop_memberships(tenant, m.user_id)
+            del tenant.users[m.user_id]
             tenant.record("users", m.user_id, removed="deleted" if m.permanent else "changed")
         elif isinstance(m, DeleteDevice):
-            del tenant.devices[m.device_id]
             _drop_memberships(tenant, m.device_id)
+            del tenant.devices[m.device_id]
             tenant.record("devices", m.device_id, removed="deleted")
         elif isinstance(m, GrantRole | RemoveRole | ActivateRole):
             user = tenant.users[m.user_id]
@@ -230,7 +231,13 @@ def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
 
 
 def _drop_memberships(tenant: Tenant, object_id: UUID) -> None:
+    """The object (still there) leaves every group it is in."""
+    kind = tenant.type_of(object_id)
     for group in tenant.groups.values():
         if object_id in group.members:
             group.members.remove(object_id)
-            tenant.record("groups", group.id, member=object_id, member_removed=True)
+            _record_removal(tenant, group.id, object_id, kind)
+
+
+def _record_removal(tenant: Tenant, group_id: UUID, member: UUID, kind: str) -> None:
+    tenant.record("groups", group_id, member=member, member_removed=True, member_type=kind)

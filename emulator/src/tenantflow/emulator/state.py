@@ -157,6 +157,8 @@ class Change:
     member: UUID | None = None
     """For a membership change of a group: the member added, or removed (``member_removed``)."""
     member_removed: bool = False
+    member_type: str | None = None
+    """The member's own @odata.type, kept: a removed member may not exist any more."""
 
 
 @dataclass
@@ -192,6 +194,16 @@ class Tenant:
         self, resource: Literal["users", "groups", "devices"], object_id: UUID, **details: Any
     ) -> None:
         self.journal.append(Change(len(self.journal) + 1, resource, object_id, **details))
+
+    def type_of(self, object_id: UUID) -> str:
+        """The @odata.type of a user, group or device of this tenant."""
+        if object_id in self.users:
+            return "#microsoft.graph.user"
+        if object_id in self.groups:
+            return "#microsoft.graph.group"
+        if object_id in self.devices:
+            return "#microsoft.graph.device"
+        return "#microsoft.graph.directoryObject"
 
     def user_by_principal_name(self, reference: str) -> SeedUser | None:
         """GET /users/{userPrincipalName}: Graph takes the UPN in place of the id (any case)."""
