@@ -89,27 +89,18 @@ class JwksCache:
         if key is not None:
             return key
         async with self._lock:  # one refresh at a time; the others see its result
-            if kid not in self._trusted() and self._clock() - self._tried_at >= self._min_refresh:
-                try:
-                    await self._refresh()
-                except (httpx.HTTPError, ValueError) as exc:
-                    log.warning("signing keys could not be fetched from %s: %r", self.url, exc)
+            if kid not in self._trusted() and self._may_fetch():
+                await self._refresh()
         return self._trusted().get(kid)
 
     async def refresh_if_due(self) -> float:
         """Refresh when half the maximum age has passed (or the last attempt failed and the
         minimum interval has); the seconds until the next refresh is due."""
-        now = self._clock()
-        due = self._loaded_at + self._max_age / 2
-        if now >= due and now - self._tried_at >= self._min_refresh:
+        if self._clock() >= self._due() and self._may_fetch():
             async with self._lock:
-                try:
-                    await self._refresh()
-                except (httpx.HTTPError, ValueError) as exc:
-                    log.warning("signing keys could not be refreshed from %s: %r", self.url, exc)
-            now = self._clock()
-            due = self._loaded_at + self._max_age / 2
-        return max(due - now, self._tried_at + self._min_refresh - now, 0.0)
+                await self._refresh()
+        now = self._clock()
+        return max(self._due() - now, self._tried_at + self._min_refresh - now, 0.0)
 
     async def keep_fresh(self) -> None:
         """Refresh the keys before they get old, until cancelled."""
@@ -117,12 +108,24 @@ class JwksCache:
             delay = await self.refresh_if_due()
             await asyncio.sleep(delay)
 
+    def _due(self) -> float:
+        return self._loaded_at + self._max_age / 2
+
+    def _may_fetch(self) -> bool:
+        return self._clock() - self._tried_at >= self._min_refresh
+
     async def _refresh(self) -> None:
+        """Fetch the keys; a failure is logged and leaves the keys held as they were."""
         self._tried_at = self._clock()
         self.fetches += 1
-        response = await self._client.get(self.url)
-        response.raise_for_status()
-        self._keys = {key["kid"]: key for key in response.json().get("keys", []) if "kid" in key}
+        try:
+            response = await self._client.get(self.url)
+            response.raise_for_status()
+            keys = response.json().get("keys", [])
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("signing keys could not be fetched from %s: %r", self.url, exc)
+            return
+        self._keys = {key["kid"]: key for key in keys if "kid" in key}
         self._loaded_at = self._tried_at
 
 
