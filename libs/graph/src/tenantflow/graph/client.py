@@ -60,6 +60,13 @@ class _VerifyingSession(requests.Session):
         return super().request(*args, **kwargs)
 
 
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a token Entra ID issued to us, read without verifying it (Graph tokens are
+    not ours to validate: access-tokens.md)."""
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
 @dataclass
 class GraphClient:
     login_base_url: str
@@ -185,7 +192,7 @@ class GraphClient:
         (read, not verified: Entra issued it to us)."""
         assert self.report_denied is not None
         try:
-            claims = jwt.decode(token, options={"verify_signature": False})
+            claims = unverified_claims(token)
             tenant, app = UUID(str(claims["tid"])), UUID(str(claims["appid"]))
         except (jwt.PyJWTError, KeyError, ValueError):
             return  # not an app token we can attribute

@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import jwt
-
 from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
-from tenantflow.graph.client import GraphClient
+from tenantflow.graph.client import GraphClient, unverified_claims
 from tenantflow.graph.credentials import AppCredentials
 from tenantflow.graph.errors import GraphCallFailed, TokenRefused
 
@@ -42,8 +40,7 @@ class Rejected:
 
 def token_roles(token: str) -> set[str]:
     """The roles claim of an app-only token (read, not verified: Entra just issued it to us)."""
-    claims = jwt.decode(token, options={"verify_signature": False})
-    return set(claims.get("roles", []))
+    return set(unverified_claims(token).get("roles", []))
 
 
 def refusal(exc: TokenRefused, consent_url: str, whose: str = "The enterprise app") -> Rejected:
