@@ -8,7 +8,7 @@ import random
 import httpx
 import pytest
 
-from tenantflow.graph.batch import BatchRequest, batch
+from tenantflow.graph.batch import BatchRequest, BatchResponse, batch
 from tenantflow.graph.client import GraphClient
 
 pytestmark = pytest.mark.unit
@@ -79,3 +79,9 @@ async def test_dependencies_stay_within_their_twenty() -> None:
     requests.append(BatchRequest("20", "GET", "/x", depends_on=("0",)))
     with pytest.raises(ValueError, match="outside its 20"):
         await batch(graph, "t", requests)
+
+
+def test_retry_after_is_read_whatever_the_header_names_case() -> None:
+    assert BatchResponse("a", 429, None, {"retry-after": "3"}).retry_after_s == 3.0
+    assert BatchResponse("a", 429, None, {"Retry-After": "2.5"}).retry_after_s == 2.5
+    assert BatchResponse("a", 429, None, {}).retry_after_s == 1.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tenantflow.graph.client import GraphClient
@@ -48,7 +48,9 @@ class BatchResponse:
 
     @property
     def retry_after_s(self) -> float:
-        return retry_after_seconds(self.headers.get("Retry-After"), 1.0)
+        # header names are case-insensitive; Graph writes Retry-After, proxies may not
+        named = {name.lower(): value for name, value in self.headers.items()}
+        return retry_after_seconds(named.get("retry-after"), 1.0)
 
 
 async def batch(
@@ -86,8 +88,8 @@ async def batch(
 async def _send(
     graph: GraphClient, token: str, requests: list[BatchRequest], version: str
 ) -> dict[str, BatchResponse]:
-    if len(requests) == 1 and requests[0].depends_on:
-        requests = [BatchRequest(**{**requests[0].__dict__, "depends_on": ()})]
+    if len(requests) == 1 and requests[0].depends_on:  # retried alone: its dependencies ran
+        requests = [replace(requests[0], depends_on=())]
     answer = await graph.request(
         token, "POST", f"/{version}/$batch", json={"requests": [r.wire() for r in requests]}
     )
