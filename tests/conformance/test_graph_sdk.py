@@ -1,8 +1,10 @@
-"""The emulator, driven by a client no one here wrote: Microsoft's own Python Graph SDK.
+"""The emulator, driven by clients no one here wrote: Microsoft's own Python Graph SDKs
+(msgraph-sdk for v1.0, msgraph-beta-sdk for beta).
 
 Paging with its PageIterator, delta with its request builders (and $select honoured), lookups by
-the documented alternate key, errors parsed as its ODataError, and its retry handler on the
-emulator's throttling: if the SDK can use the emulator as shipped, so can any client."""
+the documented alternate key, errors parsed as its ODataError, its retry handler on the
+emulator's throttling, members@delta typed as the members themselves, and soft deletion keeping
+memberships: if the SDKs can use the emulator as shipped, so can any client."""
 
 from __future__ import annotations
 
@@ -23,7 +25,12 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuilder
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
-from msgraph_core import GraphClientFactory
+from msgraph_beta import GraphRequestAdapter as BetaRequestAdapter
+from msgraph_beta import GraphServiceClient as BetaServiceClient
+from msgraph_beta.generated.groups.delta.delta_request_builder import (
+    DeltaRequestBuilder as BetaGroupsDelta,
+)
+from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.tasks.page_iterator import PageIterator
 
 from tenantflow.emulator.testing import RunningEmulator
@@ -51,6 +58,9 @@ class EmulatorTokens(AccessTokenProvider):
 class Tenant:
     def __init__(self, emulator: RunningEmulator) -> None:
         self.id = uuid4()
+        self.emulator = emulator
+        self.user_ids = [uuid4() for _ in range(USERS)]
+        self.group_id = uuid4()
         self.upn = f"u7@t{self.id.hex[:8]}.example"
         emulator.seed(
             {
@@ -59,10 +69,18 @@ class Tenant:
                 "verified_domains": [f"t{self.id.hex[:8]}.example"],
                 "users": [
                     {
+                        "id": str(self.user_ids[n]),
                         "display_name": f"User {n}",
                         "user_principal_name": f"u{n}@t{self.id.hex[:8]}.example",
                     }
                     for n in range(USERS)
+                ],
+                "groups": [
+                    {
+                        "id": str(self.group_id),
+                        "display_name": "Pilots",
+                        "members": [str(u) for u in self.user_ids[:3]],
+                    },
                 ],
                 "enterprise_apps": [
                     {
@@ -81,6 +99,46 @@ class Tenant:
         )
         self.adapter.base_url = f"{emulator.url}/v1.0"
         self.graph = GraphServiceClient(request_adapter=self.adapter)
+        beta_http = GraphClientFactory.create_with_default_middleware(
+            api_version=APIVersion.beta,
+            client=httpx.AsyncClient(verify=ssl.create_default_context(cafile=emulator.ca)),
+        )
+        self.beta_adapter = BetaRequestAdapter(
+            BaseBearerTokenAuthenticationProvider(EmulatorTokens(token)), client=beta_http
+        )
+        self.beta_adapter.base_url = f"{emulator.url}/beta"
+        self.beta = BetaServiceClient(request_adapter=self.beta_adapter)
+
+    def mutate(self, *mutations: dict[str, Any]) -> None:
+        with self.emulator.client() as control:
+            control.post(
+                f"/_emulator/tenants/{self.id}/directory", json=list(mutations)
+            ).raise_for_status()
+
+    async def member_ids(self) -> set[str | None]:
+        members = await self.graph.groups.by_group_id(str(self.group_id)).members.get()
+        assert members is not None
+        return {member.id for member in members.value or []}
+
+    async def beta_groups_round(self, link: str | None = None) -> tuple[list[Any], str]:
+        """One groups delta round with the beta SDK ($select with members): its entries and
+        the deltaLink."""
+        delta = self.beta.groups.delta
+        if link is None:
+            query = BetaGroupsDelta.DeltaRequestBuilderGetQueryParameters(
+                select=["id", "displayName", "members"]
+            )
+            page = await delta.get(RequestConfiguration(query_parameters=query))
+        else:
+            page = await delta.with_url(link).get()
+        entries: list[Any] = []
+        while page is not None:
+            entries += page.value or []
+            if page.odata_delta_link:
+                return entries, page.odata_delta_link
+            assert page.odata_next_link
+            page = await delta.with_url(page.odata_next_link).get()
+        raise AssertionError("a delta round ended without a deltaLink")
 
 
 @pytest.fixture
@@ -169,3 +227,58 @@ async def test_the_sdks_retry_handler_honours_the_emulators_429s(
             "/_emulator/requests", params={"tenant": str(tenant.id), "status": "429"}
         ).json()
     assert throttled  # it was throttled, and retried through it
+
+
+def _members_delta(entries: list[Any]) -> list[dict[str, Any]]:
+    """members@delta of every entry, as the beta SDK parsed it (an untyped annotation)."""
+    found: list[dict[str, Any]] = []
+    for entry in entries:
+        for member in entry.additional_data.get("members@delta", []):
+            found.append({**member, "id": str(member["id"])})  # it parses ids as UUIDs
+    return found
+
+
+async def test_beta_sdk_reads_members_delta_typed_as_the_members(tenant: Tenant) -> None:
+    entries, link = await tenant.beta_groups_round()
+    assert [e.display_name for e in entries] == ["Pilots"]
+    assert {m["id"] for m in _members_delta(entries)} == {str(u) for u in tenant.user_ids[:3]}
+    tenant.mutate(
+        {
+            "op": "remove_member",
+            "group_id": str(tenant.group_id),
+            "member_id": str(tenant.user_ids[0]),
+        }
+    )
+    changes, _ = await tenant.beta_groups_round(link)
+    [removed] = _members_delta(changes)
+    # Microsoft's example types a removed member as itself, not as a directoryObject
+    assert removed["@odata.type"] == "#microsoft.graph.user"
+    assert removed["id"] == str(tenant.user_ids[0])
+    assert removed["@removed"] == {"reason": "deleted"}
+
+
+async def test_a_soft_deleted_user_keeps_its_memberships_until_deleted_for_good(
+    tenant: Tenant,
+) -> None:
+    """delta-query-groups.md: only permanently deleted users are removed from groups."""
+    _, link = await tenant.beta_groups_round()
+    user = str(tenant.user_ids[1])
+    page = await tenant.graph.users.delta.get()
+    while page is not None and not page.odata_delta_link:
+        page = await tenant.graph.users.delta.with_url(page.odata_next_link).get()
+    assert page is not None
+    users_link = page.odata_delta_link
+    tenant.mutate({"op": "delete_user", "user_id": user})  # soft: to the recycle bin
+    users_changes = await tenant.graph.users.delta.with_url(users_link).get()
+    assert users_changes is not None
+    [gone] = users_changes.value or []
+    assert (gone.id, gone.additional_data.get("@removed")) == (user, {"reason": "changed"})
+    unchanged, link = await tenant.beta_groups_round(link)
+    assert unchanged == []  # the membership is kept
+    assert user not in await tenant.member_ids()  # but not listed while deleted
+    tenant.mutate({"op": "restore_user", "user_id": user})
+    assert user in await tenant.member_ids()  # restored with its memberships
+    tenant.mutate({"op": "delete_user", "user_id": user, "permanent": True})
+    changes, _ = await tenant.beta_groups_round(link)
+    [removed] = _members_delta(changes)
+    assert (removed["id"], removed["@removed"]) == (user, {"reason": "deleted"})

@@ -80,7 +80,9 @@ def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[
             result.append(body)
             continue
         members: list[tuple[UUID, Change | None]] = (
-            [(m, None) for m in tenant.groups[object_id].members]
+            # a soft-deleted member is not listed (inferred: it is not a live object), though
+            # its membership is kept for when it is restored
+            [(m, None) for m in tenant.groups[object_id].members if tenant.exists(m)]
             if since == 0
             else list(member_changes.get(object_id, {}).items())
         )

@@ -255,7 +255,7 @@ def group_json(group: Any) -> dict[str, Any]:
         "description": group.description,
         "securityEnabled": group.security_enabled,
         "mailEnabled": group.mail_enabled,
-        "groupTypes": [],
+        "groupTypes": list(group.group_types),
         "mailNickname": re.sub(r"[^A-Za-z0-9]", "", group.display_name) or "group",
     }
 
@@ -269,6 +269,7 @@ def device_json(device: Any) -> dict[str, Any]:
         "operatingSystem": device.operating_system,
         "operatingSystemVersion": device.operating_system_version,
         "accountEnabled": True,
+        "isManaged": device.is_managed,
         "trustType": "AzureAd",
     }
 
@@ -648,7 +649,9 @@ class Graph:
                 if transitive
                 else caller.tenant.groups[group_id].members
             )
-            items = [directory_object_json(caller.tenant, m) for m in ids]
+            # a soft-deleted user keeps its memberships but is not listed until restored
+            live = [m for m in ids if caller.tenant.exists(m)]
+            items = [directory_object_json(caller.tenant, m) for m in live]
             return odata_list(request, "directoryObjects", items, {"id"})
 
         async def devices(request: Request, caller: Caller) -> Response:

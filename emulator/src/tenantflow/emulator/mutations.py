@@ -57,6 +57,21 @@ class DeleteUser(_Op):
     permanent: bool = False
 
 
+class RestoreUser(_Op):
+    """A soft-deleted user comes back from the recycle bin, with the memberships it kept."""
+
+    op: Literal["restore_user"]
+    user_id: UUID
+
+
+class ChangeDevice(_Op):
+    op: Literal["change_device"]
+    device_id: UUID
+    display_name: str | None = None
+    operating_system: str | None = None
+    is_managed: bool | None = None
+
+
 class AddDevice(_Op):
     op: Literal["add_device"]
     device: SeedDevice
@@ -117,7 +132,9 @@ Mutation = Annotated[
     | DeleteGroup
     | AddUser
     | DeleteUser
+    | RestoreUser
     | AddDevice
+    | ChangeDevice
     | DeleteDevice
     | GrantRole
     | RemoveRole
@@ -132,6 +149,7 @@ MUTATIONS: TypeAdapter[list[Mutation]] = TypeAdapter(list[Mutation])
 
 def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
     users, groups, devices = set(tenant.users), set(tenant.groups), set(tenant.devices)
+    binned = set(tenant.deleted_users)
     eligible = {user.id: set(user.eligible_roles) for user in tenant.users.values()}
     for index, m in enumerate(mutations):
         where = f"mutation {index} ({m.op})"
@@ -156,6 +174,15 @@ def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
                 raise ValueError(f"{where}: no group {m.group_id}")
             if isinstance(m, DeleteGroup):
                 groups.discard(m.group_id)
+        elif isinstance(m, RestoreUser):
+            if m.user_id not in binned:
+                raise ValueError(f"{where}: no soft-deleted user {m.user_id}")
+            binned.discard(m.user_id)
+            users.add(m.user_id)
+        elif isinstance(m, DeleteUser) and m.user_id in binned:
+            if not m.permanent:
+                raise ValueError(f"{where}: user {m.user_id} is already soft-deleted")
+            binned.discard(m.user_id)
         elif isinstance(
             m, DeleteUser | GrantRole | RemoveRole | MakeEligible | RemoveEligibility | ActivateRole
         ):
@@ -163,6 +190,8 @@ def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
                 raise ValueError(f"{where}: no user {m.user_id}")
             if isinstance(m, DeleteUser):
                 users.discard(m.user_id)
+                if not m.permanent:
+                    binned.add(m.user_id)
             elif m.role not in DIRECTORY_ROLE_TEMPLATES:
                 raise ValueError(f"{where}: unknown role {m.role!r}")
             elif isinstance(m, ActivateRole) and m.role not in eligible.get(m.user_id, set()):
@@ -174,10 +203,11 @@ def _check(tenant: Tenant, mutations: list[Mutation]) -> None:
         elif isinstance(m, SetAppEnabled):
             if m.app_id not in tenant.service_principals:
                 raise ValueError(f"{where}: app {m.app_id} has no service principal here")
-        elif isinstance(m, DeleteDevice):
+        elif isinstance(m, DeleteDevice | ChangeDevice):
             if m.device_id not in devices:
                 raise ValueError(f"{where}: no device {m.device_id}")
-            devices.discard(m.device_id)
+            if isinstance(m, DeleteDevice):
+                devices.discard(m.device_id)
 
 
 def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
@@ -211,9 +241,23 @@ def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
             del tenant.groups[m.group_id]
             tenant.record("groups", m.group_id, removed="deleted" if m.permanent else "changed")
         elif isinstance(m, DeleteUser):
-            _drop_memberships(tenant, m.user_id)
-            del tenant.users[m.user_id]
+            # only a permanent deletion removes memberships (delta-query-groups.md @b7c6490);
+            # a soft-deleted user keeps them, in the recycle bin, until restored or purged
+            if m.permanent:
+                _drop_memberships(tenant, m.user_id)
+            user = tenant.users.pop(m.user_id, None) or tenant.deleted_users.pop(m.user_id)
+            if not m.permanent:
+                tenant.deleted_users[m.user_id] = user
             tenant.record("users", m.user_id, removed="deleted" if m.permanent else "changed")
+        elif isinstance(m, RestoreUser):
+            tenant.users[m.user_id] = tenant.deleted_users.pop(m.user_id)
+            tenant.record("users", m.user_id)
+        elif isinstance(m, ChangeDevice):
+            device = tenant.devices[m.device_id]
+            for name in ("display_name", "operating_system", "is_managed"):
+                if getattr(m, name) is not None:
+                    setattr(device, name, getattr(m, name))
+            tenant.record("devices", m.device_id)
         elif isinstance(m, DeleteDevice):
             _drop_memberships(tenant, m.device_id)
             del tenant.devices[m.device_id]
@@ -231,7 +275,7 @@ def apply(tenant: Tenant, mutations: list[Mutation]) -> None:
 
 
 def _drop_memberships(tenant: Tenant, object_id: UUID) -> None:
-    """The object (still there) leaves every group it is in."""
+    """The object (still there, or in the recycle bin) leaves every group it is in."""
     kind = tenant.type_of(object_id)
     for group in tenant.groups.values():
         if object_id in group.members:

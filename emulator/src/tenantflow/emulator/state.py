@@ -54,6 +54,10 @@ class SeedGroup(_Seed):
     description: str | None = None
     security_enabled: bool = True
     mail_enabled: bool = False
+    group_types: list[str] = Field(
+        default_factory=list,
+        description="Graph's groupTypes: 'Unified' (Microsoft 365 group), 'DynamicMembership'.",
+    )
     members: list[UUID] = Field(
         default_factory=list, description="Ids of member users, devices or groups (nesting)."
     )
@@ -65,6 +69,8 @@ class SeedDevice(_Seed):
     display_name: str
     operating_system: str = "Windows"
     operating_system_version: str = "10.0.22631.4460"
+    is_managed: bool = True
+    """Managed by an MDM such as Intune (Graph's device.isManaged)."""
 
 
 class SeedAssignment(_Seed):
@@ -181,6 +187,9 @@ class Tenant:
     devices: dict[UUID, SeedDevice] = field(default_factory=dict)
     service_principals: dict[UUID, ServicePrincipal] = field(default_factory=dict)
     """By app id."""
+    deleted_users: dict[UUID, SeedUser] = field(default_factory=dict)
+    """Soft-deleted users (restorable): gone from /users, their group memberships kept
+    (delta-query-groups.md @b7c6490: only permanently deleted users leave their groups)."""
     journal: list[Change] = field(default_factory=list)
     """Every directory change in order; delta queries read it."""
     delta_epoch: int = 0
@@ -195,9 +204,13 @@ class Tenant:
     ) -> None:
         self.journal.append(Change(len(self.journal) + 1, resource, object_id, **details))
 
+    def exists(self, object_id: UUID) -> bool:
+        """A live user, group or device (not a soft-deleted one)."""
+        return object_id in self.users or object_id in self.groups or object_id in self.devices
+
     def type_of(self, object_id: UUID) -> str:
-        """The @odata.type of a user, group or device of this tenant."""
-        if object_id in self.users:
+        """The @odata.type of a user (soft-deleted too), group or device of this tenant."""
+        if object_id in self.users or object_id in self.deleted_users:
             return "#microsoft.graph.user"
         if object_id in self.groups:
             return "#microsoft.graph.group"
