@@ -292,6 +292,61 @@ class DirectorySynced(EventPayload):
     changes: int = Field(
         ge=0, description="Objects added, changed or removed by this sync.", examples=[12]
     )
+    duration_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long the sync took, from its first Graph request to its last write "
+        "(pauses for throttling included).",
+        examples=[4.2],
+    )
+    delta_link_age_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Age of the oldest stored deltaLink the sync started from; null for a full "
+        "sync. Graph keeps delta state for a limited time: an old link may need a full resync.",
+        examples=[300.5],
+    )
+    next_sync_at: datetime | None = Field(
+        default=None,
+        description="When the next scheduled sync is due (UTC).",
+        examples=["2026-11-24T10:05:00Z"],
+    )
+
+
+class DirectorySyncFailed(EventPayload):
+    """A directory sync could not finish: the cache keeps what it held, and the sync is retried
+    at ``next_attempt_at``. Throttling is not a failure (the sync is paused and resumes)."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.sync.failed"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    detail: str = Field(
+        description="What failed, for a human (Graph's error code and message when it answered).",
+        examples=["Graph answered 403 Authorization_RequestDenied: Insufficient privileges."],
+    )
+    status: int | None = Field(
+        default=None, description="Graph's HTTP status, when it answered.", examples=[403]
+    )
+    next_attempt_at: datetime | None = Field(
+        default=None,
+        description="When the sync is tried again (UTC); null while the tenant's access is "
+        "being re-verified.",
+        examples=["2026-11-24T10:05:00Z"],
+    )
+
+
+class DirectoryPurged(EventPayload):
+    """The tenant's directory cache was deleted (unlinked, or the directory connector's consent
+    revoked): readers drop their copies. A later re-verification starts a full sync."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.purged"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    reason: Literal["tenant_unlinked", "consent_revoked"] = Field(
+        description="Why the cache was purged.", examples=["tenant_unlinked"]
+    )
 
 
 class GroupUpserted(EventPayload):
@@ -313,6 +368,25 @@ class GroupUpserted(EventPayload):
         default=False,
         description="Membership is computed by a rule (groupTypes contains DynamicMembership).",
         examples=[False],
+    )
+    direct_users: int = Field(
+        default=0, ge=0, description="Users that are direct members.", examples=[12]
+    )
+    direct_devices: int = Field(
+        default=0, ge=0, description="Devices that are direct members.", examples=[3]
+    )
+    transitive_users: int = Field(
+        default=0,
+        ge=0,
+        description="Distinct users reached through nested groups too (what a deployment to "
+        "this group targets).",
+        examples=[140],
+    )
+    transitive_devices: int = Field(
+        default=0,
+        ge=0,
+        description="Distinct devices reached through nested groups too.",
+        examples=[52],
     )
 
 

@@ -18,6 +18,8 @@ EVENT_CLASSES: tuple[type[EventPayload], ...] = (
     events.GraphAccessDenied,
     events.DirectorySyncRequested,
     events.DirectorySynced,
+    events.DirectorySyncFailed,
+    events.DirectoryPurged,
     events.GroupUpserted,
     events.GroupRemoved,
     events.DeploymentChangeRequested,
