@@ -90,6 +90,12 @@ class HandlerContext:
     session: AsyncSession
     envelope: Envelope[EventPayload]
     outbox: Outbox
+    committed: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the handler's transaction committed (not if it rolls back):
+        to wake work that must see what the handler wrote."""
+        self.committed.append(callback)
 
     @property
     def event_id(self) -> str:
@@ -217,7 +223,10 @@ class EventConsumer:
                 async with transaction(self.sessions) as session:
                     if not await self._claim(session, envelope.id):
                         return Outcome.DUPLICATE
-                    await handler(envelope.data, HandlerContext(session, envelope, self.outbox))
+                    ctx = HandlerContext(session, envelope, self.outbox)
+                    await handler(envelope.data, ctx)
+                for callback in ctx.committed:
+                    callback()
                 return Outcome.HANDLED
             except PermanentError as exc:
                 failure = _Failure(type(exc).__name__, str(exc), attempt)

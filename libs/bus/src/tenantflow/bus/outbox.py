@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tenantflow.bus.tables import bus_tables
 from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.envelope import Envelope
+
+BATCH = 1000
 
 
 class Outbox:
@@ -24,19 +29,30 @@ class Outbox:
     ) -> Envelope[EventPayload]:
         return Envelope(data=data, source=self.source, traceparent=traceparent)
 
+    def _row(self, envelope: Envelope[EventPayload]) -> dict[str, Any]:
+        return {
+            "event_id": envelope.id,
+            "topic": self.topic_prefix + envelope.topic,
+            "key": envelope.key,
+            "headers": [[name, value.decode()] for name, value in envelope.headers()],
+            "value": envelope.value(),
+        }
+
     async def add(
         self, db: AsyncSession | AsyncConnection, event: EventPayload | Envelope[EventPayload]
     ) -> Envelope[EventPayload]:
         """Store ``event`` in the caller's transaction; it is published only if that commits."""
         envelope = event if isinstance(event, Envelope) else self.envelope(event)
         connection = await db.connection() if isinstance(db, AsyncSession) else db
-        await connection.execute(
-            insert(self._table).values(
-                event_id=envelope.id,
-                topic=self.topic_prefix + envelope.topic,
-                key=envelope.key,
-                headers=[[name, value.decode()] for name, value in envelope.headers()],
-                value=envelope.value(),
-            )
-        )
+        await connection.execute(insert(self._table).values(self._row(envelope)))
         return envelope
+
+    async def add_many(
+        self, db: AsyncSession | AsyncConnection, events: Sequence[EventPayload]
+    ) -> None:
+        """Store ``events``, in order, in the caller's transaction, a statement per thousand: a
+        sync that changes thousands of groups does not pay a round trip per event."""
+        connection = await db.connection() if isinstance(db, AsyncSession) else db
+        for start in range(0, len(events), BATCH):
+            rows = [self._row(self.envelope(event)) for event in events[start : start + BATCH]]
+            await connection.execute(insert(self._table).values(rows))
