@@ -132,4 +132,9 @@ def emulated_microsoft(emulator: RunningEmulator) -> dict[str, dict[str, str]]:
             "INTUNE_WRITER_CLIENT_ID": str(writer["client_id"]),
             "INTUNE_WRITER_SECRET": str(writer["client_secret"]),
         },
+        "directory-sync": {
+            **endpoints,
+            "DIRECTORY_CONNECTOR_CLIENT_ID": str(connector["client_id"]),
+            "DIRECTORY_CONNECTOR_SECRET": str(connector["client_secret"]),
+        },
     }

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from tenantflow.portal_api import problems, tenants
+from tenantflow.portal_api import directory, problems, tenants
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import PortalDep
 from tenantflow.portal_api.proxy import TrustedProxies
@@ -36,6 +36,7 @@ def create_app(portal: Portal) -> FastAPI:
     problems.install(app)
     app.add_middleware(TrustedProxies, trusted=portal.settings.trusted_proxies)
     app.include_router(tenants.router)
+    app.include_router(directory.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

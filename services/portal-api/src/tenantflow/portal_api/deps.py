@@ -71,6 +71,8 @@ def _holding(*roles: PortalRole) -> Callable[[Principal], Awaitable[Principal]]:
 
 AdminUser = Annotated[Principal, Depends(_holding(PortalRole.ADMIN))]
 """May link tenants and activate Intune writing."""
+OperatorUser = Annotated[Principal, Depends(_holding(PortalRole.ADMIN, PortalRole.OPERATOR))]
+"""May change deployments and refresh a tenant's directory."""
 PortalUser = Annotated[Principal, Depends(_holding(*PortalRole))]
 """Holds any portal role: may read."""
 

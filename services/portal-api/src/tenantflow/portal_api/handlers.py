@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, update
+from sqlalchemy import ColumnElement, delete, func, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 
 from tenantflow.bus.consumer import HandlerContext
@@ -18,7 +19,12 @@ from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.events import (
     ConsentRevoked,
     DeadLettered,
+    DirectoryPurged,
+    DirectorySynced,
+    DirectorySyncFailed,
     EnterpriseApp,
+    GroupRemoved,
+    GroupUpserted,
     IntuneWritingEnabled,
     IntuneWritingRejected,
     TenantLinkRejected,
@@ -29,6 +35,8 @@ from tenantflow.contracts.topics import Topic
 from tenantflow.portal_api.models import (
     INTUNE,
     LINK,
+    DirectoryGroup,
+    DirectoryState,
     IntuneWritingStatus,
     LinkStatus,
     TenantLink,
@@ -167,3 +175,73 @@ def register(runtime: ServiceRuntime) -> None:
                 **{f"{track}status": LinkStatus.REJECTED},
                 **verdict_columns(track, VERIFICATION_FAILED, message),
             )
+
+
+def register_directory(runtime: ServiceRuntime) -> None:
+    """The directory read model: directory-sync's events projected onto groups and a status
+    per tenant. Upserts and deletes by key, so a redelivery changes nothing; one tenant's events
+    arrive in order (one partition), a purge after the upserts it undoes."""
+    directory = runtime.consumer("directory", Topic.DIRECTORY)
+
+    @directory.handles(GroupUpserted)
+    async def record_group(event: GroupUpserted, ctx: HandlerContext) -> None:
+        values = {
+            "display_name": event.display_name,
+            "name_key": event.display_name.casefold(),
+            "security_enabled": event.security_enabled,
+            "dynamic": event.dynamic,
+            "direct_users": event.direct_users,
+            "direct_devices": event.direct_devices,
+            "transitive_users": event.transitive_users,
+            "transitive_devices": event.transitive_devices,
+            "updated_at": func.now(),
+        }
+        await ctx.session.exec(
+            insert(DirectoryGroup)
+            .values(tenant_id=event.tenant_id, group_id=event.group_id, **values)
+            .on_conflict_do_update(index_elements=["tenant_id", "group_id"], set_=values)
+        )
+
+    @directory.handles(GroupRemoved)
+    async def forget_group(event: GroupRemoved, ctx: HandlerContext) -> None:
+        await ctx.session.exec(
+            delete(DirectoryGroup).where(
+                col(DirectoryGroup.tenant_id) == event.tenant_id,
+                col(DirectoryGroup.group_id) == event.group_id,
+            )
+        )
+
+    async def record_state(ctx: HandlerContext, tenant_id: UUID, **values: Any) -> None:
+        await ctx.session.exec(
+            insert(DirectoryState)
+            .values(tenant_id=tenant_id, **values)
+            .on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+        )
+
+    @directory.handles(DirectorySynced)
+    async def record_synced(event: DirectorySynced, ctx: HandlerContext) -> None:
+        await record_state(
+            ctx,
+            event.tenant_id,
+            last_sync_at=ctx.envelope.time,
+            last_mode=event.mode,
+            users=event.users,
+            groups=event.groups,
+            devices=event.devices,
+            next_sync_at=event.next_sync_at,
+        )
+
+    @directory.handles(DirectorySyncFailed)
+    async def record_sync_failed(event: DirectorySyncFailed, ctx: HandlerContext) -> None:
+        await record_state(
+            ctx,
+            event.tenant_id,
+            last_error=event.detail,
+            last_error_at=ctx.envelope.time,
+            next_sync_at=event.next_attempt_at,
+        )
+
+    @directory.handles(DirectoryPurged)
+    async def drop_directory(event: DirectoryPurged, ctx: HandlerContext) -> None:
+        for table in (DirectoryGroup, DirectoryState):
+            await ctx.session.exec(delete(table).where(col(table.tenant_id) == event.tenant_id))

@@ -243,3 +243,103 @@ class TenantPage(BaseModel):
     next_cursor: str | None = ApiField(
         description="Pass as ?cursor= for the next page; null on the last page."
     )
+
+
+# --- the directory read model, built from directory-sync's events -----------------------------
+
+
+class DirectoryGroup(PortalTable, table=True):
+    """A group of a linked tenant, as directory-sync last published it."""
+
+    __tablename__ = "directory_groups"
+
+    tenant_id: UUID = Field(primary_key=True)
+    group_id: UUID = Field(primary_key=True)
+    display_name: str = Field(sa_type=Text)
+    name_key: str = Field(sa_type=Text)
+    """The display name case-folded: prefix search and its order."""
+    security_enabled: bool
+    dynamic: bool
+    direct_users: int
+    direct_devices: int
+    transitive_users: int
+    transitive_devices: int
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class DirectoryState(PortalTable, table=True):
+    """Where a tenant's directory cache stands."""
+
+    __tablename__ = "directory_states"
+
+    tenant_id: UUID = Field(primary_key=True)
+    last_sync_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_mode: str | None = Field(default=None, sa_type=Text)
+    users: int | None = None
+    groups: int | None = None
+    devices: int | None = None
+    next_sync_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_error: str | None = Field(default=None, sa_type=Text)
+    last_error_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    requested_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class DirectoryStatus(StrEnum):
+    NOT_SYNCED = "not_synced"
+    """No sync finished yet (the first one starts when the link is verified)."""
+    SYNC_REQUESTED = "sync_requested"
+    SYNCED = "synced"
+    FAILED = "failed"
+    """The last attempt failed; the cache keeps what it held and the sync is retried."""
+
+
+class GroupPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID = ApiField(validation_alias="group_id")
+    display_name: str
+    security_enabled: bool
+    dynamic: bool = ApiField(description="Membership computed by a rule.")
+    direct_users: int
+    direct_devices: int
+    transitive_users: int = ApiField(
+        description="Distinct users reached, through nested groups too: what a deployment to "
+        "this group targets."
+    )
+    transitive_devices: int
+
+
+class GroupPage(BaseModel):
+    items: list[GroupPublic]
+    next_cursor: str | None = ApiField(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )
+
+
+class DirectoryPublic(BaseModel):
+    status: DirectoryStatus
+    last_sync_at: datetime | None
+    last_mode: str | None = ApiField(description="full or delta (incremental).")
+    users: int | None
+    groups: int | None
+    devices: int | None
+    last_error: str | None
+    next_sync_at: datetime | None = ApiField(description="When the next scheduled sync is due.")
+    requested_at: datetime | None
+
+    @classmethod
+    def of(cls, state: DirectoryState | None) -> DirectoryPublic:
+        if state is None:
+            state = DirectoryState(tenant_id=UUID(int=0))
+        status = DirectoryStatus.NOT_SYNCED
+        last = state.last_sync_at
+        if last:
+            status = DirectoryStatus.SYNCED
+        if state.last_error_at and (last is None or state.last_error_at > last):
+            status = DirectoryStatus.FAILED
+        if state.requested_at and (last is None or state.requested_at > last):
+            status = DirectoryStatus.SYNC_REQUESTED
+        return cls(
+            status=status,
+            **state.model_dump(exclude={"tenant_id", "last_error_at"}),
+        )

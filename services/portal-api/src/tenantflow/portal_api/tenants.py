@@ -46,15 +46,15 @@ from tenantflow.portal_api.problems import Problem
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 
-def _problem(description: str) -> dict[str, Any]:
+def problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {}}}
 
 
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: _problem("No valid bearer token"),
-    403: _problem("The portal role is missing"),
-    404: _problem("No such tenant for your account"),
-    429: _problem("Rate limited; see Retry-After"),
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: problem("No valid bearer token"),
+    403: problem("The portal role is missing"),
+    404: problem("No such tenant for your account"),
+    429: problem("Rate limited; see Retry-After"),
 }
 
 
@@ -66,14 +66,14 @@ def _not_found(tenant_id: object) -> Problem:
     return Problem(404, f"No tenant {tenant_id} is linked to your account.")
 
 
-def _tenant_id(value: str) -> UUID:
+def tenant_id_of(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
         raise _not_found(value) from None
 
 
-def _actor(user: Principal) -> UserActor:
+def actor(user: Principal) -> UserActor:
     return UserActor(tenant_id=user.tenant_id, object_id=user.object_id)
 
 
@@ -126,7 +126,7 @@ def _change(session: AsyncSession, link: TenantLink, **values: Any) -> None:
     session.add(link)
 
 
-async def _reachable(
+async def reachable(
     session: AsyncSession, user: Principal, tenant_id: UUID, lock: bool = False
 ) -> TenantLink:
     statement = (
@@ -160,8 +160,8 @@ async def _account_of(session: AsyncSession, user: Principal) -> UUID:
     dependencies=[Depends(json_body)],
     responses={
         200: {"description": "Already linked; nothing to do", "model": TenantPublic},
-        415: _problem("The body is not sent as application/json"),
-        **_PROBLEMS,
+        415: problem("The body is not sent as application/json"),
+        **PROBLEMS,
     },
 )
 async def link_tenant(
@@ -187,7 +187,7 @@ async def link_tenant(
             .returning(col(TenantLink.tenant_id))
         )
         is_new = created.first() is not None
-        link = await _reachable(session, user, body.tenant_id, lock=True)
+        link = await reachable(session, user, body.tenant_id, lock=True)
         if not is_new:
             if link.status == LinkStatus.PENDING:
                 return _answer(request, response, link, 202)
@@ -197,7 +197,7 @@ async def link_tenant(
         await portal.runtime.outbox.add(
             session,
             TenantLinkRequested(
-                tenant_id=link.tenant_id, actor=_actor(user), correlation_id=link.link_change_id
+                tenant_id=link.tenant_id, actor=actor(user), correlation_id=link.link_change_id
             ),
         )
         await session.flush()
@@ -219,8 +219,8 @@ def _decode_cursor(cursor: str) -> UUID:
     "",
     response_model=TenantPage,
     responses={
-        400: _problem("The cursor is not valid"),
-        **{code: answer for code, answer in _PROBLEMS.items() if code != 404},
+        400: problem("The cursor is not valid"),
+        **{code: answer for code, answer in PROBLEMS.items() if code != 404},
     },
 )
 async def list_tenants(
@@ -258,7 +258,7 @@ async def list_tenants(
 @router.get(
     "/{tenant_id}",
     response_model=TenantPublic,
-    responses={304: {"description": "Not modified (If-None-Match)"}, **_PROBLEMS},
+    responses={304: {"description": "Not modified (If-None-Match)"}, **PROBLEMS},
 )
 async def get_tenant(
     tenant_id: str,
@@ -270,9 +270,9 @@ async def get_tenant(
 ) -> Any:
     """The link's status (pending, linked, rejected, revoked, unlinked) with the reason and what
     to do about it, who asked and when, and the Intune writing status. ETag for If-Match."""
-    tenant = _tenant_id(tenant_id)
+    tenant = tenant_id_of(tenant_id)
     async with portal.runtime.sessions() as session:
-        link = await _reachable(session, user, tenant)
+        link = await reachable(session, user, tenant)
     limit_tenant(portal, tenant)
     if if_none_match is not None and _etag(link) in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": _etag(link)})
@@ -286,9 +286,9 @@ async def get_tenant(
     response_model=TenantPublic,
     responses={
         200: {"description": "Already enabled; nothing to do", "model": TenantPublic},
-        409: _problem("The tenant is not linked"),
-        412: _problem("If-Match does not match"),
-        **_PROBLEMS,
+        409: problem("The tenant is not linked"),
+        412: problem("If-Match does not match"),
+        **PROBLEMS,
     },
 )
 async def activate_intune_writing(
@@ -303,9 +303,9 @@ async def activate_intune_writing(
     Intune writer enterprise app's admin consent and write permissions (asked for only now:
     least privilege) and that you may activate it. Asking again while pending returns the same
     request."""
-    tenant = _tenant_id(tenant_id)
+    tenant = tenant_id_of(tenant_id)
     async with transaction(portal.runtime.sessions) as session:
-        link = await _reachable(session, user, tenant, lock=True)
+        link = await reachable(session, user, tenant, lock=True)
         limit_tenant(portal, tenant)
         _check_if_match(link, if_match, required=False)
         if link.status != LinkStatus.LINKED:
@@ -321,7 +321,7 @@ async def activate_intune_writing(
         await portal.runtime.outbox.add(
             session,
             IntuneWritingActivationRequested(
-                tenant_id=tenant, actor=_actor(user), correlation_id=link.intune_change_id
+                tenant_id=tenant, actor=actor(user), correlation_id=link.intune_change_id
             ),
         )
         await session.flush()
@@ -334,9 +334,9 @@ async def activate_intune_writing(
     response_model=TenantPublic,
     responses={
         200: {"description": "Already unlinked; nothing to do", "model": TenantPublic},
-        412: _problem("If-Match does not match"),
-        428: _problem("If-Match is required"),
-        **_PROBLEMS,
+        412: problem("If-Match does not match"),
+        428: problem("If-Match is required"),
+        **PROBLEMS,
     },
 )
 async def unlink_tenant(
@@ -349,9 +349,9 @@ async def unlink_tenant(
 ) -> TenantPublic:
     """Unlink the tenant: every service stops its work for it and purges what it cached of its
     directory. Needs If-Match with the tenant's current ETag. Unlinking again changes nothing."""
-    tenant = _tenant_id(tenant_id)
+    tenant = tenant_id_of(tenant_id)
     async with transaction(portal.runtime.sessions) as session:
-        link = await _reachable(session, user, tenant, lock=True)
+        link = await reachable(session, user, tenant, lock=True)
         limit_tenant(portal, tenant)
         _check_if_match(link, if_match, required=True)
         if link.status == LinkStatus.UNLINKED:
@@ -369,7 +369,7 @@ async def unlink_tenant(
         )
         await portal.runtime.outbox.add(
             session,
-            TenantUnlinked(tenant_id=tenant, actor=_actor(user), correlation_id=change),
+            TenantUnlinked(tenant_id=tenant, actor=actor(user), correlation_id=change),
         )
         await session.flush()
         return _answer(request, response, link, 202)

@@ -1,0 +1,187 @@
+"""/v1/tenants/{tenant_id}/groups and /directory: the tenant's groups and its directory cache's
+status, served from the portal's read model (directory-sync's events), never from Graph.
+
+Same isolation as the tenant itself: a tenant the user's account cannot reach is 404, and the
+tenant's rate limit is charged only once the caller is known to reach it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+
+from tenantflow.bus.db import transaction
+from tenantflow.contracts.events import DirectorySyncRequested
+from tenantflow.portal_api.deps import OperatorUser, PortalDep, PortalUser, limit_tenant
+from tenantflow.portal_api.models import (
+    DirectoryGroup,
+    DirectoryPublic,
+    DirectoryState,
+    GroupPage,
+    GroupPublic,
+    LinkStatus,
+)
+from tenantflow.portal_api.problems import Problem
+from tenantflow.portal_api.tenants import PROBLEMS, actor, problem, reachable, tenant_id_of
+
+router = APIRouter(prefix="/v1/tenants", tags=["directory"])
+
+SEARCH_MAX = 256
+
+
+def _encode_cursor(group: DirectoryGroup) -> str:
+    raw = json.dumps([group.name_key, str(group.group_id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, UUID]:
+    try:
+        name_key, group_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return str(name_key), UUID(str(group_id))
+    except (ValueError, TypeError, binascii.Error):
+        raise Problem(400, "The cursor is not one this API returned.") from None
+
+
+def _like_prefix(search: str) -> str:
+    """``search`` as a LIKE prefix pattern, its own wildcards taken literally."""
+    escaped = search.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+@router.get(
+    "/{tenant_id}/groups",
+    response_model=GroupPage,
+    responses={400: problem("The cursor is not valid"), **PROBLEMS},
+)
+async def list_groups(
+    tenant_id: str,
+    user: PortalUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+    search: Annotated[
+        str | None,
+        Query(max_length=SEARCH_MAX, description="Display name prefix, any case."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, description="Page size (at most the maximum).")] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> GroupPage:
+    """The tenant's groups by name, a page at a time, with how many users and devices each
+    reaches (through nested groups too)."""
+    tenant = tenant_id_of(tenant_id)
+    limit = min(limit, portal.settings.page_size_max)
+    statement = (
+        select(DirectoryGroup)
+        .where(DirectoryGroup.tenant_id == tenant)
+        .order_by(col(DirectoryGroup.name_key), col(DirectoryGroup.group_id))
+        .limit(limit + 1)
+    )
+    if search:
+        statement = statement.where(
+            col(DirectoryGroup.name_key).like(_like_prefix(search), escape="\\")
+        )
+    if cursor is not None:
+        after = _decode_cursor(cursor)
+        statement = statement.where(
+            tuple_(col(DirectoryGroup.name_key), col(DirectoryGroup.group_id)) > after
+        )
+    async with portal.runtime.sessions() as session:
+        await reachable(session, user, tenant)
+        limit_tenant(portal, tenant)
+        groups = list((await session.exec(statement)).all())
+    more = len(groups) > limit
+    groups = groups[:limit]
+    next_cursor = _encode_cursor(groups[-1]) if more else None
+    if next_cursor:
+        next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return GroupPage(
+        items=[GroupPublic.model_validate(group) for group in groups], next_cursor=next_cursor
+    )
+
+
+@router.get("/{tenant_id}/groups/{group_id}", response_model=GroupPublic, responses=PROBLEMS)
+async def get_group(tenant_id: str, group_id: str, user: PortalUser, portal: PortalDep) -> Any:
+    """One group: name, type, and direct and transitive user and device counts."""
+    tenant = tenant_id_of(tenant_id)
+    async with portal.runtime.sessions() as session:
+        await reachable(session, user, tenant)
+        limit_tenant(portal, tenant)
+        try:
+            wanted = UUID(group_id)
+        except ValueError:
+            wanted = None
+        group = await session.get(DirectoryGroup, (tenant, wanted)) if wanted else None
+    if group is None:
+        raise Problem(
+            404,
+            f"No group {group_id} in this tenant's directory (a group created moments ago "
+            "appears after the next sync).",
+        )
+    return GroupPublic.model_validate(group)
+
+
+@router.get("/{tenant_id}/directory", response_model=DirectoryPublic, responses=PROBLEMS)
+async def get_directory(tenant_id: str, user: PortalUser, portal: PortalDep) -> DirectoryPublic:
+    """The directory cache's status: last sync, full or incremental, counts, last error and
+    the next scheduled sync."""
+    tenant = tenant_id_of(tenant_id)
+    async with portal.runtime.sessions() as session:
+        await reachable(session, user, tenant)
+        limit_tenant(portal, tenant)
+        state = await session.get(DirectoryState, tenant)
+    return DirectoryPublic.of(state)
+
+
+@router.post(
+    "/{tenant_id}/directory/sync",
+    status_code=202,
+    response_model=DirectoryPublic,
+    responses={409: problem("The tenant is not linked"), **PROBLEMS},
+)
+async def request_directory_sync(
+    tenant_id: str,
+    user: OperatorUser,
+    portal: PortalDep,
+    request: Request,
+    response: Response,
+    full: Annotated[
+        bool, Query(description="Re-read everything instead of the changes since last time.")
+    ] = False,
+) -> DirectoryPublic:
+    """Sync the tenant's directory now instead of at the next scheduled time; follow the
+    Location until the status is no longer sync_requested."""
+    tenant = tenant_id_of(tenant_id)
+    async with transaction(portal.runtime.sessions) as session:
+        link = await reachable(session, user, tenant, lock=True)
+        limit_tenant(portal, tenant)
+        if link.status != LinkStatus.LINKED:
+            raise Problem(409, f"The tenant is {link.status}; link it before syncing.")
+        now = datetime.now(UTC)
+        await session.exec(
+            insert(DirectoryState)
+            .values(tenant_id=tenant, requested_at=now)
+            .on_conflict_do_update(index_elements=["tenant_id"], set_={"requested_at": now})
+        )
+        await portal.runtime.outbox.add(
+            session,
+            DirectorySyncRequested(
+                tenant_id=tenant,
+                actor=actor(user),
+                correlation_id=uuid4(),
+                mode="full" if full else "delta",
+            ),
+        )
+        state = await session.get(DirectoryState, tenant, populate_existing=True)
+    response.headers["Location"] = str(request.url_for("get_directory", tenant_id=tenant))
+    response.headers["Retry-After"] = "1"
+    return DirectoryPublic.of(state)
