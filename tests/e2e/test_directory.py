@@ -118,7 +118,8 @@ async def link(stack: Stack, tenant: Tenant) -> None:
         assert answer.status_code == 202, answer.text
 
         async def linked() -> bool:
-            return (await client.get(f"/v1/tenants/{tenant.id}")).json()["status"] == "linked"
+            status = (await client.get(f"/v1/tenants/{tenant.id}")).json()["status"]
+            return bool(status == "linked")
 
         await eventually(linked, within=60, what="linked")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import pytest
@@ -18,7 +18,7 @@ from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
-from tenantflow.contracts.common import ServiceActor, UserActor
+from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
 from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import (
     ConsentRevoked,
@@ -26,7 +26,6 @@ from tenantflow.contracts.events import (
     DirectorySynced,
     DirectorySyncRequested,
     EnterpriseApp,
-    EventPayload,
     GroupRemoved,
     GroupUpserted,
     LinkAuthorization,
@@ -63,7 +62,7 @@ def settings_for(
 ) -> Settings:
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=infra.bootstrap_servers, topic_prefix=prefix),
-        database={"url": database_url},  # type: ignore[arg-type]
+        database={"url": database_url},
         login_base_url=emulator.url,
         graph_base_url=emulator.url,
         ca_bundle=Path(emulator.ca),
@@ -225,12 +224,12 @@ class Directory:
             authorized_by=LinkAuthorization.GLOBAL_ADMINISTRATOR,
         )
 
-    def requested(self, mode: str = "delta") -> DirectorySyncRequested:
+    def requested(self, mode: Literal["full", "delta"] = "delta") -> DirectorySyncRequested:
         return DirectorySyncRequested(
             tenant_id=self.tenant,
             actor=PORTAL,
             correlation_id=uuid4(),
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
         )
 
 

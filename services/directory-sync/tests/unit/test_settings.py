@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from tenantflow.devinfra.service_checks import check_settings_from_environment
 from tenantflow.directory_sync.settings import Settings
@@ -11,4 +12,19 @@ pytestmark = pytest.mark.unit
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    check_settings_from_environment(Settings, monkeypatch)
+    check_settings_from_environment(
+        Settings, monkeypatch, DIRECTORY_CONNECTOR_SECRET="a-real-secret"
+    )
+
+
+def test_the_emulators_demo_secret_is_refused_with_microsofts_endpoints() -> None:
+    with pytest.raises(ValidationError, match="directory_connector_secret"):
+        Settings()  # Microsoft's endpoints by default, the emulator's secret by default
+
+
+def test_each_process_names_itself_differently_in_leases() -> None:
+    emulator = {
+        "graph_base_url": "https://localhost:8443",
+        "login_base_url": "https://localhost:8443",
+    }
+    assert Settings(**emulator).replica_id != Settings(**emulator).replica_id
