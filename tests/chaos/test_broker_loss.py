@@ -18,8 +18,9 @@ from tenantflow.contracts.common import ServiceActor
 from tenantflow.contracts.events import TenantUnlinked
 from tenantflow.devinfra.kafka import KafkaBroker
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.services import service_process
+from tenantflow.devinfra.services import emulated_microsoft, service_process
 from tenantflow.devinfra.testing import create_database, eventually
+from tenantflow.emulator.testing import RunningEmulator
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +29,7 @@ SCHEMA = "directory_sync"
 
 
 async def test_sigterm_ends_a_service_in_time_after_kafka_died(
-    infra: RunningInfra, tmp_path: Path
+    infra: RunningInfra, emulator: RunningEmulator, tmp_path: Path
 ) -> None:
     broker = KafkaBroker(tmp_path / "kafka", bound_to_parent=True)
     await asyncio.to_thread(broker.start)
@@ -53,7 +54,10 @@ async def test_sigterm_ends_a_service_in_time_after_kafka_died(
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "DATABASE_URL": database_url,
     }
-    settings = {"SHUTDOWN_GRACE_SECONDS": str(GRACE_S)}
+    settings = {
+        **emulated_microsoft(emulator)["directory-sync"],
+        "SHUTDOWN_GRACE_SECONDS": str(GRACE_S),
+    }
     try:
         async with service_process(
             "directory-sync", tmp_path / "service.log", environment, settings

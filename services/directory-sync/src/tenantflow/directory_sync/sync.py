@@ -293,6 +293,7 @@ class TenantSync:
             and not tenant.full_requested
             and all(cursors.get(r) and cursors[r].delta_link for r in RESOURCES)
         )
+        tenant.full_requested = False  # served by this run; one asked for from now on is not
         if incremental:
             for cursor in cursors.values():
                 cursor.next_link = cursor.delta_link
@@ -589,7 +590,6 @@ class TenantSync:
             await self.runtime.outbox.add_many(session, events)
             tenant.generation = run.generation
             tenant.building = None
-            tenant.full_requested = False
             tenant.run_id = tenant.run_requested_by = None
             tenant.run_started_at = tenant.run_delta_link_at = None
             tenant.lease_owner = tenant.lease_until = None

@@ -1,0 +1,295 @@
+"""Directory sync: how long syncs take and how much memory the sync process needs.
+
+directory-sync runs as a process on real Kafka and PostgreSQL against the emulator; links are
+announced on the bus as consent would (TenantLinkVerified), sync requests as the portal would.
+A sync is timed from the event's publication to the tenant's row recording the finished sync
+(polled every 20 ms). Scenarios:
+
+- big: one synthetic tenant (default 50,000 users, 5,000 groups, 60,000 devices, departments
+  nesting teams), throttling off: the initial full sync, and the process's peak RSS (VmHWM);
+- incremental: 100 directory changes on the big tenant, then one requested sync;
+- concurrent: ten tenants of 5,000 users synced at once vs the same ten one after another, and
+  a small tenant's sync started alongside the ten;
+- limits: the big tenant's initial sync with Graph's directory limits on, against the minimum
+  those limits allow for the requests it made (the emulator's token bucket: capacity C resource
+  units per window W, so N units take at least (N - C) * W / C seconds).
+
+    uv run python bench/directory_sync.py [--users 50000 --groups 5000 --devices 60000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4, uuid5
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.bus.topics import ensure_topics
+from tenantflow.contracts.common import EventPayload, ServiceActor
+from tenantflow.contracts.envelope import Envelope
+from tenantflow.contracts.events import (
+    DirectorySyncRequested,
+    LinkAuthorization,
+    TenantLinkVerified,
+)
+from tenantflow.devinfra.infra import LocalInfra
+from tenantflow.devinfra.services import ServiceProcess, emulated_microsoft, service_process
+from tenantflow.emulator.seeds import NAMESPACE, synthetic_tenant
+from tenantflow.emulator.testing import RunningEmulator, start_emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTOR = ServiceActor(service="bench")
+
+
+class Bench:
+    def __init__(self, infra: LocalInfra, emulator: RunningEmulator) -> None:
+        self.infra, self.emulator = infra, emulator
+        environment = infra.environment()
+        self.kafka = KafkaSettings(
+            bootstrap_servers=environment["KAFKA_BOOTSTRAP_SERVERS"],
+            topic_prefix=environment.get("KAFKA_TOPIC_PREFIX", ""),
+        )
+        self.dsn = environment["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+
+    def seed(self, users: int, groups: int, devices: int) -> UUID:
+        tenant = uuid4()
+        document = synthetic_tenant(
+            tenant, "Bench", f"t{tenant.hex[:8]}.example", users, groups, devices
+        )
+        document["enterprise_apps"] = [
+            {
+                "app_id": self.emulator.apps["directory-connector"]["client_id"],
+                "permissions": ["Directory.Read.All"],
+            }
+        ]
+        self.emulator.seed(document)
+        return tenant
+
+    async def publish(self, *events: EventPayload) -> None:
+        producer = AIOKafkaProducer(**connection_kwargs(self.kafka, "bench"))
+        await producer.start()
+        try:
+            for event in events:
+                envelope = Envelope(data=event, source="/tenantflow/bench")
+                await producer.send_and_wait(
+                    self.kafka.topic_prefix + envelope.topic,
+                    envelope.value(),
+                    key=envelope.key,
+                    headers=envelope.headers(),
+                )
+        finally:
+            await producer.stop()
+
+    @staticmethod
+    def verified(tenant: UUID) -> TenantLinkVerified:
+        return TenantLinkVerified(
+            tenant_id=tenant,
+            actor=ACTOR,
+            correlation_id=uuid4(),
+            display_name="Bench",
+            default_domain="bench.example",
+            granted_permissions=["Directory.Read.All"],
+            authorized_by=LinkAuthorization.GLOBAL_ADMINISTRATOR,
+        )
+
+    async def synced_after(self, tenants: list[UUID], since: float, within: float) -> float:
+        """Seconds from ``since`` (perf_counter) until every tenant recorded a sync that
+        finished after it."""
+        started_wall = time.time() - (time.perf_counter() - since)
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            while True:
+                rows = await connection.fetch(
+                    "SELECT tenant_id, last_sync_at FROM directory_sync.tenants "
+                    "WHERE tenant_id = ANY($1::uuid[])",
+                    tenants,
+                )
+                done = [
+                    r
+                    for r in rows
+                    if r["last_sync_at"] and r["last_sync_at"].timestamp() >= started_wall
+                ]
+                if len(done) == len(tenants):
+                    return time.perf_counter() - since
+                if time.perf_counter() - since > within:
+                    raise RuntimeError(f"{len(done)} of {len(tenants)} synced within {within} s")
+                await asyncio.sleep(0.02)
+        finally:
+            await connection.close()
+
+    async def link_and_wait(self, tenants: list[UUID], within: float = 900) -> float:
+        started = time.perf_counter()
+        await self.publish(*(self.verified(t) for t in tenants))
+        return await self.synced_after(tenants, started, within)
+
+    def throttling(self, enabled: bool) -> None:
+        with self.emulator.client() as control:
+            control.put("/_emulator/throttling", json={"enabled": enabled}).raise_for_status()
+
+    def directory_units(self, tenant: UUID) -> tuple[int, int]:
+        """Resource units and requests the connector spent on the tenant (200s only)."""
+        with self.emulator.client() as control:
+            entries = control.get(
+                "/_emulator/requests", params={"tenant": str(tenant), "status": "200"}
+            ).json()
+        delta = [e for e in entries if "/delta" in str(e["path"])]
+        return len(delta), len(delta)  # a delta page with $select costs 1 unit
+
+
+def peak_rss_mb(process: ServiceProcess) -> float:
+    status = Path(f"/proc/{process.process.pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return round(int(line.split()[1]) / 1024, 1)
+
+
+async def run(bench: Bench, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    await ensure_topics(bench.kafka)
+    environment = bench.infra.environment()
+    settings = emulated_microsoft(bench.emulator)["directory-sync"] | {
+        "LOG_LEVEL": "WARNING",
+        "POLL_SECONDS": "0.2",
+        "CONCURRENCY": "16",
+    }
+    result: dict[str, Any] = {}
+    bench.throttling(False)
+    big = bench.seed(args.users, args.groups, args.devices)
+    async with service_process("directory-sync", logs / "big.log", environment, settings) as sync:
+        initial = await bench.link_and_wait([big])
+        result["big_initial_sync"] = {
+            "users": args.users,
+            "groups": args.groups,
+            "devices": args.devices,
+            "seconds": round(initial, 2),
+            "peak_rss_mb": peak_rss_mb(sync),
+        }
+        print(
+            f"initial sync {args.users}/{args.groups}/{args.devices}: {initial:.2f} s, "
+            f"peak RSS {peak_rss_mb(sync)} MB",
+            flush=True,
+        )
+        increments = []
+        for round_ in range(args.rounds):
+            mutations = [
+                {"op": "rename_group", "group_id": _group(big, n), "display_name": f"R{round_}-{n}"}
+                for n in range(args.groups // 4, args.groups // 4 + 50)
+            ] + [
+                {
+                    "op": "add_member",
+                    "group_id": _group(big, args.groups - 1 - n),
+                    "member_id": _user(big, args.users - 1 - n - round_ * 50),
+                }
+                for n in range(50)
+            ]
+            bench.emulator.change_directory(big, *mutations).raise_for_status()
+            started = time.perf_counter()
+            await bench.publish(
+                DirectorySyncRequested(
+                    tenant_id=big, actor=ACTOR, correlation_id=uuid4(), mode="delta"
+                )
+            )
+            increments.append(await bench.synced_after([big], started, 120))
+        result["incremental_100_changes"] = {
+            "rounds": args.rounds,
+            "median_s": round(statistics.median(increments), 3),
+            "all_s": [round(s, 3) for s in increments],
+        }
+        print(
+            f"incremental sync of 100 changes: median {statistics.median(increments):.3f} s",
+            flush=True,
+        )
+    # ten tenants: one after another, then at once (fresh tenants each time), and a small one
+    sequential_tenants = [bench.seed(5000, 500, 5000) for _ in range(10)]
+    concurrent_tenants = [bench.seed(5000, 500, 5000) for _ in range(10)]
+    small = bench.seed(50, 5, 50)
+    async with service_process("directory-sync", logs / "ten.log", environment, settings):
+        sequential = 0.0
+        for tenant in sequential_tenants:
+            sequential += await bench.link_and_wait([tenant])
+        started = time.perf_counter()
+        await bench.publish(*(bench.verified(t) for t in concurrent_tenants))
+        await bench.publish(bench.verified(small))
+        small_s = await bench.synced_after([small], started, 600)
+        concurrent = await bench.synced_after(concurrent_tenants, started, 900)
+    result["ten_tenants_5000_users"] = {
+        "sequential_s": round(sequential, 2),
+        "concurrent_s": round(concurrent, 2),
+        "ratio": round(concurrent / sequential, 3),
+        "small_tenant_alongside_s": round(small_s, 2),
+    }
+    print(
+        f"ten tenants of 5000 users: sequential {sequential:.2f} s, concurrent {concurrent:.2f} s "
+        f"(ratio {concurrent / sequential:.3f}); a small tenant alongside: {small_s:.2f} s",
+        flush=True,
+    )
+    if args.limits:
+        bench.throttling(True)
+        limited = bench.seed(args.users, args.groups, args.devices)
+        async with service_process("directory-sync", logs / "limits.log", environment, settings):
+            seconds = await bench.link_and_wait([limited])
+        units, requests = bench.directory_units(limited)
+        capacity, window = 8000, 10.0  # emulator defaults: Graph's large-tenant limit
+        minimum = max(0.0, (units - capacity) * window / capacity)
+        result["big_initial_sync_with_limits"] = {
+            "seconds": round(seconds, 2),
+            "requests": requests,
+            "resource_units": units,
+            "limit": f"{capacity} units per {window} s",
+            "minimum_by_limits_s": round(minimum, 2),
+            "unthrottled_s": result["big_initial_sync"]["seconds"],
+        }
+        print(
+            f"with Graph's limits: {seconds:.2f} s for {units} units; the limits allow it in "
+            f"{minimum:.2f} s at least (unthrottled {result['big_initial_sync']['seconds']} s)",
+            flush=True,
+        )
+        bench.throttling(False)
+    return result
+
+
+def _group(tenant: UUID, n: int) -> str:
+    """The id synthetic_tenant gives its n-th group."""
+    return str(uuid5(NAMESPACE, f"{tenant}/group/{n}"))
+
+
+def _user(tenant: UUID, n: int) -> str:
+    return str(uuid5(NAMESPACE, f"{tenant}/user/{n}"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--groups", type=int, default=5_000)
+    parser.add_argument("--devices", type=int, default=60_000)
+    parser.add_argument("--rounds", type=int, default=5, help="incremental syncs measured")
+    parser.add_argument("--no-limits", dest="limits", action="store_false")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
+        infra = LocalInfra(workdir=Path(workdir) / "infra", durable=True, bound_to_parent=True)
+        infra.start()
+        emulator_process, emulator = start_emulator(Path(workdir) / "emulator", "--port", "0")
+        try:
+            result = asyncio.run(run(Bench(infra, emulator), args, Path(workdir)))
+        finally:
+            emulator_process.terminate()
+            emulator_process.wait(timeout=30)
+            infra.stop()
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "directory_sync.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
