@@ -209,6 +209,8 @@ async def run(bench: Bench, args: argparse.Namespace, logs: Path) -> dict[str, A
             f"incremental sync of 100 changes: median {statistics.median(increments):.3f} s",
             flush=True,
         )
+    if args.only_big:
+        return result
     # ten tenants: one after another, then at once (fresh tenants each time), and a small one
     sequential_tenants = [bench.seed(5000, 500, 5000) for _ in range(10)]
     concurrent_tenants = [bench.seed(5000, 500, 5000) for _ in range(10)]
@@ -274,6 +276,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=5, help="incremental syncs measured")
     parser.add_argument("--no-limits", dest="limits", action="store_false")
+    parser.add_argument(
+        "--only-big", action="store_true", help="the big tenant's syncs only (no ten tenants)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
         infra = LocalInfra(workdir=Path(workdir) / "infra", durable=True, bound_to_parent=True)

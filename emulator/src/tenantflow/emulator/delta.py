@@ -155,10 +155,7 @@ def delta_routes(graph: Graph) -> list[Route]:
                 state = _round(tenant, since=0, issued=time.time())
             if "$select" in params and not ("$deltatoken" in params or "$skiptoken" in params):
                 state["select"] = sorted(n.strip() for n in params["$select"].split(",") if n)
-            items = [
-                selected(entry, state.get("select"))
-                for entry in entries(tenant, resource, state["since"], state["until"])
-            ]
+            items = round_items(tenant, resource, state)
             offset = state["offset"]
             body: dict[str, Any] = {
                 "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{resource}",
@@ -190,6 +187,26 @@ def delta_routes(graph: Graph) -> list[Route]:
         for form in forms
         for route in graph.route(f"/{resource}/{form}", handler(resource, allowed))
     ]
+
+
+ROUNDS_KEPT = 16
+
+
+def round_items(tenant: Tenant, resource: Resource, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries of the round ``state`` belongs to, computed at its first page only: each
+    page of a large round is then a slice, not a scan of the whole directory."""
+    select = state.get("select")
+    key = (resource, state["since"], state["until"], state["epoch"], tuple(select or ()))
+    items = tenant.delta_rounds.get(key)
+    if items is None:
+        items = [
+            selected(entry, select)
+            for entry in entries(tenant, resource, state["since"], state["until"])
+        ]
+        while len(tenant.delta_rounds) >= ROUNDS_KEPT:
+            del tenant.delta_rounds[next(iter(tenant.delta_rounds))]
+        tenant.delta_rounds[key] = items
+    return items
 
 
 ALWAYS = frozenset({"id", "@odata.type", "@removed"})

@@ -31,7 +31,8 @@ class RunningEmulator:
     def seed(self, document: dict[str, Any]) -> None:
         """Create (or replace) a tenant from a seed document through the control plane."""
         with self.client() as client:
-            response = client.post("/_emulator/tenants", json=document)
+            # a synthetic tenant of 100,000 objects takes seconds to validate
+            response = client.post("/_emulator/tenants", json=document, timeout=300)
         if response.status_code != 201:
             raise AssertionError(f"seeding failed: {response.status_code} {response.text}")
 

@@ -41,7 +41,6 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Uuid),
         sa.Column("run_requested_by", sa.Text),
         sa.Column("run_started_at", sa.DateTime(timezone=True)),
-        sa.Column("run_changes", sa.Integer, nullable=False),
         sa.Column("run_delta_link_at", sa.DateTime(timezone=True)),
         sa.Column("paused_until", sa.DateTime(timezone=True)),
         sa.Column("last_sync_at", sa.DateTime(timezone=True)),
@@ -57,6 +56,7 @@ def upgrade() -> None:
         sa.Column("next_link", sa.Text),
         sa.Column("delta_link", sa.Text),
         sa.Column("delta_link_at", sa.DateTime(timezone=True)),
+        sa.Column("changes", sa.Integer, nullable=False, server_default="0"),
         schema=schema,
     )
     op.create_table(

@@ -127,7 +127,6 @@ def register(runtime: ServiceRuntime, sync: TenantSync | None = None) -> None:
                 generation=0,
                 next_sync_at=now,
                 full_requested=False,
-                run_changes=0,
             )
             .on_conflict_do_update(
                 index_elements=["tenant_id"],

@@ -53,7 +53,6 @@ class SyncedTenant(DirectoryTable, table=True):
     run_requested_by: str | None = Field(default=None, sa_type=Text)
     """ce_id of the sync request that started the run, if one did."""
     run_started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    run_changes: int = 0
     run_delta_link_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     paused_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     """Graph throttled the sync: it resumes then, where it stopped."""
@@ -74,6 +73,8 @@ class SyncCursor(DirectoryTable, table=True):
     next_link: str | None = Field(default=None, sa_type=Text)
     delta_link: str | None = Field(default=None, sa_type=Text)
     delta_link_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    changes: int = 0
+    """Objects and memberships this round changed so far (the run's figure)."""
 
 
 class CachedUser(DirectoryTable, table=True):

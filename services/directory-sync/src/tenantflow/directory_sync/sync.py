@@ -18,17 +18,17 @@ inside a transaction.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
-from sqlalchemy import delete, func, or_, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, or_, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,7 +42,6 @@ from tenantflow.contracts.events import (
     GroupRemoved,
     GroupUpserted,
 )
-from tenantflow.directory_sync.counting import transitive_counts
 from tenantflow.directory_sync.delta import PageChanges, read_page
 from tenantflow.directory_sync.models import (
     CachedDevice,
@@ -71,6 +70,80 @@ $select=members (delta-query-groups.md)."""
 TABLES: dict[str, Any] = {"users": CachedUser, "devices": CachedDevice, "groups": CachedGroup}
 RESTARTS_PER_ROUND = 3
 
+# Page writes: one statement each, values as arrays (``{s}`` is the service's schema, a checked
+# identifier; the values are bound parameters).
+COLUMNS: dict[str, dict[str, str]] = {
+    "users": {"display_name": "text", "user_principal_name": "text"},
+    "devices": {"display_name": "text", "operating_system": "text", "is_managed": "boolean"},
+    "groups": {
+        "display_name": "text",
+        "security_enabled": "boolean",
+        "mail_enabled": "boolean",
+        "dynamic": "boolean",
+    },
+}
+
+
+UPSERT_OBJECTS = """
+    INSERT INTO {{s}}.{table} (tenant_id, generation, id, {names})
+    SELECT :tenant, :generation, v.* FROM unnest(CAST(:id AS uuid[]), {arrays}) AS v
+    ON CONFLICT (tenant_id, generation, id) DO UPDATE SET {updates}"""
+UPSERT_GROUPS = """
+    INSERT INTO {{s}}.groups (tenant_id, generation, id, {names}, dirty,
+        direct_users, direct_devices, transitive_users, transitive_devices)
+    SELECT :tenant, :generation, v.*, true, 0, 0, 0, 0
+    FROM unnest(CAST(:id AS uuid[]), {arrays}) AS v
+    ON CONFLICT (tenant_id, generation, id) DO UPDATE SET {updates}, dirty = true"""
+"""A new or changed group is recounted at the end of the run (dirty)."""
+
+
+def _upsert_sql(resource: str) -> str:
+    columns = COLUMNS[resource]
+    template = UPSERT_GROUPS if resource == "groups" else UPSERT_OBJECTS
+    return template.format(
+        table=resource,
+        names=", ".join(columns),
+        arrays=", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns.items()),
+        updates=", ".join(f"{name} = EXCLUDED.{name}" for name in columns),
+    )
+
+
+UPSERT = {resource: _upsert_sql(resource) for resource in COLUMNS}
+ADD_MEMBERS = """
+    INSERT INTO {s}.members (tenant_id, generation, group_id, member_id, member_type)
+    SELECT :tenant, :generation, v.*
+    FROM unnest(CAST(:group_id AS uuid[]), CAST(:member_id AS uuid[]),
+                CAST(:member_type AS text[])) AS v
+    ON CONFLICT (tenant_id, generation, group_id, member_id)
+    DO UPDATE SET member_type = EXCLUDED.member_type"""
+REMOVE_MEMBERS = """
+    DELETE FROM {s}.members m
+    USING unnest(CAST(:group_id AS uuid[]), CAST(:member_id AS uuid[])) AS r(group_id, member_id)
+    WHERE m.tenant_id = :tenant AND m.generation = :generation
+      AND m.group_id = r.group_id AND m.member_id = r.member_id"""
+COUNT_COLUMNS = (
+    "id",
+    "published",
+    "direct_users",
+    "direct_devices",
+    "transitive_users",
+    "transitive_devices",
+)
+SET_COUNTS = """
+    UPDATE {s}.groups g SET dirty = false, published = v.published,
+        direct_users = v.direct_users, direct_devices = v.direct_devices,
+        transitive_users = v.transitive_users, transitive_devices = v.transitive_devices
+    FROM unnest(CAST(:id AS uuid[]), CAST(:published AS text[]), CAST(:direct_users AS int[]),
+                CAST(:direct_devices AS int[]), CAST(:transitive_users AS int[]),
+                CAST(:transitive_devices AS int[]))
+         AS v(id, published, direct_users, direct_devices, transitive_users, transitive_devices)
+    WHERE g.tenant_id = :tenant AND g.generation = :generation AND g.id = v.id"""
+
+FENCE = """
+    SELECT set_config('synchronous_commit', :sync_commit, true) FROM {s}.tenants
+    WHERE tenant_id = :tenant AND lease_owner = :owner AND run_id = :run
+    FOR SHARE"""
+
 # Recounting (``{s}`` is the service's schema, a checked identifier).
 ALL_GROUPS = "SELECT id FROM {s}.groups WHERE tenant_id = :tenant AND generation = :generation"
 DIRTY_AND_ANCESTORS = """
@@ -84,27 +157,51 @@ DIRTY_AND_ANCESTORS = """
     SELECT id FROM up"""
 """Groups changed since last counted, and every group they are nested in (cycles end: UNION
 keeps each group once)."""
-COUNTED_EDGES = """
-    WITH RECURSIVE down(id) AS (
-        SELECT unnest(CAST(:affected AS uuid[]))
+COUNTS = """
+    WITH RECURSIVE closure(root, node) AS (
+        SELECT id, id FROM unnest(CAST(:affected AS uuid[])) AS id
       UNION
-        SELECT m.member_id FROM down JOIN {s}.members m
+        SELECT c.root, m.member_id FROM closure c JOIN {s}.members m
           ON m.tenant_id = :tenant AND m.generation = :generation
-         AND m.group_id = down.id AND m.member_type = 'group'
+         AND m.group_id = c.node AND m.member_type = 'group'
+    ),
+    reached AS (
+        SELECT c.root, c.root = c.node AS direct, m.member_id, m.member_type
+        FROM closure c JOIN {s}.members m
+          ON m.tenant_id = :tenant AND m.generation = :generation AND m.group_id = c.node
+        WHERE (m.member_type = 'user' AND EXISTS (
+                  SELECT 1 FROM {s}.users u WHERE u.tenant_id = :tenant
+                  AND u.generation = :generation AND u.id = m.member_id))
+           OR (m.member_type = 'device' AND EXISTS (
+                  SELECT 1 FROM {s}.devices d WHERE d.tenant_id = :tenant
+                  AND d.generation = :generation AND d.id = m.member_id))
     )
-    SELECT m.group_id, m.member_id, m.member_type
-    FROM {s}.members m JOIN down ON m.group_id = down.id
-    WHERE m.tenant_id = :tenant AND m.generation = :generation AND (
-        m.member_type = 'group'
-        OR (m.member_type = 'user' AND EXISTS (
-            SELECT 1 FROM {s}.users u WHERE u.tenant_id = :tenant
-            AND u.generation = :generation AND u.id = m.member_id))
-        OR (m.member_type = 'device' AND EXISTS (
-            SELECT 1 FROM {s}.devices d WHERE d.tenant_id = :tenant
-            AND d.generation = :generation AND d.id = m.member_id))
-    )"""
-"""The memberships of the given groups and every group nested in them, counting only users and
-devices in the cache (a soft-deleted user keeps its memberships but is not counted)."""
+    ,
+    distinct_members AS (  -- each member once per root (hashed, not sorted)
+        SELECT root, member_id, member_type, bool_or(direct) AS direct
+        FROM reached GROUP BY root, member_id, member_type
+    )
+    SELECT root,
+        count(*) FILTER (WHERE direct AND member_type = 'user'),
+        count(*) FILTER (WHERE direct AND member_type = 'device'),
+        count(*) FILTER (WHERE member_type = 'user'),
+        count(*) FILTER (WHERE member_type = 'device')
+    FROM distinct_members GROUP BY root"""
+"""Each given group's users and devices, direct and through nested groups, each once: the
+closure pairs every group with the groups nested in it, however deep (UNION keeps each pair
+once, so a cycle ends). Only users and devices in the cache count: a soft-deleted user keeps
+its memberships (Entra ID keeps them until it is deleted for good) but reaches no one."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    direct_users: int
+    direct_devices: int
+    transitive_users: int
+    transitive_devices: int
+
+
+NO_MEMBERS = Counts(0, 0, 0, 0)
 
 
 def start_link(resource: str) -> str:
@@ -126,6 +223,8 @@ class Run:
     requested_by: str | None
     started_at: datetime
     delta_link_at: datetime | None
+    renewed_at: datetime | None = None
+    """When this replica last extended the lease (the rounds share it)."""
 
     @property
     def mode(self) -> Literal["full", "delta"]:
@@ -196,21 +295,42 @@ class TenantSync:
             return None
         return max(0.0, (earliest - self.clock()).total_seconds())
 
-    async def _fence(self, session: AsyncSession, run: Run) -> None:
-        """Renew the lease, or raise ``LeaseLost`` if this replica does not hold it for this
-        run any more; every write of a run starts with it."""
-        held = await session.exec(
-            update(SyncedTenant)
-            .where(
-                col(SyncedTenant.tenant_id) == run.tenant_id,
-                col(SyncedTenant.lease_owner) == self.settings.replica_id,
-                col(SyncedTenant.run_id) == run.run_id,
-            )
-            .values(lease_until=self._in(self.settings.lease_seconds))
-            .returning(col(SyncedTenant.tenant_id))
+    async def _fence(self, session: AsyncSession, run: Run, durable: bool = True) -> None:
+        """Raise ``LeaseLost`` unless this replica holds the tenant for this run, and keep the
+        row share-locked until the transaction ends: a purge or a takeover waits for the write
+        to finish, then the next write finds the lease gone. The lease is extended when a third
+        of it has passed. ``durable`` False: the commit does not wait for the disk (a cache
+        page is lost with its cursor in a database crash, and read again)."""
+        now = self.clock()
+        renew_after = timedelta(seconds=self.settings.lease_seconds / 3)
+        if run.renewed_at is None or now - run.renewed_at >= renew_after:
+            # before this transaction share-locks the row: the renewal must not wait on it
+            run.renewed_at = now
+            await self._renew(run)
+        held = await session.execute(
+            text(FENCE.format(s=self.runtime.schema)),
+            {
+                "tenant": run.tenant_id,
+                "owner": self.settings.replica_id,
+                "run": run.run_id,
+                "sync_commit": "on" if durable else "off",
+            },
         )
         if held.first() is None:
             raise LeaseLost(str(run.tenant_id))
+
+    async def _renew(self, run: Run) -> None:
+        """Extend the lease in a transaction of its own (the rounds hold share locks)."""
+        async with transaction(self.runtime.sessions) as session:
+            await session.exec(
+                update(SyncedTenant)
+                .where(
+                    col(SyncedTenant.tenant_id) == run.tenant_id,
+                    col(SyncedTenant.lease_owner) == self.settings.replica_id,
+                    col(SyncedTenant.run_id) == run.run_id,
+                )
+                .values(lease_until=self._in(self.settings.lease_seconds))
+            )
 
     # --- a run ---------------------------------------------------------------------------------
 
@@ -221,17 +341,15 @@ class TenantSync:
         try:
             run = await self._begin(claimed)
             token = await self.graph.token(self.credentials, tenant)
-            resource_index = 0
-            while resource_index < len(RESOURCES):
+            while True:
                 try:
-                    await self._round(run, RESOURCES[resource_index], token)
-                    resource_index += 1
+                    await self._rounds(run, token)
+                    break
                 except ResyncNeeded as resync:
                     if run.full:
                         raise
                     log.info("%s: %s; full resync beside the live cache", tenant, resync)
                     run = await self._become_full(run)
-                    resource_index = 0
             await self._finish(run)
         except LeaseLost:
             log.info("%s: sync handed over (lease lost or tenant unlinked)", tenant)
@@ -276,7 +394,6 @@ class TenantSync:
         tenant.run_requested_by = tenant.requested_by
         tenant.requested_by = tenant.requested_correlation = None
         tenant.run_started_at = self.clock()
-        tenant.run_changes = 0
         cursors = {
             cursor.resource: cursor
             for cursor in (
@@ -297,6 +414,7 @@ class TenantSync:
         if incremental:
             for cursor in cursors.values():
                 cursor.next_link = cursor.delta_link
+                cursor.changes = 0
                 session.add(cursor)
             stamps = [c.delta_link_at for c in cursors.values() if c.delta_link_at]
             tenant.run_delta_link_at = min(stamps) if stamps else None
@@ -341,25 +459,56 @@ class TenantSync:
                 )
             )
 
+    async def _rounds(self, run: Run, token: str) -> None:
+        """The three resources' rounds at once (they write different tables); the first
+        failure stops the others, and the run resumes from every round's cursor later."""
+        rounds = [asyncio.create_task(self._round(run, r, token)) for r in RESOURCES]
+        try:
+            await asyncio.wait(rounds, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in rounds:
+                task.cancel()
+            await asyncio.gather(*rounds, return_exceptions=True)
+        failures = [t.exception() for t in rounds if not t.cancelled() and t.exception()]
+        for failure in failures:
+            if isinstance(failure, LeaseLost):
+                raise failure
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+
     async def _round(self, run: Run, resource: str, token: str) -> None:
         """Read ``resource``'s delta round from its cursor to the deltaLink, a page at a time,
-        each written with the cursor that follows it."""
+        each written with the cursor that follows it; the next page is fetched while this one
+        is written."""
         restarts = 0
-        while True:
-            async with self.runtime.sessions() as session:
-                cursor = await session.get(SyncCursor, (run.tenant_id, run.generation, resource))
-            if cursor is None or cursor.next_link is None:
-                return
-            try:
-                page = await self._page(token, cursor.next_link)
-            except ResyncNeeded:
-                # in a full build, an expired skiptoken: this resource's round starts over
-                if not run.full or restarts >= RESTARTS_PER_ROUND:
-                    raise
-                restarts += 1
-                await self._restart_round(run, resource)
-                continue
-            await self._write_page(run, resource, page)
+        async with self.runtime.sessions() as session:
+            cursor = await session.get(SyncCursor, (run.tenant_id, run.generation, resource))
+        link = cursor.next_link if cursor else None
+        fetching = asyncio.ensure_future(self._page(token, link)) if link else None
+        try:
+            while fetching is not None:
+                try:
+                    page = await fetching
+                except ResyncNeeded:
+                    # in a full build, an expired skiptoken: this resource's round starts over
+                    if not run.full or restarts >= RESTARTS_PER_ROUND:
+                        raise
+                    restarts += 1
+                    await self._restart_round(run, resource)
+                    fetching = asyncio.ensure_future(self._page(token, start_link(resource)))
+                    continue
+                following = page.get("@odata.nextLink")
+                fetching = (
+                    asyncio.ensure_future(self._page(token, following))
+                    if isinstance(following, str)
+                    else None
+                )
+                await self._write_page(run, resource, page)
+        finally:
+            if fetching is not None and not fetching.done():
+                fetching.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetching
 
     async def _page(self, token: str, link: str) -> dict[str, Any]:
         if link.startswith(("https://", "http://")):
@@ -394,12 +543,15 @@ class TenantSync:
         next_link = page.get("@odata.nextLink")
         delta_link = page.get("@odata.deltaLink")
         async with transaction(self.runtime.sessions) as session:
-            await self._fence(session, run)
+            await self._fence(session, run, durable=False)
             if resource == "groups":
                 await self._write_groups(session, run, changes)
             else:
                 await self._write_objects(session, run, resource, changes)
-            cursor_values: dict[str, Any] = {"next_link": next_link}
+            cursor_values: dict[str, Any] = {
+                "next_link": next_link,
+                "changes": SyncCursor.changes + changes.count,
+            }
             if isinstance(delta_link, str):
                 self.graph.check_link(delta_link)
                 cursor_values.update(
@@ -414,11 +566,6 @@ class TenantSync:
                 )
                 .values(**cursor_values)
             )
-            await session.exec(
-                update(SyncedTenant)
-                .where(col(SyncedTenant.tenant_id) == run.tenant_id)
-                .values(run_changes=SyncedTenant.run_changes + changes.count)
-            )
 
     def _key(self, run: Run) -> dict[str, Any]:
         return {"tenant_id": run.tenant_id, "generation": run.generation}
@@ -426,18 +573,10 @@ class TenantSync:
     async def _write_objects(
         self, session: AsyncSession, run: Run, resource: str, changes: PageChanges
     ) -> None:
-        table = TABLES[resource]
-        key = self._key(run)
         if changes.upserts:
-            rows = [{**key, "id": oid, **values} for oid, values in changes.upserts.items()]
-            statement = insert(table).values(rows)
-            await session.exec(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant_id", "generation", "id"],
-                    set_={name: statement.excluded[name] for name in rows[0] if name not in key},
-                )
-            )
+            await self._upsert(session, run, resource, changes.upserts)
         if changes.removed:
+            table = TABLES[resource]
             await session.exec(
                 delete(table).where(
                     col(table.tenant_id) == run.tenant_id,
@@ -449,6 +588,24 @@ class TenantSync:
             await self._mark_groups_of(
                 session, run, set(changes.upserts) | changes.removed, dirty=True
             )
+
+    async def _upsert(
+        self,
+        session: AsyncSession,
+        run: Run,
+        resource: str,
+        upserts: dict[UUID, dict[str, Any]],
+    ) -> None:
+        """Insert or update a page's objects with one statement: the values travel as arrays
+        (unnest), so nothing is compiled per row."""
+        columns = COLUMNS[resource]
+        values: dict[str, list[Any]] = {"id": list(upserts)}
+        for name in columns:
+            values[name] = [attributes[name] for attributes in upserts.values()]
+        sql = UPSERT[resource].format(s=self.runtime.schema)
+        await session.execute(
+            text(sql), {"tenant": run.tenant_id, "generation": run.generation, **values}
+        )
 
     async def _mark_groups_of(
         self, session: AsyncSession, run: Run, members: set[UUID], dirty: bool
@@ -472,44 +629,29 @@ class TenantSync:
         )
 
     async def _write_groups(self, session: AsyncSession, run: Run, changes: PageChanges) -> None:
-        key = self._key(run)
         if changes.removed:
             await self._remove_groups(session, run, changes.removed)
         if changes.upserts:
-            rows = [
-                {**key, "id": oid, "dirty": True, **values}
-                for oid, values in changes.upserts.items()
-            ]
-            statement = insert(CachedGroup).values(rows)
-            await session.exec(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant_id", "generation", "id"],
-                    set_={name: statement.excluded[name] for name in rows[0] if name not in key},
-                )
-            )
+            await self._upsert(session, run, "groups", changes.upserts)
+        key = {"tenant": run.tenant_id, "generation": run.generation}
+        schema = self.runtime.schema
         if changes.members_removed:
-            await session.exec(
-                delete(CachedMember).where(
-                    col(CachedMember.tenant_id) == run.tenant_id,
-                    col(CachedMember.generation) == run.generation,
-                    tuple_(col(CachedMember.group_id), col(CachedMember.member_id)).in_(
-                        list(changes.members_removed)
-                    ),
-                )
+            pairs = list(changes.members_removed)
+            await session.execute(
+                text(REMOVE_MEMBERS.format(s=schema)),
+                {**key, "group_id": [g for g, _ in pairs], "member_id": [m for _, m in pairs]},
             )
         if changes.members_added:
-            rows = [
-                {**key, "group_id": group, "member_id": member, "member_type": kind}
-                for (group, member), kind in changes.members_added.items()
-            ]
-            for start in range(0, len(rows), 5000):
-                statement = insert(CachedMember).values(rows[start : start + 5000])
-                await session.exec(
-                    statement.on_conflict_do_update(
-                        index_elements=["tenant_id", "generation", "group_id", "member_id"],
-                        set_={"member_type": statement.excluded.member_type},
-                    )
-                )
+            added = list(changes.members_added.items())
+            await session.execute(
+                text(ADD_MEMBERS.format(s=schema)),
+                {
+                    **key,
+                    "group_id": [g for (g, _), _ in added],
+                    "member_id": [m for (_, m), _ in added],
+                    "member_type": [kind for _, kind in added],
+                },
+            )
 
     async def _remove_groups(self, session: AsyncSession, run: Run, removed: set[UUID]) -> None:
         """Deleted groups leave the cache, their memberships both ways with them; the groups
@@ -566,6 +708,14 @@ class TenantSync:
                         )
                     )
                 ).one()
+            changed = (
+                await session.exec(
+                    select(func.coalesce(func.sum(SyncCursor.changes), 0)).where(
+                        SyncCursor.tenant_id == run.tenant_id,
+                        SyncCursor.generation == run.generation,
+                    )
+                )
+            ).one()
             tenant = await session.get(SyncedTenant, run.tenant_id, populate_existing=True)
             assert tenant is not None
             now = self.clock()
@@ -579,7 +729,7 @@ class TenantSync:
                     users=totals["users"],
                     groups=totals["groups"],
                     devices=totals["devices"],
-                    changes=tenant.run_changes,
+                    changes=int(changed),
                     duration_s=max(0.0, (now - run.started_at).total_seconds()),
                     delta_link_age_s=(now - run.delta_link_at).total_seconds()
                     if run.delta_link_at
@@ -596,9 +746,14 @@ class TenantSync:
             tenant.next_sync_at = next_sync
             tenant.last_sync_at, tenant.last_mode, tenant.last_error = now, run.mode, None
             session.add(tenant)
-        if run.full and run.live:
+        if run.full:
             async with transaction(self.runtime.sessions) as session:
                 await self._drop_generations(session, run.tenant_id, keep=run.generation)
+            # a generation is written in bulk: refresh the planner's statistics for the
+            # incremental syncs that follow (autovacuum gets to it later)
+            async with self.runtime.engine.connect() as connection:
+                for table in ("members", "users", "devices", "groups"):
+                    await connection.execute(text(f"ANALYZE {self.runtime.schema}.{table}"))
         log.info(
             "%s: %s sync done: %s users, %s groups, %s devices",
             run.tenant_id,
@@ -617,20 +772,12 @@ class TenantSync:
         affected = [row[0] for row in await session.execute(text(affected_sql).bindparams(**gen))]
         if not affected:
             return []
-        edges = await session.execute(
-            text(COUNTED_EDGES.format(s=schema)).bindparams(affected=affected, **gen)
+        # a large tenant's top groups reach every membership: let it hash in memory
+        await session.execute(text("SET LOCAL work_mem = '64MB'"))
+        counted = await session.execute(
+            text(COUNTS.format(s=schema)).bindparams(affected=affected, **gen)
         )
-        subgroups: dict[UUID, list[UUID]] = defaultdict(list)
-        users: dict[UUID, set[UUID]] = defaultdict(set)
-        devices: dict[UUID, set[UUID]] = defaultdict(set)
-        for group_id, member_id, kind in edges:
-            if kind == "group":
-                subgroups[group_id].append(member_id)
-            elif kind == "user":
-                users[group_id].add(member_id)
-            else:
-                devices[group_id].add(member_id)
-        counts = transitive_counts(affected, subgroups, users, devices)
+        counts = {row[0]: Counts(*row[1:]) for row in counted}
         groups = (
             await session.exec(
                 select(CachedGroup).where(
@@ -651,29 +798,26 @@ class TenantSync:
         events: list[EventPayload] = []
         updates = []
         for group in groups:
-            counted = counts[group.id]
+            counted_here = counts.get(group.id, NO_MEMBERS)
             fields = {
                 "group_id": group.id,
                 "display_name": group.display_name or "",
                 "security_enabled": group.security_enabled,
                 "dynamic": group.dynamic,
-                **counted.__dict__,
+                **counted_here.__dict__,
             }
             published = _published(fields)
             if before.get(group.id) != published:
                 events.append(self._event(run, GroupUpserted, **fields))
-            updates.append(
-                {
-                    "tenant_id": run.tenant_id,
-                    "generation": run.generation,
-                    "id": group.id,
-                    "dirty": False,
-                    "published": published,
-                    **counted.__dict__,
-                }
-            )
-        # ORM bulk update by primary key: one executemany
-        await session.execute(update(CachedGroup), updates)
+            updates.append({"id": group.id, "published": published, **counted_here.__dict__})
+        await session.execute(
+            text(SET_COUNTS.format(s=self.runtime.schema)),
+            {
+                "tenant": run.tenant_id,
+                "generation": run.generation,
+                **{name: [u[name] for u in updates] for name in COUNT_COLUMNS},
+            },
+        )
         return events
 
     async def _removed_since(self, session: AsyncSession, run: Run) -> list[EventPayload]:

@@ -1,13 +1,12 @@
-"""The pure parts of a sync: reading a delta page (Graph's wire format) and counting what a
-group reaches through nested groups."""
+"""The pure part of a sync: reading a delta page (Graph's wire format). Counting through nested
+groups runs in PostgreSQL and is tested there (integration tier)."""
 
 from __future__ import annotations
 
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 
-from tenantflow.directory_sync.counting import Counts, transitive_counts
 from tenantflow.directory_sync.delta import read_page
 
 pytestmark = pytest.mark.unit
@@ -69,32 +68,3 @@ def test_a_dynamic_group_and_a_devices_attributes() -> None:
         "operating_system": "iOS",
         "is_managed": False,
     }
-
-
-def test_transitive_counts_follow_nesting_once_per_member() -> None:
-    everyone, sales, pilots = "everyone", "sales", "pilots"
-    counts = transitive_counts(
-        [everyone, sales, pilots],
-        subgroups={everyone: [sales, pilots], sales: [pilots]},
-        users={sales: {"u1", "u2"}, pilots: {"u2", "u3"}},
-        devices={pilots: {"d1"}},
-    )
-    assert counts[everyone] == Counts(0, 0, 3, 1)
-    assert counts[sales] == Counts(2, 0, 3, 1)
-    assert counts[pilots] == Counts(2, 1, 2, 1)
-
-
-def test_a_cycle_ends_and_counts_each_member_once() -> None:
-    a, b, c = UUID(int=1), UUID(int=2), UUID(int=3)
-    counts = transitive_counts(
-        [a, b, c],
-        subgroups={a: [b], b: [c], c: [a]},
-        users={a: {UUID(int=10)}, b: {UUID(int=11)}, c: {UUID(int=10)}},
-        devices={},
-    )
-    assert {group: found.transitive_users for group, found in counts.items()} == {a: 2, b: 2, c: 2}
-
-
-def test_a_group_that_nests_itself_and_an_unknown_group() -> None:
-    counts = transitive_counts(["g"], {"g": ["g", "unknown"]}, {"g": {"u"}}, {})
-    assert counts["g"] == Counts(1, 0, 1, 0)
