@@ -85,6 +85,7 @@ def upgrade() -> None:
         sa.Column("mail_enabled", sa.Boolean, nullable=False),
         sa.Column("dynamic", sa.Boolean, nullable=False),
         sa.Column("dirty", sa.Boolean, nullable=False),
+        sa.Column("recount", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.Column("direct_users", sa.Integer, nullable=False),
         sa.Column("direct_devices", sa.Integer, nullable=False),
         sa.Column("transitive_users", sa.Integer, nullable=False),
@@ -100,6 +101,16 @@ def upgrade() -> None:
         sa.Column("member_type", sa.Text, nullable=False),
         schema=schema,
     )
+    for name in ("run_members", "run_presence"):
+        op.create_table(
+            name,
+            *_key(),
+            *([sa.Column("group_id", sa.Uuid, primary_key=True)] if name == "run_members" else []),
+            sa.Column("member_id", sa.Uuid, primary_key=True),
+            sa.Column("member_type", sa.Text, nullable=False),
+            sa.Column("existed", sa.Boolean, nullable=False),
+            schema=schema,
+        )
     op.create_index(
         "members_by_member", "members", ["tenant_id", "generation", "member_id"], schema=schema
     )
@@ -107,5 +118,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     schema = service_schema()
-    for table in ("members", "groups", "devices", "users", "cursors", "tenants"):
+    for table in (
+        "run_presence",
+        "run_members",
+        "members",
+        "groups",
+        "devices",
+        "users",
+        "cursors",
+        "tenants",
+    ):
         op.drop_table(table, schema=schema)

@@ -369,6 +369,58 @@ async def test_changes_show_after_one_incremental_sync(
     assert (sales.direct_users, sales.transitive_users) == (57, 68)
     assert everyone is not None
     assert everyone.transitive_users == 68  # recounted through the nesting
+    # the counts the incremental sync moved are the ones a full count finds
+    before = len(await bus.directory())
+    await bus.publish(directory.requested(mode="full"))
+    [*_, full] = await bus.synced(directory.tenant, 3)
+    assert full.mode == "full"
+    again = (await bus.directory())[before:]
+    assert [e for e in again if isinstance(e, GroupUpserted | GroupRemoved)] == []
+
+
+async def test_counts_moved_by_many_incremental_syncs_match_a_full_count(
+    sync: ServiceRuntime, bus: Bus, directory: Directory
+) -> None:
+    await bus.publish(directory.verified())
+    await bus.synced(directory.tenant, 1)
+    u, d = directory.users, directory.devices
+    rounds = [
+        # a member already reached another way; a device; a user soft-deleted
+        [
+            {"op": "add_member", "group_id": str(directory.sales), "member_id": str(u[55])},
+            {"op": "add_member", "group_id": str(directory.pilots), "member_id": str(d[10])},
+            {"op": "delete_user", "user_id": str(u[60])},
+        ],
+        # restored; one path of two left; nesting changed
+        [
+            {"op": "restore_user", "user_id": str(u[60])},
+            {"op": "remove_member", "group_id": str(directory.pilots), "member_id": str(u[55])},
+            {
+                "op": "add_member",
+                "group_id": str(directory.loop_b),
+                "member_id": str(directory.pilots),
+            },
+        ],
+        # a device removed for good, a member added and removed again in one sync
+        [
+            {"op": "delete_device", "device_id": str(d[5])},
+            {"op": "add_member", "group_id": str(directory.loop_a), "member_id": str(u[1])},
+            {"op": "remove_member", "group_id": str(directory.loop_a), "member_id": str(u[1])},
+        ],
+    ]
+    for n, mutations in enumerate(rounds, start=2):
+        directory.change(*mutations)
+        await bus.publish(directory.requested())
+        await bus.synced(directory.tenant, n)
+    incremental = latest_groups(await bus.directory(), directory.tenant)
+    before = len(await bus.directory())
+    await bus.publish(directory.requested(mode="full"))
+    await bus.synced(directory.tenant, len(rounds) + 2)
+    again = (await bus.directory())[before:]
+    assert [e for e in again if isinstance(e, GroupUpserted | GroupRemoved)] == []
+    loop_b = incremental[directory.loop_b]
+    assert loop_b is not None
+    assert loop_b.transitive_users == 1 + 1 + 19  # u101, u100 by Loop A, Pilots less u55
 
 
 async def test_an_expired_delta_token_resyncs_beside_the_live_cache(

@@ -34,7 +34,7 @@ def test_a_groups_members_split_over_entries_in_any_order_merge() -> None:
     )
     assert changes.upserts[group]["display_name"] == "Sales"
     assert changes.members_added == {(group, b): "device"}  # the service principal is not kept
-    assert changes.members_removed == {(group, a)}  # the later word wins
+    assert changes.members_removed == {(group, a): "user"}  # the later word wins
 
 
 def test_removed_objects_soft_or_permanent_leave_and_a_restored_one_comes_back() -> None:

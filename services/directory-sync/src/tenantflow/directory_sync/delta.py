@@ -33,7 +33,7 @@ class PageChanges:
     removed: set[UUID] = field(default_factory=set)
     members_added: dict[tuple[UUID, UUID], str] = field(default_factory=dict)
     """(group, member) → member type."""
-    members_removed: set[tuple[UUID, UUID]] = field(default_factory=set)
+    members_removed: dict[tuple[UUID, UUID], str] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -91,8 +91,8 @@ def read_page(resource: str, entries: Iterable[dict[str, Any]]) -> PageChanges:
             pair = (object_id, UUID(str(member["id"])))
             if "@removed" in member:
                 changes.members_added.pop(pair, None)
-                changes.members_removed.add(pair)
+                changes.members_removed[pair] = kind
             else:
-                changes.members_removed.discard(pair)
+                changes.members_removed.pop(pair, None)
                 changes.members_added[pair] = kind
     return changes

@@ -109,7 +109,9 @@ class CachedGroup(DirectoryTable, table=True):
     mail_enabled: bool = False
     dynamic: bool = False
     dirty: bool = True
-    """Changed since its counts were last computed and published."""
+    """Changed since last published."""
+    recount: bool = True
+    """Its nesting changed: it and the groups above it are counted again in full."""
     direct_users: int = 0
     direct_devices: int = 0
     transitive_users: int = 0
@@ -132,4 +134,31 @@ class CachedMember(DirectoryTable, table=True):
     """user, device or group."""
 
 
-CACHE_TABLES = (CachedUser, CachedDevice, CachedGroup, CachedMember)
+class RunMember(DirectoryTable, table=True):
+    """A membership an incremental run changed, and whether it existed before the run (its
+    first change in the run says): the counts move by what changed."""
+
+    __tablename__ = "run_members"
+
+    tenant_id: UUID = Field(primary_key=True)
+    generation: int = Field(primary_key=True)
+    group_id: UUID = Field(primary_key=True)
+    member_id: UUID = Field(primary_key=True)
+    member_type: str = Field(sa_type=Text)
+    existed: bool
+
+
+class RunPresence(DirectoryTable, table=True):
+    """A user or device an incremental run added, changed or removed, and whether it existed
+    before the run."""
+
+    __tablename__ = "run_presence"
+
+    tenant_id: UUID = Field(primary_key=True)
+    generation: int = Field(primary_key=True)
+    member_id: UUID = Field(primary_key=True)
+    member_type: str = Field(sa_type=Text)
+    existed: bool
+
+
+CACHE_TABLES = (CachedUser, CachedDevice, CachedGroup, CachedMember, RunMember, RunPresence)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,12 +43,16 @@ from tenantflow.contracts.events import (
     GroupRemoved,
     GroupUpserted,
 )
+from tenantflow.directory_sync.counting import CountChange, MemberChange, count_changes
 from tenantflow.directory_sync.delta import PageChanges, read_page
 from tenantflow.directory_sync.models import (
+    CACHE_TABLES,
     CachedDevice,
     CachedGroup,
     CachedMember,
     CachedUser,
+    RunMember,
+    RunPresence,
     SyncCursor,
     SyncedTenant,
 )
@@ -89,12 +94,13 @@ UPSERT_OBJECTS = """
     SELECT :tenant, :generation, v.* FROM unnest(CAST(:id AS uuid[]), {arrays}) AS v
     ON CONFLICT (tenant_id, generation, id) DO UPDATE SET {updates}"""
 UPSERT_GROUPS = """
-    INSERT INTO {{s}}.groups (tenant_id, generation, id, {names}, dirty,
+    INSERT INTO {{s}}.groups (tenant_id, generation, id, {names}, dirty, recount,
         direct_users, direct_devices, transitive_users, transitive_devices)
-    SELECT :tenant, :generation, v.*, true, 0, 0, 0, 0
+    SELECT :tenant, :generation, v.*, true, false, 0, 0, 0, 0
     FROM unnest(CAST(:id AS uuid[]), {arrays}) AS v
     ON CONFLICT (tenant_id, generation, id) DO UPDATE SET {updates}, dirty = true"""
-"""A new or changed group is recounted at the end of the run (dirty)."""
+"""A new or changed group is published again at the end of the run (dirty); a new one starts
+at zero, its members' changes count it up."""
 
 
 def _upsert_sql(resource: str) -> str:
@@ -130,7 +136,7 @@ COUNT_COLUMNS = (
     "transitive_devices",
 )
 SET_COUNTS = """
-    UPDATE {s}.groups g SET dirty = false, published = v.published,
+    UPDATE {s}.groups g SET dirty = false, recount = false, published = v.published,
         direct_users = v.direct_users, direct_devices = v.direct_devices,
         transitive_users = v.transitive_users, transitive_devices = v.transitive_devices
     FROM unnest(CAST(:id AS uuid[]), CAST(:published AS text[]), CAST(:direct_users AS int[]),
@@ -146,17 +152,45 @@ FENCE = """
 
 # Recounting (``{s}`` is the service's schema, a checked identifier).
 ALL_GROUPS = "SELECT id FROM {s}.groups WHERE tenant_id = :tenant AND generation = :generation"
-DIRTY_AND_ANCESTORS = """
+RECORD_PRESENCE = """
+    INSERT INTO {s}.run_presence (tenant_id, generation, member_id, member_type, existed)
+    SELECT :tenant, :generation, v.id, :member_type, EXISTS (
+        SELECT 1 FROM {s}.{table} o
+        WHERE o.tenant_id = :tenant AND o.generation = :generation AND o.id = v.id)
+    FROM unnest(CAST(:member_id AS uuid[])) AS v(id)
+    ON CONFLICT DO NOTHING"""
+"""Before a page changes users or devices: whether each existed (its first change in the run
+keeps the answer)."""
+RECORD_MEMBERS = """
+    INSERT INTO {s}.run_members (tenant_id, generation, group_id, member_id, member_type, existed)
+    SELECT :tenant, :generation, v.group_id, v.member_id, v.member_type, EXISTS (
+        SELECT 1 FROM {s}.members m
+        WHERE m.tenant_id = :tenant AND m.generation = :generation
+          AND m.group_id = v.group_id AND m.member_id = v.member_id)
+    FROM unnest(CAST(:group_id AS uuid[]), CAST(:member_id AS uuid[]),
+                CAST(:member_type AS text[])) AS v(group_id, member_id, member_type)
+    ON CONFLICT DO NOTHING"""
+ANCESTORS = """
+    WITH RECURSIVE up(start, id) AS (
+        SELECT g, g FROM unnest(CAST(:groups AS uuid[])) AS g
+      UNION
+        SELECT up.start, m.group_id FROM up JOIN {s}.members m
+          ON m.tenant_id = :tenant AND m.generation = :generation
+         AND m.member_id = up.id AND m.member_type = 'group'
+    )
+    SELECT start, id FROM up"""
+"""Each given group with itself and every group it is nested in."""
+RECOUNT_AND_ANCESTORS = """
     WITH RECURSIVE up(id) AS (
-        SELECT id FROM {s}.groups WHERE tenant_id = :tenant AND generation = :generation AND dirty
+        SELECT id FROM {s}.groups WHERE tenant_id = :tenant AND generation = :generation AND recount
       UNION
         SELECT m.group_id FROM up JOIN {s}.members m
           ON m.tenant_id = :tenant AND m.generation = :generation
          AND m.member_id = up.id AND m.member_type = 'group'
     )
     SELECT id FROM up"""
-"""Groups changed since last counted, and every group they are nested in (cycles end: UNION
-keeps each group once)."""
+"""Groups whose nesting changed, and every group they are nested in (cycles end: UNION keeps
+each group once)."""
 COUNTS = """
     WITH RECURSIVE closure(root, node) AS (
         SELECT id, id FROM unnest(CAST(:affected AS uuid[])) AS id
@@ -394,6 +428,8 @@ class TenantSync:
         tenant.run_requested_by = tenant.requested_by
         tenant.requested_by = tenant.requested_correlation = None
         tenant.run_started_at = self.clock()
+        for table in (RunMember, RunPresence):  # what a run before it may have left
+            await self._delete_rows(session, table, {"tenant_id": tenant.tenant_id})
         cursors = {
             cursor.resource: cursor
             for cursor in (
@@ -452,7 +488,7 @@ class TenantSync:
     async def _drop_generations(self, session: AsyncSession, tenant_id: UUID, keep: int) -> None:
         """Delete every generation of the tenant but ``keep`` (a build left by a crash, or the
         generation a finished build replaced)."""
-        for table in (CachedMember, CachedGroup, CachedUser, CachedDevice, SyncCursor):
+        for table in (*CACHE_TABLES, SyncCursor):
             await session.exec(
                 delete(table).where(
                     col(table.tenant_id) == tenant_id, col(table.generation) != keep
@@ -573,6 +609,18 @@ class TenantSync:
     async def _write_objects(
         self, session: AsyncSession, run: Run, resource: str, changes: PageChanges
     ) -> None:
+        if not run.full:  # whether a user or device exists moves its groups' counts
+            touched = [*changes.upserts, *changes.removed]
+            if touched:
+                await session.execute(
+                    text(RECORD_PRESENCE.format(s=self.runtime.schema, table=resource)),
+                    {
+                        "tenant": run.tenant_id,
+                        "generation": run.generation,
+                        "member_id": touched,
+                        "member_type": "user" if resource == "users" else "device",
+                    },
+                )
         if changes.upserts:
             await self._upsert(session, run, resource, changes.upserts)
         if changes.removed:
@@ -583,10 +631,6 @@ class TenantSync:
                     col(table.generation) == run.generation,
                     col(table.id).in_(changes.removed),
                 )
-            )
-        if not run.full:  # whether a user or device exists changes its groups' counts
-            await self._mark_groups_of(
-                session, run, set(changes.upserts) | changes.removed, dirty=True
             )
 
     async def _upsert(
@@ -607,9 +651,8 @@ class TenantSync:
             text(sql), {"tenant": run.tenant_id, "generation": run.generation, **values}
         )
 
-    async def _mark_groups_of(
-        self, session: AsyncSession, run: Run, members: set[UUID], dirty: bool
-    ) -> None:
+    async def _recount_groups_of(self, session: AsyncSession, run: Run, members: set[UUID]) -> None:
+        """The groups ``members`` are in lose or gain a nested group: count them in full."""
         if not members:
             return
         await session.exec(
@@ -625,7 +668,7 @@ class TenantSync:
                     )
                 ),
             )
-            .values(dirty=dirty)
+            .values(recount=True, dirty=True)
         )
 
     async def _write_groups(self, session: AsyncSession, run: Run, changes: PageChanges) -> None:
@@ -635,11 +678,38 @@ class TenantSync:
             await self._upsert(session, run, "groups", changes.upserts)
         key = {"tenant": run.tenant_id, "generation": run.generation}
         schema = self.runtime.schema
+        touched = {**changes.members_removed, **changes.members_added}
+        if touched and not run.full:
+            pairs = list(touched.items())
+            await session.execute(
+                text(RECORD_MEMBERS.format(s=schema)),
+                {
+                    **key,
+                    "group_id": [g for (g, _), _ in pairs],
+                    "member_id": [m for (_, m), _ in pairs],
+                    "member_type": [kind for _, kind in pairs],
+                },
+            )
+            nesting = {group for (group, _), kind in pairs if kind == "group"}
+            if nesting:
+                await session.exec(
+                    update(CachedGroup)
+                    .where(
+                        col(CachedGroup.tenant_id) == run.tenant_id,
+                        col(CachedGroup.generation) == run.generation,
+                        col(CachedGroup.id).in_(nesting),
+                    )
+                    .values(recount=True)
+                )
         if changes.members_removed:
-            pairs = list(changes.members_removed)
+            removed_pairs = list(changes.members_removed)
             await session.execute(
                 text(REMOVE_MEMBERS.format(s=schema)),
-                {**key, "group_id": [g for g, _ in pairs], "member_id": [m for _, m in pairs]},
+                {
+                    **key,
+                    "group_id": [g for g, _ in removed_pairs],
+                    "member_id": [m for _, m in removed_pairs],
+                },
             )
         if changes.members_added:
             added = list(changes.members_added.items())
@@ -656,7 +726,7 @@ class TenantSync:
     async def _remove_groups(self, session: AsyncSession, run: Run, removed: set[UUID]) -> None:
         """Deleted groups leave the cache, their memberships both ways with them; the groups
         they were nested in are recounted; the portal is told at once."""
-        await self._mark_groups_of(session, run, removed, dirty=True)
+        await self._recount_groups_of(session, run, removed)
         await session.exec(
             delete(CachedMember).where(
                 col(CachedMember.tenant_id) == run.tenant_id,
@@ -749,11 +819,15 @@ class TenantSync:
         if run.full:
             async with transaction(self.runtime.sessions) as session:
                 await self._drop_generations(session, run.tenant_id, keep=run.generation)
-            # a generation is written in bulk: refresh the planner's statistics for the
-            # incremental syncs that follow (autovacuum gets to it later)
-            async with self.runtime.engine.connect() as connection:
+            # a generation is written in bulk: refresh the planner's statistics and the
+            # visibility map now for the incremental syncs that follow (autovacuum would get
+            # to it later); VACUUM runs outside a transaction
+            autocommit = self.runtime.engine.execution_options(isolation_level="AUTOCOMMIT")
+            async with autocommit.connect() as connection:
                 for table in ("members", "users", "devices", "groups"):
-                    await connection.execute(text(f"ANALYZE {self.runtime.schema}.{table}"))
+                    await connection.execute(
+                        text(f"VACUUM (ANALYZE) {self.runtime.schema}.{table}")
+                    )
         log.info(
             "%s: %s sync done: %s users, %s groups, %s devices",
             run.tenant_id,
@@ -764,26 +838,30 @@ class TenantSync:
         )
 
     async def _publish_groups(self, session: AsyncSession, run: Run) -> list[EventPayload]:
-        """Recount the groups the run touched and those they are nested in; an upsert event
-        for each whose name, type or counts changed since last published."""
+        """The groups' counts after the run, and an upsert event for each group whose name,
+        type or counts changed since last published. A full run counts every group; an
+        incremental one counts in full only the groups above a nesting change, and moves the
+        others' counts by the memberships and members it changed."""
         gen = {"tenant": run.tenant_id, "generation": run.generation}
         schema = self.runtime.schema  # a checked identifier (bus.db.check_schema_name)
-        affected_sql = (ALL_GROUPS if run.full else DIRTY_AND_ANCESTORS).format(s=schema)
-        affected = [row[0] for row in await session.execute(text(affected_sql).bindparams(**gen))]
-        if not affected:
-            return []
-        # a large tenant's top groups reach every membership: let it hash in memory
-        await session.execute(text("SET LOCAL work_mem = '64MB'"))
-        counted = await session.execute(
-            text(COUNTS.format(s=schema)).bindparams(affected=affected, **gen)
-        )
-        counts = {row[0]: Counts(*row[1:]) for row in counted}
+        recount_sql = (ALL_GROUPS if run.full else RECOUNT_AND_ANCESTORS).format(s=schema)
+        recounted = [row[0] for row in await session.execute(text(recount_sql).bindparams(**gen))]
+        counts: dict[UUID, Counts] = {}
+        if recounted:
+            # a large tenant's top groups reach every membership: let it hash in memory
+            await session.execute(text("SET LOCAL work_mem = '64MB'"))
+            counted = await session.execute(
+                text(COUNTS.format(s=schema)).bindparams(affected=recounted, **gen)
+            )
+            counts = {row[0]: Counts(*row[1:]) for row in counted}
+        moved = {} if run.full else await self._moved_counts(session, run)
+        touched = set(recounted) | set(moved)
         groups = (
             await session.exec(
                 select(CachedGroup).where(
                     CachedGroup.tenant_id == run.tenant_id,
                     CachedGroup.generation == run.generation,
-                    col(CachedGroup.id).in_(affected),
+                    or_(col(CachedGroup.dirty), col(CachedGroup.id).in_(touched)),
                 )
             )
         ).all()
@@ -798,27 +876,113 @@ class TenantSync:
         events: list[EventPayload] = []
         updates = []
         for group in groups:
-            counted_here = counts.get(group.id, NO_MEMBERS)
+            if group.id in recounted:
+                now_counted = counts.get(group.id, NO_MEMBERS)
+            else:
+                step = moved.get(group.id, CountChange())
+                now_counted = Counts(
+                    group.direct_users + step.direct_users,
+                    group.direct_devices + step.direct_devices,
+                    group.transitive_users + step.transitive_users,
+                    group.transitive_devices + step.transitive_devices,
+                )
             fields = {
                 "group_id": group.id,
                 "display_name": group.display_name or "",
                 "security_enabled": group.security_enabled,
                 "dynamic": group.dynamic,
-                **counted_here.__dict__,
+                **now_counted.__dict__,
             }
             published = _published(fields)
             if before.get(group.id) != published:
                 events.append(self._event(run, GroupUpserted, **fields))
-            updates.append({"id": group.id, "published": published, **counted_here.__dict__})
-        await session.execute(
-            text(SET_COUNTS.format(s=self.runtime.schema)),
-            {
-                "tenant": run.tenant_id,
-                "generation": run.generation,
-                **{name: [u[name] for u in updates] for name in COUNT_COLUMNS},
-            },
-        )
+            updates.append({"id": group.id, "published": published, **now_counted.__dict__})
+        if updates:
+            await session.execute(
+                text(SET_COUNTS.format(s=schema)),
+                {**gen, **{name: [u[name] for u in updates] for name in COUNT_COLUMNS}},
+            )
+        for table in (RunMember, RunPresence):
+            await self._delete_rows(
+                session, table, {"tenant_id": run.tenant_id, "generation": run.generation}
+            )
         return events
+
+    async def _moved_counts(self, session: AsyncSession, run: Run) -> dict[UUID, CountChange]:
+        """How the run's changed memberships and members move the groups' counts (the groups
+        counted in full anyway are left out by the caller)."""
+        key = {"tenant_id": run.tenant_id, "generation": run.generation}
+        changed_members = (
+            await session.exec(
+                select(RunMember).where(
+                    RunMember.tenant_id == run.tenant_id,
+                    RunMember.generation == run.generation,
+                    col(RunMember.member_type) != "group",
+                )
+            )
+        ).all()
+        presence = (
+            await session.exec(
+                select(RunPresence).where(
+                    RunPresence.tenant_id == run.tenant_id,
+                    RunPresence.generation == run.generation,
+                )
+            )
+        ).all()
+        kinds = {row.member_id: row.member_type for row in changed_members}
+        kinds.update({row.member_id: row.member_type for row in presence})
+        if not kinds:
+            return {}
+        members = list(kinds)
+        after: dict[UUID, set[UUID]] = defaultdict(set)
+        for group_id, member_id in await session.execute(
+            select(CachedMember.group_id, CachedMember.member_id).where(
+                CachedMember.tenant_id == run.tenant_id,
+                CachedMember.generation == run.generation,
+                col(CachedMember.member_id).in_(members),
+            )
+        ):
+            after[member_id].add(group_id)
+        before = {member: set(groups) for member, groups in after.items()}
+        for row in changed_members:
+            groups = before.setdefault(row.member_id, set())
+            if row.existed:
+                groups.add(row.group_id)
+            else:
+                groups.discard(row.group_id)
+        exists_now: set[UUID] = set()
+        for table in (CachedUser, CachedDevice):
+            found = await session.exec(
+                select(table.id).where(
+                    table.tenant_id == key["tenant_id"],
+                    table.generation == key["generation"],
+                    col(table.id).in_(members),
+                )
+            )
+            exists_now.update(found.all())
+        existed = {row.member_id: row.existed for row in presence}
+        starts = {g for groups in [*after.values(), *before.values()] for g in groups}
+        ancestors: dict[UUID, set[UUID]] = defaultdict(set)
+        if starts:
+            for start, group in await session.execute(
+                text(ANCESTORS.format(s=self.runtime.schema)).bindparams(
+                    groups=list(starts), tenant=run.tenant_id, generation=run.generation
+                )
+            ):
+                ancestors[start].add(group)
+        return count_changes(
+            (
+                MemberChange(
+                    kinds[member],
+                    frozenset(before.get(member, ())),
+                    frozenset(after.get(member, ())),
+                    existed_before=existed.get(member, member in exists_now),
+                    exists_after=member in exists_now,
+                )
+                for member in members
+            ),
+            ancestors,
+        )
 
     async def _removed_since(self, session: AsyncSession, run: Run) -> list[EventPayload]:
         """Groups the live generation published that the new one no longer has."""
