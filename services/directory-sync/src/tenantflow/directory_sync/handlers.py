@@ -113,7 +113,9 @@ def register(runtime: ServiceRuntime, sync: TenantSync | None = None) -> None:
         return
     scheduler = Scheduler(sync, sync.settings.concurrency, sync.settings.poll_seconds)
     runtime.in_background("syncs", scheduler.run)
-    lifecycle = runtime.consumer("lifecycle", Topic.TENANTS, Topic.DIRECTORY)
+    # apart: a link or an unlink is never held up by the directory topic's traffic
+    lifecycle = runtime.consumer("lifecycle", Topic.TENANTS)
+    requests = runtime.consumer("requests", Topic.DIRECTORY)
 
     @lifecycle.handles(TenantLinkVerified)
     async def start_syncing(event: TenantLinkVerified, ctx: HandlerContext) -> None:
@@ -135,7 +137,7 @@ def register(runtime: ServiceRuntime, sync: TenantSync | None = None) -> None:
         )
         ctx.after_commit(scheduler.wake)
 
-    @lifecycle.handles(DirectorySyncRequested)
+    @requests.handles(DirectorySyncRequested)
     async def request_sync(event: DirectorySyncRequested, ctx: HandlerContext) -> None:
         """Sync now (after a throttling pause, if one runs); a full sync if asked. A tenant
         that is not linked is never read."""

@@ -35,6 +35,9 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """A sync that failed (Graph down, access refused) is tried again after this."""
     concurrency: int = Field(default=8, ge=1, le=256)
     """Tenants synced at once by this process."""
+    pages_in_flight: int = Field(default=6, ge=1, le=256)
+    """Graph pages fetched or written at once by this process, across its tenants, taken in
+    turn: a small tenant's few pages never queue behind a large tenant's thousands."""
     lease_seconds: float = Field(default=60.0, ge=1)
     """A replica holds a tenant's sync this long past its last write; then another may take
     it over (a replica killed mid-sync)."""

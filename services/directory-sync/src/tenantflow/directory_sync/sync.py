@@ -57,6 +57,7 @@ from tenantflow.directory_sync.models import (
     SyncedTenant,
 )
 from tenantflow.directory_sync.settings import Settings
+from tenantflow.directory_sync.turns import FairTurns
 from tenantflow.graph.client import GraphClient
 from tenantflow.graph.credentials import AppCredentials
 from tenantflow.graph.errors import GraphCallFailed, ResyncNeeded, Throttled, TokenRefused
@@ -259,6 +260,8 @@ class Run:
     delta_link_at: datetime | None
     renewed_at: datetime | None = None
     """When this replica last extended the lease (the rounds share it)."""
+    turns: int = 0
+    """Page fetches and writes this process has done for the run (``FairTurns``)."""
 
     @property
     def mode(self) -> Literal["full", "delta"]:
@@ -278,6 +281,9 @@ class TenantSync:
     credentials: AppCredentials
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        self._turns = FairTurns(self.settings.pages_in_flight)
 
     def _in(self, seconds: float) -> datetime:
         return self.clock() + timedelta(seconds=seconds)
@@ -520,7 +526,7 @@ class TenantSync:
         async with self.runtime.sessions() as session:
             cursor = await session.get(SyncCursor, (run.tenant_id, run.generation, resource))
         link = cursor.next_link if cursor else None
-        fetching = asyncio.ensure_future(self._page(token, link)) if link else None
+        fetching = asyncio.ensure_future(self._page(run, token, link)) if link else None
         try:
             while fetching is not None:
                 try:
@@ -531,11 +537,11 @@ class TenantSync:
                         raise
                     restarts += 1
                     await self._restart_round(run, resource)
-                    fetching = asyncio.ensure_future(self._page(token, start_link(resource)))
+                    fetching = asyncio.ensure_future(self._page(run, token, start_link(resource)))
                     continue
                 following = page.get("@odata.nextLink")
                 fetching = (
-                    asyncio.ensure_future(self._page(token, following))
+                    asyncio.ensure_future(self._page(run, token, following))
                     if isinstance(following, str)
                     else None
                 )
@@ -546,10 +552,12 @@ class TenantSync:
                 with contextlib.suppress(BaseException):
                     await fetching
 
-    async def _page(self, token: str, link: str) -> dict[str, Any]:
+    async def _page(self, run: Run, token: str, link: str) -> dict[str, Any]:
         if link.startswith(("https://", "http://")):
             self.graph.check_link(link)  # never send the token to another host
-        return await self.graph.send(token, "GET", link)
+        async with self._turns.turn(run.turns):
+            run.turns += 1
+            return await self.graph.send(token, "GET", link)
 
     async def _restart_round(self, run: Run, resource: str) -> None:
         async with transaction(self.runtime.sessions) as session:
@@ -575,6 +583,11 @@ class TenantSync:
         )
 
     async def _write_page(self, run: Run, resource: str, page: dict[str, Any]) -> None:
+        async with self._turns.turn(run.turns):
+            run.turns += 1
+            await self._write_changes(run, resource, page)
+
+    async def _write_changes(self, run: Run, resource: str, page: dict[str, Any]) -> None:
         changes = read_page(resource, page.get("value", []))
         next_link = page.get("@odata.nextLink")
         delta_link = page.get("@odata.deltaLink")
