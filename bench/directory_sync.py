@@ -237,9 +237,8 @@ async def run(bench: Bench, args: argparse.Namespace, logs: Path) -> dict[str, A
         published_big = time.perf_counter() - started
         await bench.publish(bench.verified(small))
         if args.trace_small:
-            print(
-                f"  published: big +{published_big:.2f} s, small +{time.perf_counter() - started:.2f} s"
-            )
+            small_at = time.perf_counter() - started
+            print(f"  published: big +{published_big:.2f} s, small +{small_at:.2f} s")
         small_s = await bench.synced_after([small], started, 600)
         if args.trace_small:
             began = time.time() - (time.perf_counter() - started)
