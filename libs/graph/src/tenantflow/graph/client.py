@@ -14,6 +14,7 @@ import random
 import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -81,9 +82,13 @@ class GraphClient:
     """For tests: where requests go instead of the network."""
     report_denied: DeniedHook | None = None
     """Called on a 401 or 403 from Graph and on AADSTS700016 from Entra ID, before raising."""
+    token_threads: int = 16
+    """MSAL is synchronous: its calls run in a pool of their own, so tokens for many tenants at
+    once neither queue behind each other in the loop's default pool nor hold it up."""
     _msal: dict[tuple[UUID, str], msal.ConfidentialClientApplication] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._tokens = ThreadPoolExecutor(self.token_threads, thread_name_prefix="msal")
         self._verify: str | bool = self.ca_bundle or True
         self._http = httpx.AsyncClient(
             base_url=self.graph_base_url,
@@ -94,6 +99,7 @@ class GraphClient:
 
     async def close(self) -> None:
         await self._http.aclose()
+        self._tokens.shutdown(wait=False, cancel_futures=True)
 
     # --- tokens --------------------------------------------------------------------------
 
@@ -117,8 +123,11 @@ class GraphClient:
 
     async def token(self, credentials: AppCredentials, tenant: str) -> str:
         try:
-            app = await asyncio.to_thread(self._app, credentials, tenant)
-            result = await asyncio.to_thread(app.acquire_token_for_client, [GRAPH_DEFAULT_SCOPE])
+            loop = asyncio.get_running_loop()
+            app = await loop.run_in_executor(self._tokens, self._app, credentials, tenant)
+            result = await loop.run_in_executor(
+                self._tokens, app.acquire_token_for_client, [GRAPH_DEFAULT_SCOPE]
+            )
         except requests.RequestException as exc:
             self._msal.pop((credentials.client_id, tenant), None)
             raise TransientError(f"Entra ID unreachable: {exc}") from exc
