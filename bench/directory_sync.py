@@ -261,6 +261,8 @@ async def run(bench: Bench, args: argparse.Namespace, logs: Path) -> dict[str, A
         "POLL_SECONDS": "0.2",
         "CONCURRENCY": "16",
     }
+    if args.pages_in_flight:
+        settings["PAGES_IN_FLIGHT"] = str(args.pages_in_flight)
     result: dict[str, Any] = {}
     bench.throttling(False)
     if not args.skip_big:
@@ -342,6 +344,7 @@ def main() -> None:
         help="resource units per 10 s of the run where the limits bind",
     )
     parser.add_argument("--skip-big", action="store_true", help="no big tenant")
+    parser.add_argument("--pages-in-flight", type=int, help="the service's PAGES_IN_FLIGHT")
     parser.add_argument("--trace-small", action="store_true", help="the small tenant's calls")
     parser.add_argument(
         "--only-big", action="store_true", help="the big tenant's syncs only (no ten tenants)"
