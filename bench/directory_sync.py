@@ -33,13 +33,10 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
 from tenantflow.contracts.common import EventPayload, ServiceActor
-from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.events import (
     DirectorySyncRequested,
     LinkAuthorization,
@@ -47,6 +44,7 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.services import ServiceProcess, emulated_microsoft, service_process
+from tenantflow.devinfra.testing import publish
 from tenantflow.emulator.seeds import NAMESPACE, synthetic_tenant
 from tenantflow.emulator.testing import RunningEmulator, start_emulator
 
@@ -79,19 +77,7 @@ class Bench:
         return tenant
 
     async def publish(self, *events: EventPayload) -> None:
-        producer = AIOKafkaProducer(**connection_kwargs(self.kafka, "bench"))
-        await producer.start()
-        try:
-            for event in events:
-                envelope = Envelope(data=event, source="/tenantflow/bench")
-                await producer.send_and_wait(
-                    self.kafka.topic_prefix + envelope.topic,
-                    envelope.value(),
-                    key=envelope.key,
-                    headers=envelope.headers(),
-                )
-        finally:
-            await producer.stop()
+        await publish(self.kafka, *events, source="/tenantflow/bench")
 
     @staticmethod
     def verified(tenant: UUID) -> TenantLinkVerified:

@@ -11,15 +11,13 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlmodel import col, select
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
 from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
-from tenantflow.contracts.envelope import Envelope, decode
+from tenantflow.contracts.envelope import decode
 from tenantflow.contracts.events import (
     ConsentRevoked,
     DirectoryPurged,
@@ -35,7 +33,7 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import create_database, eventually, read_topic
+from tenantflow.devinfra.testing import create_database, eventually, publish, read_topic
 from tenantflow.directory_sync.bootstrap import bootstrap
 from tenantflow.directory_sync.models import (
     CachedDevice,
@@ -90,22 +88,7 @@ class Bus:
         self.kafka = kafka
 
     async def publish(self, *events: EventPayload) -> list[str]:
-        producer = AIOKafkaProducer(**connection_kwargs(self.kafka, "fake-services"))
-        await producer.start()
-        ids = []
-        try:
-            for event in events:
-                envelope = Envelope(data=event, source="/tenantflow/test")
-                await producer.send_and_wait(
-                    self.kafka.topic_prefix + envelope.topic,
-                    envelope.value(),
-                    key=envelope.key,
-                    headers=envelope.headers(),
-                )
-                ids.append(envelope.id)
-        finally:
-            await producer.stop()
-        return ids
+        return await publish(self.kafka, *events)
 
     async def directory(self, at_least: int = 0) -> list[EventPayload]:
         records = await read_topic(self.kafka, Topic.DIRECTORY, count=at_least, within=60)

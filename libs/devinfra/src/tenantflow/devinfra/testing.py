@@ -9,11 +9,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import make_url
 
 from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.common import EventPayload
+from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
 
 
@@ -32,6 +34,28 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"not within {within} s: {what or condition}")
         await asyncio.sleep(0.02)
+
+
+async def publish(
+    settings: KafkaSettings, *events: EventPayload, source: str = "/tenantflow/test"
+) -> list[str]:
+    """Put ``events`` on their topics, in order, as another service's relay would; their ids."""
+    producer = AIOKafkaProducer(**connection_kwargs(settings, "test-publisher"))
+    await producer.start()
+    ids = []
+    try:
+        for event in events:
+            envelope = Envelope(data=event, source=source)
+            await producer.send_and_wait(
+                settings.topic_prefix + envelope.topic,
+                envelope.value(),
+                key=envelope.key,
+                headers=envelope.headers(),
+            )
+            ids.append(envelope.id)
+    finally:
+        await producer.stop()
+    return ids
 
 
 async def read_topic(
