@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("last_sync_at", sa.DateTime(timezone=True)),
         sa.Column("last_mode", sa.Text),
         sa.Column("last_error", sa.Text),
+        sa.Column("users", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("devices", sa.Integer, nullable=False, server_default="0"),
         schema=schema,
     )
     op.create_index("ix_tenants_next_sync_at", "tenants", ["next_sync_at"], schema=schema)

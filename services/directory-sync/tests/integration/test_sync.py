@@ -398,7 +398,14 @@ async def test_counts_moved_by_many_incremental_syncs_match_a_full_count(
     incremental = latest_groups(await bus.directory(), directory.tenant)
     before = len(await bus.directory())
     await bus.publish(directory.requested(mode="full"))
-    await bus.synced(directory.tenant, len(rounds) + 2)
+    *_, last_incremental, full = await bus.synced(directory.tenant, len(rounds) + 2)
+    # the totals kept through the incremental syncs are the ones a full count finds
+    assert (last_incremental.users, last_incremental.devices, last_incremental.groups) == (
+        full.users,
+        full.devices,
+        full.groups,
+    )
+    assert (full.users, full.devices) == (130, 19)
     again = (await bus.directory())[before:]
     assert [e for e in again if isinstance(e, GroupUpserted | GroupRemoved)] == []
     loop_b = incremental[directory.loop_b]

@@ -59,6 +59,9 @@ class SyncedTenant(DirectoryTable, table=True):
     last_sync_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     last_mode: str | None = Field(default=None, sa_type=Text)
     last_error: str | None = Field(default=None, sa_type=Text)
+    users: int = 0
+    """Users in the live generation (kept, so an incremental sync needs no count)."""
+    devices: int = 0
 
 
 class SyncCursor(DirectoryTable, table=True):

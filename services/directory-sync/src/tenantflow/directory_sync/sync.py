@@ -162,6 +162,14 @@ RECORD_PRESENCE = """
     ON CONFLICT DO NOTHING"""
 """Before a page changes users or devices: whether each existed (its first change in the run
 keeps the answer)."""
+NET_PRESENCE = """
+    SELECT count(*) FILTER (WHERE o.id IS NOT NULL AND NOT p.existed)
+         - count(*) FILTER (WHERE o.id IS NULL AND p.existed)
+    FROM {s}.run_presence p LEFT JOIN {s}.{table} o
+      ON o.tenant_id = p.tenant_id AND o.generation = p.generation AND o.id = p.member_id
+    WHERE p.tenant_id = :tenant AND p.generation = :generation
+      AND p.member_type = :member_type"""
+"""Users (or devices) an incremental run added, less those it removed."""
 RECORD_MEMBERS = """
     INSERT INTO {s}.run_members (tenant_id, generation, group_id, member_id, member_type, existed)
     SELECT :tenant, :generation, v.group_id, v.member_id, v.member_type, EXISTS (
@@ -779,18 +787,10 @@ class TenantSync:
     async def _finish(self, run: Run) -> None:
         async with transaction(self.runtime.sessions) as session:
             await self._fence(session, run)
+            totals = await self._totals(session, run)
             events = await self._publish_groups(session, run)
             if run.full and run.live:
                 events += await self._removed_since(session, run)
-            totals = {}
-            for resource, table in TABLES.items():
-                totals[resource] = (
-                    await session.exec(
-                        select(func.count()).where(
-                            table.tenant_id == run.tenant_id, table.generation == run.generation
-                        )
-                    )
-                ).one()
             changed = (
                 await session.exec(
                     select(func.coalesce(func.sum(SyncCursor.changes), 0)).where(
@@ -823,6 +823,7 @@ class TenantSync:
             await self.runtime.outbox.add_many(session, events)
             tenant.generation = run.generation
             tenant.building = None
+            tenant.users, tenant.devices = totals["users"], totals["devices"]
             tenant.run_id = tenant.run_requested_by = None
             tenant.run_started_at = tenant.run_delta_link_at = None
             tenant.lease_owner = tenant.lease_until = None
@@ -832,15 +833,12 @@ class TenantSync:
         if run.full:
             async with transaction(self.runtime.sessions) as session:
                 await self._drop_generations(session, run.tenant_id, keep=run.generation)
-            # a generation is written in bulk: refresh the planner's statistics and the
-            # visibility map now for the incremental syncs that follow (autovacuum would get
-            # to it later); VACUUM runs outside a transaction
-            autocommit = self.runtime.engine.execution_options(isolation_level="AUTOCOMMIT")
-            async with autocommit.connect() as connection:
+            # a generation is written in bulk: refresh the planner's statistics now for the
+            # incremental syncs that follow (autovacuum would get to it later); ANALYZE reads a
+            # sample, so it costs little however many tenants share the tables
+            async with self.runtime.engine.begin() as connection:
                 for table in ("members", "users", "devices", "groups"):
-                    await connection.execute(
-                        text(f"VACUUM (ANALYZE) {self.runtime.schema}.{table}")
-                    )
+                    await connection.execute(text(f"ANALYZE {self.runtime.schema}.{table}"))
         log.info(
             "%s: %s sync done: %s users, %s groups, %s devices",
             run.tenant_id,
@@ -849,6 +847,34 @@ class TenantSync:
             totals["groups"],
             totals["devices"],
         )
+
+    async def _totals(self, session: AsyncSession, run: Run) -> dict[str, int]:
+        """Users, groups and devices in the cache after the run: counted after a full build;
+        after an incremental one, the kept totals moved by the users and devices it added or
+        removed (counting 100,000 rows again would cost more than the sync)."""
+
+        def count(table: Any) -> Any:
+            return select(func.count()).where(
+                table.tenant_id == run.tenant_id, table.generation == run.generation
+            )
+
+        totals = {"groups": (await session.exec(count(CachedGroup))).one()}
+        if run.full:
+            for resource in ("users", "devices"):
+                totals[resource] = (await session.exec(count(TABLES[resource]))).one()
+            return totals
+        tenant = await session.get(SyncedTenant, run.tenant_id)
+        assert tenant is not None
+        for resource, kind, kept in (
+            ("users", "user", tenant.users),
+            ("devices", "device", tenant.devices),
+        ):
+            moved = await session.execute(
+                text(NET_PRESENCE.format(s=self.runtime.schema, table=resource)),
+                {"tenant": run.tenant_id, "generation": run.generation, "member_type": kind},
+            )
+            totals[resource] = kept + int(moved.scalar_one() or 0)
+        return totals
 
     async def _publish_groups(self, session: AsyncSession, run: Run) -> list[EventPayload]:
         """The groups' counts after the run, and an upsert event for each group whose name,
