@@ -6,7 +6,7 @@ from uuid import UUID
 
 import pytest
 
-from tenantflow.directory_sync.counting import CountChange, MemberChange, count_changes
+from tenantflow.directory_sync.counting import Counts, MemberChange, count_changes
 
 pytestmark = pytest.mark.unit
 
@@ -24,21 +24,21 @@ def change(
 def test_a_member_added_deep_reaches_every_group_above() -> None:
     moved = count_changes([change(set(), {PILOTS})], ANCESTORS)
     assert moved == {
-        PILOTS: CountChange(direct_users=1, transitive_users=1),
-        SALES: CountChange(transitive_users=1),
-        EVERYONE: CountChange(transitive_users=1),
+        PILOTS: Counts(direct_users=1, transitive_users=1),
+        SALES: Counts(transitive_users=1),
+        EVERYONE: Counts(transitive_users=1),
     }
 
 
 def test_a_member_already_reached_by_another_path_moves_no_transitive_count() -> None:
     # in Sales directly, now in Pilots too: Sales and Everyone reached it already
     moved = count_changes([change({SALES}, {SALES, PILOTS}, kind="device")], ANCESTORS)
-    assert moved == {PILOTS: CountChange(direct_devices=1, transitive_devices=1)}
+    assert moved == {PILOTS: Counts(direct_devices=1, transitive_devices=1)}
 
 
 def test_leaving_one_path_of_two_keeps_the_member_counted_above() -> None:
     moved = count_changes([change({SALES, PILOTS}, {SALES})], ANCESTORS)
-    assert moved == {PILOTS: CountChange(direct_users=-1, transitive_users=-1)}
+    assert moved == {PILOTS: Counts(direct_users=-1, transitive_users=-1)}
 
 
 def test_a_soft_deleted_member_stops_counting_and_counts_again_when_restored() -> None:
@@ -46,10 +46,10 @@ def test_a_soft_deleted_member_stops_counting_and_counts_again_when_restored() -
         [change({PILOTS, OTHER}, {PILOTS, OTHER}, exists_after=False)], ANCESTORS
     )
     restored = count_changes([change({PILOTS}, {PILOTS}, existed_before=False)], ANCESTORS)
-    assert deleted[EVERYONE] == CountChange(transitive_users=-1)
-    assert deleted[OTHER] == CountChange(direct_users=-1, transitive_users=-1)
-    assert restored[PILOTS] == CountChange(direct_users=1, transitive_users=1)
-    assert restored[SALES] == CountChange(transitive_users=1)
+    assert deleted[EVERYONE] == Counts(transitive_users=-1)
+    assert deleted[OTHER] == Counts(direct_users=-1, transitive_users=-1)
+    assert restored[PILOTS] == Counts(direct_users=1, transitive_users=1)
+    assert restored[SALES] == Counts(transitive_users=1)
 
 
 def test_nothing_changed_moves_nothing() -> None:
@@ -60,6 +60,6 @@ def test_a_cycle_in_the_ancestry_counts_each_group_once() -> None:
     a, b = UUID(int=10), UUID(int=11)
     moved = count_changes([change(set(), {a})], {a: {b, a}, b: {a, b}})
     assert moved == {
-        a: CountChange(direct_users=1, transitive_users=1),
-        b: CountChange(transitive_users=1),
+        a: Counts(direct_users=1, transitive_users=1),
+        b: Counts(transitive_users=1),
     }

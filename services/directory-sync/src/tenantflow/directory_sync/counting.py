@@ -31,11 +31,21 @@ class MemberChange:
 
 
 @dataclass
-class CountChange:
+class Counts:
+    """A group's counts, or a change of them."""
+
     direct_users: int = 0
     direct_devices: int = 0
     transitive_users: int = 0
     transitive_devices: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.direct_users + other.direct_users,
+            self.direct_devices + other.direct_devices,
+            self.transitive_users + other.transitive_users,
+            self.transitive_devices + other.transitive_devices,
+        )
 
 
 def reaching(groups: Iterable[UUID], ancestors: Mapping[UUID, Iterable[UUID]]) -> set[UUID]:
@@ -49,9 +59,9 @@ def reaching(groups: Iterable[UUID], ancestors: Mapping[UUID, Iterable[UUID]]) -
 
 def count_changes(
     changes: Iterable[MemberChange], ancestors: Mapping[UUID, Iterable[UUID]]
-) -> dict[UUID, CountChange]:
+) -> dict[UUID, Counts]:
     """The change of each group's counts that ``changes`` make."""
-    result: dict[UUID, CountChange] = defaultdict(CountChange)
+    result: dict[UUID, Counts] = defaultdict(Counts)
     for change in changes:
         direct_before = change.groups_before if change.existed_before else frozenset()
         direct_after = change.groups_after if change.exists_after else frozenset()

@@ -43,7 +43,7 @@ from tenantflow.contracts.events import (
     GroupRemoved,
     GroupUpserted,
 )
-from tenantflow.directory_sync.counting import CountChange, MemberChange, count_changes
+from tenantflow.directory_sync.counting import Counts, MemberChange, count_changes
 from tenantflow.directory_sync.delta import PageChanges, read_page
 from tenantflow.directory_sync.models import (
     CACHE_TABLES,
@@ -236,17 +236,6 @@ once, so a cycle ends). Only users and devices in the cache count: a soft-delete
 its memberships (Entra ID keeps them until it is deleted for good) but reaches no one."""
 
 
-@dataclass(frozen=True)
-class Counts:
-    direct_users: int
-    direct_devices: int
-    transitive_users: int
-    transitive_devices: int
-
-
-NO_MEMBERS = Counts(0, 0, 0, 0)
-
-
 def start_link(resource: str) -> str:
     return f"/v1.0/{resource}/delta?$select={SELECT[resource]}"
 
@@ -270,6 +259,16 @@ class Run:
     """When this replica last extended the lease (the rounds share it)."""
     turns: int = 0
     """Page fetches and writes this process has done for the run (``FairTurns``)."""
+
+    @property
+    def rows(self) -> dict[str, Any]:
+        """Which cache rows the run writes: the columns that select them."""
+        return {"tenant_id": self.tenant_id, "generation": self.generation}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The same, as the bound parameters of this module's SQL."""
+        return {"tenant": self.tenant_id, "generation": self.generation}
 
     @property
     def mode(self) -> Literal["full", "delta"]:
@@ -403,7 +402,7 @@ class TenantSync:
             log.info("%s: sync handed over (lease lost or tenant unlinked)", tenant)
         except Throttled as throttled:
             log.info("%s: throttled for %.3f s; sync paused", tenant, throttled.retry_after_s)
-            await self._pause(claimed.tenant_id, run, throttled.retry_after_s)
+            await self._pause(claimed.tenant_id, throttled.retry_after_s)
         except Exception as exc:
             if not isinstance(exc, GraphCallFailed | TokenRefused | ResyncNeeded) and not (
                 is_transient(exc)
@@ -570,7 +569,7 @@ class TenantSync:
     async def _restart_round(self, run: Run, resource: str) -> None:
         async with transaction(self.runtime.sessions) as session:
             await self._fence(session, run)
-            where = {"tenant_id": run.tenant_id, "generation": run.generation}
+            where = run.rows
             await self._delete_rows(session, TABLES[resource], where)
             if resource == "groups":
                 await self._delete_rows(session, CachedMember, where)
@@ -624,9 +623,6 @@ class TenantSync:
                 .values(**cursor_values)
             )
 
-    def _key(self, run: Run) -> dict[str, Any]:
-        return {"tenant_id": run.tenant_id, "generation": run.generation}
-
     async def _write_objects(
         self, session: AsyncSession, run: Run, resource: str, changes: PageChanges
     ) -> None:
@@ -636,8 +632,7 @@ class TenantSync:
                 await session.execute(
                     text(RECORD_PRESENCE.format(s=self.runtime.schema, table=resource)),
                     {
-                        "tenant": run.tenant_id,
-                        "generation": run.generation,
+                        **run.params,
                         "member_id": touched,
                         "member_type": "user" if resource == "users" else "device",
                     },
@@ -668,9 +663,7 @@ class TenantSync:
         for name in columns:
             values[name] = [attributes[name] for attributes in upserts.values()]
         sql = UPSERT[resource].format(s=self.runtime.schema)
-        await session.execute(
-            text(sql), {"tenant": run.tenant_id, "generation": run.generation, **values}
-        )
+        await session.execute(text(sql), {**run.params, **values})
 
     async def _recount_groups_of(self, session: AsyncSession, run: Run, members: set[UUID]) -> None:
         """The groups ``members`` are in lose or gain a nested group: count them in full."""
@@ -697,7 +690,7 @@ class TenantSync:
             await self._remove_groups(session, run, changes.removed)
         if changes.upserts:
             await self._upsert(session, run, "groups", changes.upserts)
-        key = {"tenant": run.tenant_id, "generation": run.generation}
+        key = run.params
         schema = self.runtime.schema
         touched = {**changes.members_removed, **changes.members_added}
         if touched and not run.full:
@@ -871,7 +864,7 @@ class TenantSync:
         ):
             moved = await session.execute(
                 text(NET_PRESENCE.format(s=self.runtime.schema, table=resource)),
-                {"tenant": run.tenant_id, "generation": run.generation, "member_type": kind},
+                {**run.params, "member_type": kind},
             )
             totals[resource] = kept + int(moved.scalar_one() or 0)
         return totals
@@ -881,7 +874,7 @@ class TenantSync:
         type or counts changed since last published. A full run counts every group; an
         incremental one counts in full only the groups above a nesting change, and moves the
         others' counts by the memberships and members it changed."""
-        gen = {"tenant": run.tenant_id, "generation": run.generation}
+        gen = run.params
         schema = self.runtime.schema  # a checked identifier (bus.db.check_schema_name)
         recount_sql = (ALL_GROUPS if run.full else RECOUNT_AND_ANCESTORS).format(s=schema)
         recounted = [row[0] for row in await session.execute(text(recount_sql).bindparams(**gen))]
@@ -916,15 +909,15 @@ class TenantSync:
         updates = []
         for group in groups:
             if group.id in recounted:
-                now_counted = counts.get(group.id, NO_MEMBERS)
+                now_counted = counts.get(group.id, Counts())
             else:
-                step = moved.get(group.id, CountChange())
-                now_counted = Counts(
-                    group.direct_users + step.direct_users,
-                    group.direct_devices + step.direct_devices,
-                    group.transitive_users + step.transitive_users,
-                    group.transitive_devices + step.transitive_devices,
+                stored = Counts(
+                    group.direct_users,
+                    group.direct_devices,
+                    group.transitive_users,
+                    group.transitive_devices,
                 )
+                now_counted = stored + moved.get(group.id, Counts())
             fields = {
                 "group_id": group.id,
                 "display_name": group.display_name or "",
@@ -942,15 +935,12 @@ class TenantSync:
                 {**gen, **{name: [u[name] for u in updates] for name in COUNT_COLUMNS}},
             )
         for table in (RunMember, RunPresence):
-            await self._delete_rows(
-                session, table, {"tenant_id": run.tenant_id, "generation": run.generation}
-            )
+            await self._delete_rows(session, table, run.rows)
         return events
 
-    async def _moved_counts(self, session: AsyncSession, run: Run) -> dict[UUID, CountChange]:
+    async def _moved_counts(self, session: AsyncSession, run: Run) -> dict[UUID, Counts]:
         """How the run's changed memberships and members move the groups' counts (the groups
         counted in full anyway are left out by the caller)."""
-        key = {"tenant_id": run.tenant_id, "generation": run.generation}
         changed_members = (
             await session.exec(
                 select(RunMember).where(
@@ -993,8 +983,8 @@ class TenantSync:
         for table in (CachedUser, CachedDevice):
             found = await session.exec(
                 select(table.id).where(
-                    table.tenant_id == key["tenant_id"],
-                    table.generation == key["generation"],
+                    table.tenant_id == run.tenant_id,
+                    table.generation == run.generation,
                     col(table.id).in_(members),
                 )
             )
@@ -1005,7 +995,7 @@ class TenantSync:
         if starts:
             for start, group in await session.execute(
                 text(ANCESTORS.format(s=self.runtime.schema)).bindparams(
-                    groups=list(starts), tenant=run.tenant_id, generation=run.generation
+                    groups=list(starts), **run.params
                 )
             ):
                 ancestors[start].add(group)
@@ -1059,7 +1049,7 @@ class TenantSync:
             if released.first() is not None and event is not None:
                 await self.runtime.outbox.add(session, event)
 
-    async def _pause(self, tenant_id: UUID, run: Run | None, retry_after_s: float) -> None:
+    async def _pause(self, tenant_id: UUID, retry_after_s: float) -> None:
         """Throttled: resume exactly when Graph allows, from where the run stopped."""
         resume = self._in(retry_after_s)
         await self._release(tenant_id, {"next_sync_at": resume, "paused_until": resume})
