@@ -44,9 +44,9 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.services import ServiceProcess, emulated_microsoft, service_process
-from tenantflow.devinfra.testing import publish
+from tenantflow.devinfra.testing import infra_and_emulator, publish
 from tenantflow.emulator.seeds import NAMESPACE, synthetic_tenant
-from tenantflow.emulator.testing import RunningEmulator, start_emulator
+from tenantflow.emulator.testing import RunningEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTOR = ServiceActor(service="bench")
@@ -336,16 +336,11 @@ def main() -> None:
         "--only-big", action="store_true", help="the big tenant's syncs only (no ten tenants)"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
-        infra = LocalInfra(workdir=Path(workdir) / "infra", durable=True, bound_to_parent=True)
-        infra.start()
-        emulator_process, emulator = start_emulator(Path(workdir) / "emulator", "--port", "0")
-        try:
-            result = asyncio.run(run(Bench(infra, emulator), args, Path(workdir)))
-        finally:
-            emulator_process.terminate()
-            emulator_process.wait(timeout=30)
-            infra.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir,
+        infra_and_emulator(Path(workdir)) as (infra, emulator),
+    ):
+        result = asyncio.run(run(Bench(infra, emulator), args, Path(workdir)))
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)

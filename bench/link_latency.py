@@ -28,7 +28,8 @@ import httpx
 
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.services import emulated_microsoft, service_process
-from tenantflow.emulator.testing import RunningEmulator, start_emulator
+from tenantflow.devinfra.testing import infra_and_emulator
+from tenantflow.emulator.testing import RunningEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.005
@@ -113,16 +114,11 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10, help="links made first, not counted")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
-        infra = LocalInfra(workdir=Path(workdir) / "infra", durable=True, bound_to_parent=True)
-        infra.start()
-        emulator_process, emulator = start_emulator(Path(workdir) / "emulator", "--port", "0")
-        try:
-            result = asyncio.run(measure(infra, emulator, args.links, args.warmup))
-        finally:
-            emulator_process.terminate()
-            emulator_process.wait(timeout=30)
-            infra.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir,
+        infra_and_emulator(Path(workdir)) as (infra, emulator),
+    ):
+        result = asyncio.run(measure(infra, emulator, args.links, args.warmup))
     observed, server = result["observed"], result["server"]
     print(
         f"POST /v1/tenants -> linked, {args.links} links one at a time: observed median "

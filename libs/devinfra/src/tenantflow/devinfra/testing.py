@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,8 @@ from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
+from tenantflow.devinfra.infra import LocalInfra
+from tenantflow.emulator.testing import RunningEmulator, start_emulator
 
 
 async def eventually(
@@ -102,3 +106,20 @@ async def create_database(database_url: str, prefix: str = "t") -> str:
     finally:
         await admin.close()
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def infra_and_emulator(workdir: Path) -> Iterator[tuple[LocalInfra, RunningEmulator]]:
+    """Local Kafka and PostgreSQL (fsync on, as in production) and an emulator on a free port,
+    in ``workdir``, stopped when the block ends: what a benchmark measures against."""
+    infra = LocalInfra(workdir=workdir / "infra", durable=True, bound_to_parent=True)
+    infra.start()
+    try:
+        process, emulator = start_emulator(workdir / "emulator", "--port", "0")
+        try:
+            yield infra, emulator
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        infra.stop()
