@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -64,6 +65,7 @@ async def stack(
         **microsoft["directory-sync"],
         "POLL_SECONDS": "0.2",
         "LEASE_SECONDS": "3",  # a killed replica's tenants are taken over after this
+        "HOLD_THROTTLED_SECONDS": "1",  # longer throttling pauses the sync (a third of the lease)
     }
     async with (
         service_process("consent", logs / "consent.log", environment, microsoft["consent"]),
@@ -263,7 +265,11 @@ async def test_a_sync_killed_mid_way_is_completed_by_the_next_process(stack: Sta
 
 
 async def test_throttled_graph_still_converges(stack: Stack) -> None:
+    """Graph's directory limit (Retry-After 1 s: waited out in place) and injected 429s with a
+    Retry-After of 2 s (longer than the sync holds: it pauses and is rescheduled). A page
+    answered 429 is not asked for again before Retry-After has passed."""
     tenant = seed(stack.emulator, users=600, groups=30, devices=200)
+    started = datetime.now(UTC).isoformat()
     with stack.emulator.client() as control:
         control.put(
             "/_emulator/throttling",
@@ -271,7 +277,7 @@ async def test_throttled_graph_still_converges(stack: Stack) -> None:
         ).raise_for_status()
         control.post(
             "/_emulator/faults",
-            json={"path": "/delta", "status": 429, "retry_after": "1", "share": 0.2},
+            json={"path": "/delta", "status": 429, "retry_after": "2", "share": 0.1},
         ).raise_for_status()
     try:
         async with stack.directory_sync():
@@ -280,10 +286,19 @@ async def test_throttled_graph_still_converges(stack: Stack) -> None:
                 state = await synced(client, tenant, within=120)
                 assert (state["users"], state["groups"], state["devices"]) == (600, 30, 200)
         with stack.emulator.client() as control:
-            throttled = control.get(
-                "/_emulator/requests", params={"tenant": str(tenant.id), "status": "429"}
-            ).json()
-        assert throttled  # it was throttled, and went through it
+            # only this test's sync process ran meanwhile; an injected fault names no tenant
+            fetches = [
+                (datetime.fromisoformat(entry["time"]), entry)
+                for entry in control.get("/_emulator/requests", params={"since": started}).json()
+                if "/delta" in str(entry["path"])
+            ]
+        throttled = [(at, entry) for at, entry in fetches if entry["status"] == 429]
+        assert {entry["fault"] is None for _, entry in throttled} == {True, False}  # both kinds
+        for at, entry in throttled:
+            allowed = at + timedelta(seconds=float(entry["retry_after"]))
+            page = (entry["path"], entry["query"])
+            early = [e for t, e in fetches if at < t < allowed and (e["path"], e["query"]) == page]
+            assert not early, (entry, early)  # the page was asked for again before Retry-After
     finally:
         with stack.emulator.client() as control:
             control.put("/_emulator/throttling", json={"enabled": True}).raise_for_status()

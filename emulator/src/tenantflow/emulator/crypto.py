@@ -153,10 +153,6 @@ class SigningKey:
     def kid(self) -> str:
         return thumbprint_sha1(self.certificate)
 
-    @property
-    def private_pem(self) -> bytes:
-        return _pem_key(self.private_key)
-
     def jwk(self, issuer: str) -> dict[str, object]:
         numbers = self.private_key.public_key().public_numbers()
         der = self.certificate.public_bytes(serialization.Encoding.DER)

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -54,9 +57,11 @@ def _current(tenant: Tenant, resource: Resource) -> dict[UUID, Any]:
     return cast(dict[UUID, Any], getattr(tenant, resource))
 
 
-def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[dict[str, Any]]:
+def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> Iterator[dict[str, Any]]:
     """What changed in (since, until], one entry per object (a group's members split over
-    several); a full sync (since 0) lists what exists, without removals."""
+    several); a full sync (since 0) lists what exists, without removals. Produced as pages ask
+    for them: the objects are fixed when the round starts, each is read when its page is
+    served (so every page costs about the same, as Graph's do)."""
     latest: dict[UUID, Any] = {}
     member_changes: dict[UUID, dict[UUID, Change]] = {}
     for change in tenant.journal[since:until]:
@@ -65,19 +70,15 @@ def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[
         latest[change.object_id] = change
         if change.member is not None:
             member_changes.setdefault(change.object_id, {})[change.member] = change
-    result: list[dict[str, Any]] = []
     current = _current(tenant, resource)
     for object_id, change in latest.items():
         if object_id not in current:
-            if since == 0:
-                continue
-            result.append(
-                {"id": str(object_id), "@removed": {"reason": change.removed or "deleted"}}
-            )
+            if since != 0:
+                yield {"id": str(object_id), "@removed": {"reason": change.removed or "deleted"}}
             continue
         body = directory_object_json(tenant, object_id)
         if resource != "groups":
-            result.append(body)
+            yield body
             continue
         members: list[tuple[UUID, Change | None]] = (
             # a soft-deleted member is not listed (inferred: it is not a live object), though
@@ -92,8 +93,21 @@ def entries(tenant: Tenant, resource: Resource, since: int, until: int) -> list[
         for chunk in chunks or [[]]:
             entry = dict(body)
             entry["members@delta"] = [_member(tenant, member, change) for member, change in chunk]
-            result.append(entry)
-    return result
+            yield entry
+
+
+@dataclass
+class RoundEntries:
+    """A delta round's entries, produced up to the page asked for and kept for the pages after
+    it (and for a page read again)."""
+
+    source: Iterator[dict[str, Any]]
+    produced: list[dict[str, Any]] = field(default_factory=list)
+
+    def page(self, offset: int, size: int) -> tuple[list[dict[str, Any]], bool]:
+        """The entries from ``offset``, at most ``size``, and whether more follow."""
+        self.produced.extend(itertools.islice(self.source, offset + size + 1 - len(self.produced)))
+        return self.produced[offset : offset + size], len(self.produced) > offset + size
 
 
 def _member(tenant: Tenant, member: UUID, change: Change | None) -> dict[str, Any]:
@@ -155,13 +169,13 @@ def delta_routes(graph: Graph) -> list[Route]:
                 state = _round(tenant, since=0, issued=time.time())
             if "$select" in params and not ("$deltatoken" in params or "$skiptoken" in params):
                 state["select"] = sorted(n.strip() for n in params["$select"].split(",") if n)
-            items = round_items(tenant, resource, state)
             offset = state["offset"]
+            items, more = round_entries(tenant, resource, state).page(offset, PAGE_SIZE)
             body: dict[str, Any] = {
                 "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{resource}",
-                "value": items[offset : offset + PAGE_SIZE],
+                "value": items,
             }
-            if offset + PAGE_SIZE < len(items):
+            if more:
                 body["@odata.nextLink"] = (
                     f"{base}?$skiptoken={_encode({**state, 'offset': offset + PAGE_SIZE})}"
                 )
@@ -192,21 +206,20 @@ def delta_routes(graph: Graph) -> list[Route]:
 ROUNDS_KEPT = 16
 
 
-def round_items(tenant: Tenant, resource: Resource, state: dict[str, Any]) -> list[dict[str, Any]]:
-    """The entries of the round ``state`` belongs to, computed at its first page only: each
-    page of a large round is then a slice, not a scan of the whole directory."""
+def round_entries(tenant: Tenant, resource: Resource, state: dict[str, Any]) -> RoundEntries:
+    """The entries of the round ``state`` belongs to, started at its first page: each page of
+    a large round then continues where the one before stopped, instead of scanning the whole
+    directory again."""
     select = state.get("select")
     key = (resource, state["since"], state["until"], state["epoch"], tuple(select or ()))
-    items = tenant.delta_rounds.get(key)
-    if items is None:
-        items = [
-            selected(entry, select)
-            for entry in entries(tenant, resource, state["since"], state["until"])
-        ]
+    round_ = tenant.delta_rounds.get(key)
+    if round_ is None:
+        source = entries(tenant, resource, state["since"], state["until"])
+        round_ = RoundEntries(selected(entry, select) for entry in source)
         while len(tenant.delta_rounds) >= ROUNDS_KEPT:
             del tenant.delta_rounds[next(iter(tenant.delta_rounds))]
-        tenant.delta_rounds[key] = items
-    return items
+        tenant.delta_rounds[key] = round_
+    return cast(RoundEntries, round_)
 
 
 ALWAYS = frozenset({"id", "@odata.type", "@removed"})

@@ -328,7 +328,7 @@ class Entra:
         key = self.keys.active
         return jwt.encode(
             claims,
-            key.private_pem,
+            key.private_key,  # the key object: PyJWT would parse a PEM on every token
             algorithm="RS256",
             headers={"typ": "JWT", "kid": key.kid, "x5t": key.kid},
         )

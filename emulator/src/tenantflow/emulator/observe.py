@@ -131,12 +131,16 @@ class Observe:
             "tenant": None,
             "request_id": request_id,
             "fault": None,
+            "retry_after": None,
         }
 
         async def send_observed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *ids]
                 entry["status"] = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"retry-after":
+                        entry["retry_after"] = value.decode()
             await send(message)
 
         try:

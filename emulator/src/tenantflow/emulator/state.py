@@ -196,9 +196,9 @@ class Tenant:
     """Every directory change in order; delta queries read it."""
     delta_epoch: int = 0
     """Bumped to invalidate every delta token issued before (the control plane's resync)."""
-    delta_rounds: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
-    """A delta round's entries, computed once at its first page and sliced for the next ones
-    (a snapshot, as a round is): a few recent rounds, oldest dropped first."""
+    delta_rounds: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    """Recent delta rounds' entries (``delta.RoundEntries``), each produced as its pages are
+    read: a few recent rounds, oldest dropped first."""
     mobile_apps: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     """Graph representations of Intune apps, by id."""
     app_assignments: dict[UUID, list[dict[str, Any]]] = field(default_factory=dict)

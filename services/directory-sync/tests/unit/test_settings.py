@@ -28,3 +28,13 @@ def test_each_process_names_itself_differently_in_leases() -> None:
         "login_base_url": "https://localhost:8443",
     }
     assert Settings(**emulator).replica_id != Settings(**emulator).replica_id
+
+
+def test_holding_a_throttled_tenant_fits_well_within_its_lease() -> None:
+    emulator = {
+        "graph_base_url": "https://localhost:8443",
+        "login_base_url": "https://localhost:8443",
+    }
+    Settings(**emulator, lease_seconds=30, hold_throttled_seconds=10)
+    with pytest.raises(ValidationError, match="HOLD_THROTTLED_SECONDS"):
+        Settings(**emulator, lease_seconds=3, hold_throttled_seconds=5)

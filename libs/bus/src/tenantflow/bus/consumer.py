@@ -29,7 +29,6 @@ from uuid import UUID, uuid5
 from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -165,20 +164,23 @@ class EventConsumer:
     def subscribe(self, broker: KafkaBroker) -> None:
         """Attach this consumer to ``broker`` as one FastStream subscriber."""
 
-        async def raw_body(message: Any) -> Any:
-            return message.body  # decoding is ours: a poison message must reach process()
+        async def whole_message(message: Any) -> Any:
+            # Decoding is ours: a poison message must reach process(). The handler is given the
+            # message as its body: FastStream's context injection of a KafkaMessage parameter
+            # would resolve it in a worker thread, for every message.
+            return message
 
         subscriber = broker.subscriber(
             *(self.outbox.topic_prefix + topic.value for topic in self.topics),
             group_id=self.name,
-            decoder=raw_body,
+            decoder=whole_message,
             no_reply=True,
             title=self.name,
             **{**CONSUMER_SETTINGS, "ack_policy": AckPolicy.MANUAL},
         )
 
         @subscriber  # type: ignore[untyped-decorator]  # FastStream's decorator is untyped
-        async def consume(message: KafkaMessage) -> None:
+        async def consume(message: Any) -> None:
             record: Any = message.raw_message
             try:
                 await self.process(record)

@@ -26,8 +26,12 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """PEM certificate registered on the app; with its key, used instead of the secret."""
     directory_connector_private_key: Path | None = None
     graph_attempts: int = Field(default=4, ge=1)
-    """Tries per Graph call on 5xx, timeouts and dropped connections (jittered backoff). A 429
-    is never waited out in place: the tenant's sync pauses and is rescheduled."""
+    """Tries per Graph call on 5xx, timeouts and dropped connections (jittered backoff)."""
+    hold_throttled_seconds: float = Field(default=5.0, ge=0)
+    """A tenant Graph throttles (429) for at most this long in all: its page fetches wait for
+    Retry-After in place, its fetched pages still written. Throttled longer: its sync pauses,
+    the tenant is released and rescheduled at Retry-After. 0: always pause. At most a third
+    of ``lease_seconds``."""
     graph_timeout_seconds: float = Field(default=30.0, gt=0)
     sync_interval_seconds: float = Field(default=300.0, gt=0)
     """Incremental sync of every linked tenant this often (5 minutes)."""
@@ -35,7 +39,7 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """A sync that failed (Graph down, access refused) is tried again after this."""
     concurrency: int = Field(default=8, ge=1, le=256)
     """Tenants synced at once by this process."""
-    pages_in_flight: int = Field(default=6, ge=1, le=256)
+    pages_in_flight: int = Field(default=4, ge=1, le=256)
     """Graph pages fetched or written at once by this process, across its tenants, taken in
     turn: a small tenant's few pages never queue behind a large tenant's thousands."""
     lease_seconds: float = Field(default=60.0, ge=1)
@@ -45,6 +49,12 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """Longest wait between looks for due syncs (a request or a due time wakes it sooner)."""
     replica_id: str = Field(default_factory=_replica)
     """Names this process in leases; unique per process."""
+
+    @model_validator(mode="after")
+    def _hold_within_lease(self) -> Settings:
+        if self.hold_throttled_seconds > self.lease_seconds / 3:
+            raise ValueError("HOLD_THROTTLED_SECONDS must be at most a third of LEASE_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _no_demo_secret_for_microsoft(self) -> Settings:

@@ -12,8 +12,11 @@ inside a transaction.
 - Otherwise an *incremental* run reads from the stored deltaLinks and changes the live
   generation; the groups it touched (and the groups they are nested in) get their counts
   recomputed and published at the end.
-- A 429 pauses the run: the tenant is rescheduled at Retry-After and its lease released, no one
-  waits in place. Other failures are recorded and retried later, the cursor kept.
+- A 429: the run's fetches wait for Retry-After, never less, while the tenant has been
+  throttled for a few seconds only (``hold_throttled_seconds``; its fetched pages are still
+  written meanwhile). Throttled for longer, the run pauses: the tenant is rescheduled at
+  Retry-After and its lease released. Other failures are recorded and retried later, the cursor
+  kept.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from sqlalchemy import delete, func, or_, text, update
+from sqlalchemy import select as select_columns  # sqlmodel's select takes at most four
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -235,6 +239,14 @@ closure pairs every group with the groups nested in it, however deep (UNION keep
 once, so a cycle ends). Only users and devices in the cache count: a soft-deleted user keeps
 its memberships (Entra ID keeps them until it is deleted for good) but reaches no one."""
 
+STALE_TABLES = """
+    SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+    WHERE s.schemaname = :schema AND s.relname = ANY(:tables)
+      AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)"""
+"""Cache tables autovacuum would analyze (autovacuum_analyze_threshold and _scale_factor at
+their defaults)."""
+CACHE_NAMES = ("members", "users", "devices", "groups")
+
 
 def start_link(resource: str) -> str:
     return f"/v1.0/{resource}/delta?$select={SELECT[resource]}"
@@ -259,6 +271,10 @@ class Run:
     """When this replica last extended the lease (the rounds share it)."""
     turns: int = 0
     """Page fetches and writes this process has done for the run (``FairTurns``)."""
+    throttled_since: datetime | None = None
+    """When Graph began answering the run's fetches with 429 (None since one succeeded)."""
+    resume_at: datetime | None = None
+    """No fetch before this (Graph's last Retry-After)."""
 
     @property
     def rows(self) -> dict[str, Any]:
@@ -348,12 +364,8 @@ class TenantSync:
         to finish, then the next write finds the lease gone. The lease is extended when a third
         of it has passed. ``durable`` False: the commit does not wait for the disk (a cache
         page is lost with its cursor in a database crash, and read again)."""
-        now = self.clock()
-        renew_after = timedelta(seconds=self.settings.lease_seconds / 3)
-        if run.renewed_at is None or now - run.renewed_at >= renew_after:
-            # before this transaction share-locks the row: the renewal must not wait on it
-            run.renewed_at = now
-            await self._renew(run)
+        # before this transaction share-locks the row: the renewal must not wait on it
+        await self._renew_if_due(run)
         held = await session.execute(
             text(FENCE.format(s=self.runtime.schema)),
             {
@@ -365,6 +377,15 @@ class TenantSync:
         )
         if held.first() is None:
             raise LeaseLost(str(run.tenant_id))
+
+    async def _renew_if_due(self, run: Run) -> None:
+        """Extend the lease when a third of it has passed since this replica last did."""
+        now = self.clock()
+        if run.renewed_at is None or now - run.renewed_at >= timedelta(
+            seconds=self.settings.lease_seconds / 3
+        ):
+            run.renewed_at = now
+            await self._renew(run)
 
     async def _renew(self, run: Run) -> None:
         """Extend the lease in a transaction of its own (the rounds hold share locks)."""
@@ -562,9 +583,41 @@ class TenantSync:
     async def _page(self, run: Run, token: str, link: str) -> dict[str, Any]:
         if link.startswith(("https://", "http://")):
             self.graph.check_link(link)  # never send the token to another host
-        async with self._turns.turn(run.turns):
-            run.turns += 1
-            return await self.graph.send(token, "GET", link)
+        while True:
+            await self._resume_when_allowed(run)
+            async with self._turns.turn(run.turns):
+                run.turns += 1
+                try:
+                    page = await self.graph.send(token, "GET", link)
+                except Throttled as throttled:
+                    self._hold(run, throttled)
+                    continue
+            run.throttled_since = None
+            return page
+
+    def _hold(self, run: Run, throttled: Throttled) -> None:
+        """Graph answered 429. While the tenant has been throttled for no longer than
+        ``hold_throttled_seconds`` in all, its fetches wait for Retry-After in place (pages
+        already fetched are still written; nothing is fetched before Retry-After), so a
+        tenant read at Graph's limit loses no time; longer, ``throttled`` goes up and the run
+        pauses, releasing the tenant."""
+        now = self.clock()
+        since = run.throttled_since or now
+        resume = now + timedelta(seconds=throttled.retry_after_s)
+        if (resume - since).total_seconds() > self.settings.hold_throttled_seconds:
+            raise throttled
+        log.debug("%s: throttled; fetches resume in %.3f s", run.tenant_id, throttled.retry_after_s)
+        run.throttled_since = since
+        run.resume_at = max(run.resume_at or resume, resume)
+
+    async def _resume_when_allowed(self, run: Run) -> None:
+        """Wait until Graph's last Retry-After for the run has passed (the lease kept)."""
+        while run.resume_at is not None:
+            wait = (run.resume_at - self.clock()).total_seconds()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+            await self._renew_if_due(run)
 
     async def _restart_round(self, run: Run, resource: str) -> None:
         async with transaction(self.runtime.sessions) as session:
@@ -590,7 +643,10 @@ class TenantSync:
         )
 
     async def _write_page(self, run: Run, resource: str, page: dict[str, Any]) -> None:
-        async with self._turns.turn(run.turns):
+        # a round's last page first: it ends the round, and a small tenant's rounds are all last
+        # pages (its sync is not held behind large tenants that began at the same time)
+        served = -1 if "@odata.nextLink" not in page else run.turns
+        async with self._turns.turn(served):
             run.turns += 1
             await self._write_changes(run, resource, page)
 
@@ -826,12 +882,7 @@ class TenantSync:
         if run.full:
             async with transaction(self.runtime.sessions) as session:
                 await self._drop_generations(session, run.tenant_id, keep=run.generation)
-            # a generation is written in bulk: refresh the planner's statistics now for the
-            # incremental syncs that follow (autovacuum would get to it later); ANALYZE reads a
-            # sample, so it costs little however many tenants share the tables
-            async with self.runtime.engine.begin() as connection:
-                for table in ("members", "users", "devices", "groups"):
-                    await connection.execute(text(f"ANALYZE {self.runtime.schema}.{table}"))
+            await self._analyze_if_stale()
         log.info(
             "%s: %s sync done: %s users, %s groups, %s devices",
             run.tenant_id,
@@ -840,6 +891,18 @@ class TenantSync:
             totals["groups"],
             totals["devices"],
         )
+
+    async def _analyze_if_stale(self) -> None:
+        """A large generation is written in bulk: refresh the planner's statistics of the tables
+        it changed much now, for the incremental syncs that follow, instead of when autovacuum
+        next wakes. The test is autovacuum's own (rows changed since the last ANALYZE over 50
+        plus a tenth of the table), so a small tenant's build analyzes nothing."""
+        async with self.runtime.engine.begin() as connection:
+            stale = await connection.execute(
+                text(STALE_TABLES), {"schema": self.runtime.schema, "tables": list(CACHE_NAMES)}
+            )
+            for (table,) in stale.all():
+                await connection.execute(text(f"ANALYZE {self.runtime.schema}.{table}"))
 
     async def _totals(self, session: AsyncSession, run: Run) -> dict[str, int]:
         """Users, groups and devices in the cache after the run: counted after a full build;
@@ -877,26 +940,36 @@ class TenantSync:
         gen = run.params
         schema = self.runtime.schema  # a checked identifier (bus.db.check_schema_name)
         recount_sql = (ALL_GROUPS if run.full else RECOUNT_AND_ANCESTORS).format(s=schema)
-        recounted = [row[0] for row in await session.execute(text(recount_sql).bindparams(**gen))]
+        recounted = {row[0] for row in await session.execute(text(recount_sql).bindparams(**gen))}
         counts: dict[UUID, Counts] = {}
         if recounted:
             # a large tenant's top groups reach every membership: let it hash in memory
             await session.execute(text("SET LOCAL work_mem = '64MB'"))
             counted = await session.execute(
-                text(COUNTS.format(s=schema)).bindparams(affected=recounted, **gen)
+                text(COUNTS.format(s=schema)).bindparams(affected=list(recounted), **gen)
             )
             counts = {row[0]: Counts(*row[1:]) for row in counted}
         moved = {} if run.full else await self._moved_counts(session, run)
-        touched = set(recounted) | set(moved)
+        touched = recounted | set(moved)
         groups = (
-            await session.exec(
-                select(CachedGroup).where(
-                    CachedGroup.tenant_id == run.tenant_id,
-                    CachedGroup.generation == run.generation,
+            await session.execute(
+                select_columns(
+                    col(CachedGroup.id),
+                    col(CachedGroup.display_name),
+                    col(CachedGroup.security_enabled),
+                    col(CachedGroup.dynamic),
+                    col(CachedGroup.published),
+                    col(CachedGroup.direct_users),
+                    col(CachedGroup.direct_devices),
+                    col(CachedGroup.transitive_users),
+                    col(CachedGroup.transitive_devices),
+                ).where(
+                    col(CachedGroup.tenant_id) == run.tenant_id,
+                    col(CachedGroup.generation) == run.generation,
                     or_(col(CachedGroup.dirty), col(CachedGroup.id).in_(touched)),
                 )
             )
-        ).all()
+        ).all()  # rows, not ORM objects: a full run reads every group
         before: dict[UUID, str | None] = {g.id: g.published for g in groups}
         if run.full and run.live:  # what the live generation last published
             live = await session.exec(
