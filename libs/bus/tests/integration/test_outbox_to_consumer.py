@@ -312,3 +312,18 @@ async def test_an_unsupported_version_of_a_handled_type_is_dead_lettered(
     assert isinstance(letter.data, DeadLettered)
     assert letter.data.error_type == "unsupported_version"
     assert letter.data.correlation_id == event.data.correlation_id
+
+
+async def test_events_added_together_are_published_in_order_whole(
+    runtime: ServiceRuntime,
+) -> None:
+    tenant = uuid4()
+    events = [link_requested(tenant) for _ in range(250)]
+    await runtime.start()
+    async with transaction(runtime.sessions) as session:
+        await runtime.outbox.add_many(session, events)
+    records = await read_topic(runtime.kafka, Topic.TENANTS, count=len(events))
+    decoded = [decode(record.headers, record.value) for record in records]
+    assert [envelope.data for envelope in decoded] == events
+    assert {record.key for record in records} == {str(tenant).encode()}
+    assert all(envelope.source == runtime.outbox.source for envelope in decoded)
