@@ -201,3 +201,31 @@ def test_a_deleted_member_leaves_its_groups_typed_as_what_it_was(directory: Dire
     assert len(removed) == 2  # Everyone and Pilots
     assert all(m["@odata.type"] == "#microsoft.graph.user" for m in removed)
     assert all(m["@removed"] == {"reason": "deleted"} for m in removed)
+
+
+def test_a_page_read_again_is_the_same_page(directory: Directory) -> None:
+    """A client that lost a page (a crash, a cancelled prefetch) reads its link again."""
+    directory.mutate(
+        *(
+            {
+                "op": "add_user",
+                "user": {
+                    "id": str(uuid4()),
+                    "display_name": f"Extra {n}",
+                    "user_principal_name": f"extra{n}@litware.example",
+                },
+            }
+            for n in range(200)
+        )
+    ).raise_for_status()
+    with directory.graph() as graph:
+        first = graph.get("/v1.0/users/delta").json()
+        second_link = relative(first["@odata.nextLink"])
+        second = graph.get(second_link).json()
+        third = graph.get(relative(second["@odata.nextLink"])).json()
+        again = graph.get(second_link).json()
+    assert again["value"] == second["value"]
+    assert again["@odata.nextLink"] == second["@odata.nextLink"]
+    ids = [u["id"] for page in (first, second, third) for u in page["value"]]
+    assert len(ids) == len(set(ids)) == 245
+    assert "@odata.deltaLink" in third

@@ -106,7 +106,9 @@ class RoundEntries:
 
     def page(self, offset: int, size: int) -> tuple[list[dict[str, Any]], bool]:
         """The entries from ``offset``, at most ``size``, and whether more follow."""
-        self.produced.extend(itertools.islice(self.source, offset + size + 1 - len(self.produced)))
+        missing = offset + size + 1 - len(self.produced)
+        if missing > 0:
+            self.produced.extend(itertools.islice(self.source, missing))
         return self.produced[offset : offset + size], len(self.produced) > offset + size
 
 
