@@ -39,7 +39,7 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """A sync that failed (Graph down, access refused) is tried again after this."""
     concurrency: int = Field(default=8, ge=1, le=256)
     """Tenants synced at once by this process."""
-    pages_in_flight: int = Field(default=4, ge=1, le=256)
+    pages_in_flight: int = Field(default=3, ge=1, le=256)
     """Graph pages fetched or written at once by this process, across its tenants, taken in
     turn: a small tenant's few pages never queue behind a large tenant's thousands."""
     lease_seconds: float = Field(default=60.0, ge=1)
