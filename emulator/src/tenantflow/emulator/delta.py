@@ -221,7 +221,7 @@ def round_entries(tenant: Tenant, resource: Resource, state: dict[str, Any]) -> 
         while len(tenant.delta_rounds) >= ROUNDS_KEPT:
             del tenant.delta_rounds[next(iter(tenant.delta_rounds))]
         tenant.delta_rounds[key] = round_
-    return cast(RoundEntries, round_)
+    return round_
 
 
 ALWAYS = frozenset({"id", "@odata.type", "@removed"})

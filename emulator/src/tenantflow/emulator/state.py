@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tenantflow.emulator.graph_permissions import APP_ROLES, DIRECTORY_ROLE_TEMPLATES
+
+if TYPE_CHECKING:  # delta imports this module
+    from tenantflow.emulator.delta import RoundEntries
 
 
 class _Seed(BaseModel):
@@ -196,9 +199,9 @@ class Tenant:
     """Every directory change in order; delta queries read it."""
     delta_epoch: int = 0
     """Bumped to invalidate every delta token issued before (the control plane's resync)."""
-    delta_rounds: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-    """Recent delta rounds' entries (``delta.RoundEntries``), each produced as its pages are
-    read: a few recent rounds, oldest dropped first."""
+    delta_rounds: dict[tuple[Any, ...], RoundEntries] = field(default_factory=dict)
+    """Recent delta rounds' entries, each produced as its pages are read: a few recent rounds,
+    oldest dropped first."""
     mobile_apps: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     """Graph representations of Intune apps, by id."""
     app_assignments: dict[UUID, list[dict[str, Any]]] = field(default_factory=dict)

@@ -245,7 +245,7 @@ STALE_TABLES = """
       AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)"""
 """Cache tables autovacuum would analyze (autovacuum_analyze_threshold and _scale_factor at
 their defaults)."""
-CACHE_NAMES = ("members", "users", "devices", "groups")
+CACHE_NAMES = tuple(t.__tablename__ for t in (CachedUser, CachedDevice, CachedGroup, CachedMember))
 
 
 def start_link(resource: str) -> str:
