@@ -38,7 +38,7 @@ from tenantflow.devinfra.testing import create_database, eventually
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.portal_api.api import create_app
 from tenantflow.portal_api.bootstrap import Portal, bootstrap
-from tenantflow.portal_api.models import SCHEMA, Account, TenantLink
+from tenantflow.portal_api.models import SCHEMA, Account, TenantLink, TenantTrack, Track
 from tenantflow.portal_api.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -297,16 +297,21 @@ async def test_revocation_of_the_writer_shows_on_intune_writing(
         activation = await client.post(f"/v1/tenants/{user.tenant}/intune")
         assert activation.status_code == 202
         async with portal.runtime.sessions() as session:
-            link = (
-                await session.exec(select(TenantLink).where(TenantLink.tenant_id == user.tenant))
+            intune = (
+                await session.exec(
+                    select(TenantTrack).where(
+                        TenantTrack.tenant_id == user.tenant,
+                        TenantTrack.track == Track.INTUNE_WRITING,
+                    )
+                )
             ).scalar_one()
-        assert link.intune_change_id is not None
+        assert intune.change_id is not None
         await publish(
             portal,
             IntuneWritingEnabled(
                 tenant_id=user.tenant,
                 actor=requested.data.actor,
-                correlation_id=link.intune_change_id,
+                correlation_id=intune.change_id,
                 granted_permissions=["DeviceManagementApps.ReadWrite.All"],
             ),
         )
@@ -341,17 +346,28 @@ async def test_pages_walk_every_reachable_tenant_once(
         await session.exec(insert(Account).values(id=account, home_tenant_id=user.tenant))
         for tenant in owned:
             await session.exec(
-                insert(TenantLink).values(
-                    account_id=account,
-                    tenant_id=tenant,
-                    version=1,
-                    status="linked",
-                    link_change_id=uuid4(),
-                    requested_by_tenant_id=user.tenant,
-                    requested_by_object_id=user.id,
-                    requested_at=now,
-                    intune_status="off",
-                )
+                insert(TenantLink).values(account_id=account, tenant_id=tenant, version=1)
+            )
+            await session.flush()
+            session.add_all(
+                [
+                    TenantTrack(
+                        account_id=account,
+                        tenant_id=tenant,
+                        track=Track.LINK,
+                        status="linked",
+                        change_id=uuid4(),
+                        requested_by_tenant_id=user.tenant,
+                        requested_by_object_id=user.id,
+                        requested_at=now,
+                    ),
+                    TenantTrack(
+                        account_id=account,
+                        tenant_id=tenant,
+                        track=Track.INTUNE_WRITING,
+                        status="off",
+                    ),
+                ]
             )
     seen: list[str] = []
     async with api(portal, user.token(READER)) as client:

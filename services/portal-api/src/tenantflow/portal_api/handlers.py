@@ -7,12 +7,13 @@ a request since superseded or unlinked therefore changes nothing, whenever it ar
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, delete, func, update
+from sqlalchemy import delete, func, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col
+from sqlmodel import col, select
 
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
@@ -32,63 +33,60 @@ from tenantflow.contracts.events import (
     TenantVerificationDeferred,
 )
 from tenantflow.contracts.topics import Topic
+from tenantflow.portal_api import lifecycle
+from tenantflow.portal_api.lifecycle import Step, Verdict
 from tenantflow.portal_api.models import (
-    INTUNE,
-    LINK,
     DirectoryGroup,
     DirectoryState,
-    IntuneWritingStatus,
-    LinkStatus,
     TenantLink,
-    verdict_columns,
+    TenantTrack,
+    Track,
 )
 
 VERIFICATION_FAILED = "verification_failed"
 """The portal's own reason, beside consent's: the check itself failed and was dead-lettered."""
 
 
-def _track_of(app: EnterpriseApp) -> str:
-    return LINK if app is EnterpriseApp.DIRECTORY_CONNECTOR else INTUNE
+def _track_of(app: EnterpriseApp) -> Track:
+    return Track.LINK if app is EnterpriseApp.DIRECTORY_CONNECTOR else Track.INTUNE_WRITING
 
 
-def _in(track: str, tenant_id: UUID, status: str) -> list[ColumnElement[bool]]:
-    return [
-        col(TenantLink.tenant_id) == tenant_id,
-        col(getattr(TenantLink, f"{track}status")) == status,
-    ]
-
-
-def _pending(track: str, tenant_id: UUID, change_id: UUID) -> list[ColumnElement[bool]]:
-    """The track's request ``change_id``, while it waits for its verdict."""
-    change = TenantLink.link_change_id if track == LINK else TenantLink.intune_change_id
-    return [*_in(track, tenant_id, LinkStatus.PENDING), col(change) == change_id]
-
-
-async def _update(ctx: HandlerContext, where: list[ColumnElement[bool]], **values: Any) -> None:
-    await ctx.session.exec(
-        update(TenantLink)
-        .where(*where)
-        .values(**values, version=col(TenantLink.version) + 1, updated_at=func.now())
+def _verdict(event: TenantLinkRejected | IntuneWritingRejected | ConsentRevoked) -> Verdict:
+    return Verdict(
+        event.reason, event.detail, tuple(event.missing_permissions), event.admin_consent_url
     )
 
 
-async def _reject(
+async def _move(
     ctx: HandlerContext,
-    track: str,
-    event: TenantLinkRejected | IntuneWritingRejected,
-) -> None:
-    await _update(
-        ctx,
-        _pending(track, event.tenant_id, event.correlation_id),
-        **{f"{track}status": LinkStatus.REJECTED},
-        **verdict_columns(
-            track,
-            event.reason,
-            event.detail,
-            event.missing_permissions,
-            event.admin_consent_url,
-        ),
+    tenant_id: UUID,
+    tracks: Sequence[Track],
+    step: Callable[[TenantTrack], bool],
+    change_id: UUID | None = None,
+    **link_values: Any,
+) -> list[TenantTrack]:
+    """Apply ``step`` to the tenant's ``tracks`` (those of request ``change_id`` only, when
+    given), locked; the links of the tracks it moved get ``link_values`` and a new version."""
+    statement = (
+        select(TenantTrack)
+        .where(col(TenantTrack.tenant_id) == tenant_id, col(TenantTrack.track).in_(tracks))
+        .with_for_update()
     )
+    if change_id is not None:
+        statement = statement.where(col(TenantTrack.change_id) == change_id)
+    moved = [track for track in (await ctx.session.exec(statement)).all() if step(track)]
+    if moved:
+        ctx.session.add_all(moved)
+        await ctx.session.exec(
+            update(TenantLink)
+            .where(
+                tuple_(col(TenantLink.account_id), col(TenantLink.tenant_id)).in_(
+                    [(track.account_id, track.tenant_id) for track in moved]
+                )
+            )
+            .values(**link_values, version=col(TenantLink.version) + 1, updated_at=func.now())
+        )
+    return moved
 
 
 def register(runtime: ServiceRuntime) -> None:
@@ -98,64 +96,75 @@ def register(runtime: ServiceRuntime) -> None:
     @results.handles(TenantLinkVerified)
     async def record_link_verified(event: TenantLinkVerified, ctx: HandlerContext) -> None:
         """The tenant is linked."""
-        await _update(
+        await _move(
             ctx,
-            _pending(LINK, event.tenant_id, event.correlation_id),
-            status=LinkStatus.LINKED,
+            event.tenant_id,
+            [Track.LINK],
+            lambda track: lifecycle.answer(track, event.correlation_id, Step.VERIFY),
+            event.correlation_id,
             display_name=event.display_name,
             default_domain=event.default_domain,
             authorized_by=event.authorized_by,
-            retry_detail=None,
         )
 
     @results.handles(TenantLinkRejected)
     async def record_link_rejected(event: TenantLinkRejected, ctx: HandlerContext) -> None:
         """The link was refused; the reason says what a Global Administrator has to do."""
-        await _reject(ctx, LINK, event)
+        await _move(
+            ctx,
+            event.tenant_id,
+            [Track.LINK],
+            lambda track: lifecycle.answer(
+                track, event.correlation_id, Step.REJECT, _verdict(event)
+            ),
+            event.correlation_id,
+        )
 
     @results.handles(IntuneWritingEnabled)
     async def record_intune_enabled(event: IntuneWritingEnabled, ctx: HandlerContext) -> None:
         """Intune writing is on for the tenant."""
-        await _update(
+        await _move(
             ctx,
-            _pending(INTUNE, event.tenant_id, event.correlation_id),
-            intune_status=IntuneWritingStatus.ENABLED,
-            intune_retry_detail=None,
+            event.tenant_id,
+            [Track.INTUNE_WRITING],
+            lambda track: lifecycle.answer(track, event.correlation_id, Step.VERIFY),
+            event.correlation_id,
         )
 
     @results.handles(IntuneWritingRejected)
     async def record_intune_rejected(event: IntuneWritingRejected, ctx: HandlerContext) -> None:
         """Intune writing stays off; the reason says what is missing."""
-        await _reject(ctx, INTUNE, event)
+        await _move(
+            ctx,
+            event.tenant_id,
+            [Track.INTUNE_WRITING],
+            lambda track: lifecycle.answer(
+                track, event.correlation_id, Step.REJECT, _verdict(event)
+            ),
+            event.correlation_id,
+        )
 
     @results.handles(TenantVerificationDeferred)
     async def record_verification_retrying(
         event: TenantVerificationDeferred, ctx: HandlerContext
     ) -> None:
         """A pending request is retrying after a transient failure; still no verdict."""
-        track = _track_of(event.app)
-        await _update(
+        await _move(
             ctx,
-            _pending(track, event.tenant_id, event.correlation_id),
-            **{f"{track}retry_detail": event.detail},
+            event.tenant_id,
+            [_track_of(event.app)],
+            lambda track: lifecycle.defer(track, event.correlation_id, event.detail),
+            event.correlation_id,
         )
 
     @results.handles(ConsentRevoked)
     async def record_consent_revoked(event: ConsentRevoked, ctx: HandlerContext) -> None:
         """Consent or a permission is gone: the link (or Intune writing) shows revoked."""
-        track = _track_of(event.app)
-        granted = LinkStatus.LINKED if track == LINK else IntuneWritingStatus.ENABLED
-        await _update(
+        await _move(
             ctx,
-            _in(track, event.tenant_id, granted),
-            **{f"{track}status": LinkStatus.REVOKED},
-            **verdict_columns(
-                track,
-                event.reason,
-                event.detail,
-                event.missing_permissions,
-                event.admin_consent_url,
-            ),
+            event.tenant_id,
+            [_track_of(event.app)],
+            lambda track: lifecycle.revoke(track, _verdict(event)),
         )
 
     @results.handles(DeadLettered)
@@ -164,17 +173,18 @@ def register(runtime: ServiceRuntime) -> None:
         rejected instead of pending for ever; the dead letter keeps it for an operator."""
         if not event.consumer.startswith("consent."):
             return
-        message = (
+        failed = Verdict(
+            VERIFICATION_FAILED,
             f"Verification failed unexpectedly ({event.error_type}) and was set aside for an "
-            "operator; request it again later."
+            "operator; request it again later.",
         )
-        for track in (LINK, INTUNE):
-            await _update(
-                ctx,
-                _pending(track, event.tenant_id, event.correlation_id),
-                **{f"{track}status": LinkStatus.REJECTED},
-                **verdict_columns(track, VERIFICATION_FAILED, message),
-            )
+        await _move(
+            ctx,
+            event.tenant_id,
+            list(Track),
+            lambda track: lifecycle.answer(track, event.correlation_id, Step.REJECT, failed),
+            event.correlation_id,
+        )
 
 
 def register_directory(runtime: ServiceRuntime) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as ApiField
-from sqlalchemy import Column, DateTime, Text, func
+from sqlalchemy import Column, DateTime, ForeignKeyConstraint, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -46,26 +45,21 @@ class IntuneWritingStatus(StrEnum):
     REVOKED = "revoked"
 
 
-LINK, INTUNE = "", "intune_"
-"""The two verdicts a tenant link tracks, by the prefix of their columns."""
+class Track(StrEnum):
+    """The two requests a tenant link tracks, each with its own status and verdict."""
+
+    LINK = "link"
+    INTUNE_WRITING = "intune_writing"
 
 
-def verdict_columns(
-    track: str,
-    reason: str | None = None,
-    message: str | None = None,
-    missing_permissions: list[str] | None = None,
-    admin_consent_url: str | None = None,
-    retry_detail: str | None = None,
-) -> dict[str, Any]:
-    """Values for one track's verdict columns; called bare, it clears them."""
-    return {
-        f"{track}reason": reason,
-        f"{track}message": message,
-        f"{track}missing_permissions": missing_permissions or [],
-        f"{track}admin_consent_url": admin_consent_url,
-        f"{track}retry_detail": retry_detail,
-    }
+class ChangeStatus(StrEnum):
+    REQUESTED = "requested"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    APPLIED = "applied"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+    """A newer change of the same deployment replaced it before it was applied."""
 
 
 def _timestamp(nullable: bool = False) -> Column[datetime]:
@@ -87,11 +81,8 @@ class Account(PortalTable, table=True):
 
 
 class TenantLink(PortalTable, table=True):
-    """One account's link to one Entra ID tenant, and its Intune writing activation.
-
-    ``link_change_id`` / ``intune_change_id`` are the correlation ids of the current requests:
-    a verdict for an older request (or for a request of a link since unlinked) changes nothing.
-    """
+    """One account's link to one Entra ID tenant: what Graph told us of the tenant, and the
+    version (ETag) that moves on every change of the link or of one of its tracks."""
 
     __tablename__ = "tenant_links"
 
@@ -100,33 +91,38 @@ class TenantLink(PortalTable, table=True):
     version: int = 1
     display_name: str | None = None
     default_domain: str | None = None
+    authorized_by: str | None = None
+    updated_at: datetime | None = Field(default=None, sa_column=_timestamp())
 
+
+class TenantTrack(PortalTable, table=True):
+    """One request a tenant link tracks (the link itself, Intune writing): where it stands,
+    the verdict, and who asked. ``change_id`` is the correlation id of the current request.
+    Moved only by ``lifecycle``."""
+
+    __tablename__ = "tenant_tracks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["account_id", "tenant_id"],
+            [f"{SCHEMA}.tenant_links.account_id", f"{SCHEMA}.tenant_links.tenant_id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    account_id: UUID = Field(primary_key=True)
+    tenant_id: UUID = Field(primary_key=True, index=True)
+    track: Track = Field(primary_key=True, sa_type=Text)
     status: str = Field(sa_type=Text)
     reason: str | None = None
     message: str | None = None
     missing_permissions: list[str] = Field(default_factory=list, sa_column=_strings())
     admin_consent_url: str | None = None
     retry_detail: str | None = None
-    authorized_by: str | None = None
-    link_change_id: UUID
-    requested_by_tenant_id: UUID
-    requested_by_object_id: UUID
+    change_id: UUID | None = None
+    requested_by_tenant_id: UUID | None = None
+    requested_by_object_id: UUID | None = None
     requested_by_name: str | None = None
-    requested_at: datetime = Field(sa_type=DateTime(timezone=True))
-
-    intune_status: str = Field(default=IntuneWritingStatus.OFF, sa_type=Text)
-    intune_reason: str | None = None
-    intune_message: str | None = None
-    intune_missing_permissions: list[str] = Field(default_factory=list, sa_column=_strings())
-    intune_admin_consent_url: str | None = None
-    intune_retry_detail: str | None = None
-    intune_change_id: UUID | None = None
-    intune_requested_by_tenant_id: UUID | None = None
-    intune_requested_by_object_id: UUID | None = None
-    intune_requested_by_name: str | None = None
-    intune_requested_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-
-    updated_at: datetime | None = Field(default=None, sa_column=_timestamp())
+    requested_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 # --- API models --------------------------------------------------------------------------------
@@ -148,6 +144,16 @@ class RequesterPublic(BaseModel):
     object_id: UUID = ApiField(description="The requester's object id (oid).")
     name: str | None = ApiField(description="Display name from the token, for people to read.")
 
+    @classmethod
+    def of(cls, track: TenantTrack) -> RequesterPublic | None:
+        if track.requested_by_tenant_id is None or track.requested_by_object_id is None:
+            return None
+        return cls(
+            tenant_id=track.requested_by_tenant_id,
+            object_id=track.requested_by_object_id,
+            name=track.requested_by_name,
+        )
+
 
 class VerdictPublic(BaseModel):
     reason: str | None = ApiField(
@@ -165,6 +171,17 @@ class VerdictPublic(BaseModel):
         description="Verification met a transient Entra ID or Graph failure and is retrying."
     )
     retry_detail: str | None = ApiField(description="The transient failure, while retrying.")
+
+    @classmethod
+    def of_track(cls, track: TenantTrack) -> VerdictPublic:
+        return cls(
+            reason=track.reason,
+            message=track.message,
+            missing_permissions=track.missing_permissions,
+            admin_consent_url=track.admin_consent_url,
+            retrying=track.retry_detail is not None,
+            retry_detail=track.retry_detail,
+        )
 
 
 class _IntuneWritingHead(BaseModel):
@@ -195,45 +212,26 @@ class TenantPublic(VerdictPublic, _TenantHead):
     intune_writing: IntuneWritingPublic
 
     @classmethod
-    def of(cls, link: TenantLink) -> TenantPublic:
-        intune_requester = (
-            RequesterPublic(
-                tenant_id=link.intune_requested_by_tenant_id,
-                object_id=link.intune_requested_by_object_id,
-                name=link.intune_requested_by_name,
-            )
-            if link.intune_requested_by_tenant_id and link.intune_requested_by_object_id
-            else None
-        )
+    def of(cls, link: TenantLink, tracks: dict[Track, TenantTrack]) -> TenantPublic:
+        linking, intune = tracks[Track.LINK], tracks[Track.INTUNE_WRITING]
+        requester = RequesterPublic.of(linking)
+        assert requester is not None, "a link has been requested"
+        assert linking.requested_at is not None
         return cls(
             tenant_id=link.tenant_id,
-            status=LinkStatus(link.status),
+            status=LinkStatus(linking.status),
             display_name=link.display_name,
             default_domain=link.default_domain,
-            reason=link.reason,
-            message=link.message,
-            missing_permissions=link.missing_permissions,
-            admin_consent_url=link.admin_consent_url,
-            retrying=link.retry_detail is not None,
-            retry_detail=link.retry_detail,
+            **VerdictPublic.of_track(linking).model_dump(),
             authorized_by=link.authorized_by,
-            requested_by=RequesterPublic(
-                tenant_id=link.requested_by_tenant_id,
-                object_id=link.requested_by_object_id,
-                name=link.requested_by_name,
-            ),
-            requested_at=link.requested_at,
+            requested_by=requester,
+            requested_at=linking.requested_at,
             updated_at=link.updated_at,
             intune_writing=IntuneWritingPublic(
-                status=IntuneWritingStatus(link.intune_status),
-                reason=link.intune_reason,
-                message=link.intune_message,
-                missing_permissions=link.intune_missing_permissions,
-                admin_consent_url=link.intune_admin_consent_url,
-                retrying=link.intune_retry_detail is not None,
-                retry_detail=link.intune_retry_detail,
-                requested_by=intune_requester,
-                requested_at=link.intune_requested_at,
+                status=IntuneWritingStatus(intune.status),
+                **VerdictPublic.of_track(intune).model_dump(),
+                requested_by=RequesterPublic.of(intune),
+                requested_at=intune.requested_at,
             ),
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -27,11 +28,10 @@ from tenantflow.contracts.events import (
     TenantLinkRequested,
     TenantUnlinked,
 )
+from tenantflow.portal_api import lifecycle
 from tenantflow.portal_api.auth import Principal
 from tenantflow.portal_api.deps import AdminUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
-    INTUNE,
-    LINK,
     Account,
     IntuneWritingStatus,
     LinkStatus,
@@ -39,7 +39,8 @@ from tenantflow.portal_api.models import (
     TenantLinkCreate,
     TenantPage,
     TenantPublic,
-    verdict_columns,
+    TenantTrack,
+    Track,
 )
 from tenantflow.portal_api.problems import Problem
 
@@ -77,19 +78,49 @@ def actor(user: Principal) -> UserActor:
     return UserActor(tenant_id=user.tenant_id, object_id=user.object_id)
 
 
+@dataclass
+class LinkedTenant:
+    """A tenant link with its tracks (the link's own request, Intune writing)."""
+
+    link: TenantLink
+    tracks: dict[Track, TenantTrack]
+
+    @property
+    def status(self) -> LinkStatus:
+        return LinkStatus(self.tracks[Track.LINK].status)
+
+    @property
+    def intune_status(self) -> IntuneWritingStatus:
+        return IntuneWritingStatus(self.tracks[Track.INTUNE_WRITING].status)
+
+    @property
+    def tenant_id(self) -> UUID:
+        return self.link.tenant_id
+
+    def public(self) -> TenantPublic:
+        return TenantPublic.of(self.link, self.tracks)
+
+    def changed(self, session: AsyncSession, *tracks: TenantTrack) -> None:
+        """The link or ``tracks`` changed: its version (the ETag) moves on."""
+        self.link.version += 1
+        self.link.updated_at = datetime.now(UTC)
+        session.add(self.link)
+        session.add_all(tracks)
+
+
 def _answer(
-    request: Request, response: Response, link: TenantLink, status_code: int
+    request: Request, response: Response, tenant: LinkedTenant, status_code: int
 ) -> TenantPublic:
     response.status_code = status_code
-    response.headers["ETag"] = _etag(link)
-    response.headers["Location"] = str(request.url_for("get_tenant", tenant_id=link.tenant_id))
+    response.headers["ETag"] = _etag(tenant.link)
+    response.headers["Location"] = str(request.url_for("get_tenant", tenant_id=tenant.tenant_id))
     if status_code == 202:
         # the long-running-operation convention of Microsoft's REST guidelines: poll Location
         response.headers["Retry-After"] = "1"
-    return TenantPublic.of(link)
+    return tenant.public()
 
 
-def _check_if_match(link: TenantLink, if_match: str | None, required: bool) -> None:
+def check_if_match(link: TenantLink, if_match: str | None, required: bool) -> None:
     if if_match is None:
         if required:
             raise Problem(428, "Send If-Match with the tenant's ETag to confirm this change.")
@@ -103,32 +134,28 @@ def _check_if_match(link: TenantLink, if_match: str | None, required: bool) -> N
         )
 
 
-def _request(track: str, user: Principal) -> dict[str, Any]:
-    """A new request on ``track``: pending, a new change id, its requester, no verdict yet."""
-    change = "link_change_id" if track == LINK else "intune_change_id"
-    return {
-        f"{track}status": LinkStatus.PENDING,
-        change: uuid4(),
-        f"{track}requested_by_tenant_id": user.tenant_id,
-        f"{track}requested_by_object_id": user.object_id,
-        f"{track}requested_by_name": user.name,
-        f"{track}requested_at": datetime.now(UTC),
-        **verdict_columns(track),
-    }
-
-
-def _change(session: AsyncSession, link: TenantLink, **values: Any) -> None:
-    """Change the locked ``link``; its version (the ETag) moves on."""
-    for name, value in values.items():
-        setattr(link, name, value)
-    link.version += 1
-    link.updated_at = datetime.now(UTC)
-    session.add(link)
+async def _tracks_of(
+    session: AsyncSession, links: list[TenantLink], lock: bool
+) -> list[LinkedTenant]:
+    if not links:
+        return []
+    statement = select(TenantTrack).where(
+        col(TenantTrack.account_id).in_({link.account_id for link in links}),
+        col(TenantTrack.tenant_id).in_({link.tenant_id for link in links}),
+    )
+    if lock:
+        statement = statement.with_for_update()
+    tracks: dict[tuple[UUID, UUID], dict[Track, TenantTrack]] = {}
+    for track in (await session.exec(statement)).all():
+        tracks.setdefault((track.account_id, track.tenant_id), {})[Track(track.track)] = track
+    return [LinkedTenant(link, tracks[(link.account_id, link.tenant_id)]) for link in links]
 
 
 async def reachable(
     session: AsyncSession, user: Principal, tenant_id: UUID, lock: bool = False
-) -> TenantLink:
+) -> LinkedTenant:
+    """The tenant link ``tenant_id`` of the user's account, with its tracks (locked with it
+    when ``lock``); 404 when the account does not reach it."""
     statement = (
         select(TenantLink)
         .join(Account, col(Account.id) == col(TenantLink.account_id))
@@ -139,7 +166,7 @@ async def reachable(
     link = (await session.exec(statement)).first()
     if link is None:
         raise _not_found(tenant_id)
-    return link
+    return (await _tracks_of(session, [link], lock))[0]
 
 
 async def _account_of(session: AsyncSession, user: Principal) -> UUID:
@@ -177,31 +204,39 @@ async def link_tenant(
     if body.tenant_id != user.tenant_id:
         raise _not_found(body.tenant_id)
     limit_tenant(portal, body.tenant_id)
-    requested = _request(LINK, user)
     async with transaction(portal.runtime.sessions) as session:
         account_id = await _account_of(session, user)
         created = await session.exec(
             insert(TenantLink)
-            .values(account_id=account_id, tenant_id=body.tenant_id, version=1, **requested)
+            .values(account_id=account_id, tenant_id=body.tenant_id, version=1)
             .on_conflict_do_nothing()
             .returning(col(TenantLink.tenant_id))
         )
         is_new = created.first() is not None
-        link = await reachable(session, user, body.tenant_id, lock=True)
-        if not is_new:
-            if link.status == LinkStatus.PENDING:
-                return _answer(request, response, link, 202)
-            if link.status == LinkStatus.LINKED:
-                return _answer(request, response, link, 200)
-            _change(session, link, **requested, authorized_by=None)
+        if is_new:
+            session.add_all(
+                lifecycle.new_track(account_id, body.tenant_id, track) for track in Track
+            )
+            await session.flush()
+        tenant = await reachable(session, user, body.tenant_id, lock=True)
+        linking = tenant.tracks[Track.LINK]
+        if not lifecycle.request(linking, user, datetime.now(UTC)):
+            linked = tenant.status is LinkStatus.LINKED
+            return _answer(request, response, tenant, 200 if linked else 202)
+        tenant.link.authorized_by = None
+        if is_new:
+            session.add(linking)  # version 1 is this first request
+        else:
+            tenant.changed(session, linking)
+        assert linking.change_id is not None
         await portal.runtime.outbox.add(
             session,
             TenantLinkRequested(
-                tenant_id=link.tenant_id, actor=actor(user), correlation_id=link.link_change_id
+                tenant_id=tenant.tenant_id, actor=actor(user), correlation_id=linking.change_id
             ),
         )
         await session.flush()
-        return _answer(request, response, link, 202)
+        return _answer(request, response, tenant, 202)
 
 
 def _encode_cursor(tenant_id: UUID) -> str:
@@ -246,13 +281,13 @@ async def list_tenants(
         statement = statement.where(col(TenantLink.tenant_id) > _decode_cursor(cursor))
     async with portal.runtime.sessions() as session:
         links = list((await session.exec(statement)).all())
-    more = len(links) > limit
-    links = links[:limit]
-    next_cursor = _encode_cursor(links[-1].tenant_id) if more else None
+        more = len(links) > limit
+        tenants = await _tracks_of(session, links[:limit], lock=False)
+    next_cursor = _encode_cursor(tenants[-1].tenant_id) if more else None
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
         response.headers["Link"] = f'<{next_url}>; rel="next"'
-    return TenantPage(items=[TenantPublic.of(link) for link in links], next_cursor=next_cursor)
+    return TenantPage(items=[tenant.public() for tenant in tenants], next_cursor=next_cursor)
 
 
 @router.get(
@@ -272,12 +307,13 @@ async def get_tenant(
     to do about it, who asked and when, and the Intune writing status. ETag for If-Match."""
     tenant = tenant_id_of(tenant_id)
     async with portal.runtime.sessions() as session:
-        link = await reachable(session, user, tenant)
+        found = await reachable(session, user, tenant)
     limit_tenant(portal, tenant)
-    if if_none_match is not None and _etag(link) in {t.strip() for t in if_none_match.split(",")}:
-        return Response(status_code=304, headers={"ETag": _etag(link)})
-    response.headers["ETag"] = _etag(link)
-    return TenantPublic.of(link)
+    etag = _etag(found.link)
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return found.public()
 
 
 @router.post(
@@ -303,29 +339,29 @@ async def activate_intune_writing(
     Intune writer enterprise app's admin consent and write permissions (asked for only now:
     least privilege) and that you may activate it. Asking again while pending returns the same
     request."""
-    tenant = tenant_id_of(tenant_id)
+    wanted = tenant_id_of(tenant_id)
     async with transaction(portal.runtime.sessions) as session:
-        link = await reachable(session, user, tenant, lock=True)
-        limit_tenant(portal, tenant)
-        _check_if_match(link, if_match, required=False)
-        if link.status != LinkStatus.LINKED:
+        tenant = await reachable(session, user, wanted, lock=True)
+        limit_tenant(portal, wanted)
+        check_if_match(tenant.link, if_match, required=False)
+        if tenant.status is not LinkStatus.LINKED:
             raise Problem(
-                409, f"The tenant is {link.status}; link it before activating Intune writing."
+                409, f"The tenant is {tenant.status}; link it before activating Intune writing."
             )
-        if link.intune_status == IntuneWritingStatus.PENDING:
-            return _answer(request, response, link, 202)
-        if link.intune_status == IntuneWritingStatus.ENABLED:
-            return _answer(request, response, link, 200)
-        _change(session, link, **_request(INTUNE, user))
-        assert link.intune_change_id is not None
+        intune = tenant.tracks[Track.INTUNE_WRITING]
+        if not lifecycle.request(intune, user, datetime.now(UTC)):
+            enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
+            return _answer(request, response, tenant, 200 if enabled else 202)
+        tenant.changed(session, intune)
+        assert intune.change_id is not None
         await portal.runtime.outbox.add(
             session,
             IntuneWritingActivationRequested(
-                tenant_id=tenant, actor=actor(user), correlation_id=link.intune_change_id
+                tenant_id=wanted, actor=actor(user), correlation_id=intune.change_id
             ),
         )
         await session.flush()
-        return _answer(request, response, link, 202)
+        return _answer(request, response, tenant, 202)
 
 
 @router.delete(
@@ -349,27 +385,20 @@ async def unlink_tenant(
 ) -> TenantPublic:
     """Unlink the tenant: every service stops its work for it and purges what it cached of its
     directory. Needs If-Match with the tenant's current ETag. Unlinking again changes nothing."""
-    tenant = tenant_id_of(tenant_id)
+    wanted = tenant_id_of(tenant_id)
     async with transaction(portal.runtime.sessions) as session:
-        link = await reachable(session, user, tenant, lock=True)
-        limit_tenant(portal, tenant)
-        _check_if_match(link, if_match, required=True)
-        if link.status == LinkStatus.UNLINKED:
-            return _answer(request, response, link, 200)
-        change = uuid4()
-        _change(
-            session,
-            link,
-            status=LinkStatus.UNLINKED,
-            display_name=None,
-            default_domain=None,
-            intune_status=IntuneWritingStatus.OFF,
-            **verdict_columns(LINK),
-            **verdict_columns(INTUNE),
-        )
+        tenant = await reachable(session, user, wanted, lock=True)
+        limit_tenant(portal, wanted)
+        check_if_match(tenant.link, if_match, required=True)
+        tracks = list(tenant.tracks.values())
+        if not lifecycle.unlink(tenant.tracks[Track.LINK]):
+            return _answer(request, response, tenant, 200)
+        lifecycle.unlink(tenant.tracks[Track.INTUNE_WRITING])
+        tenant.link.display_name = tenant.link.default_domain = None
+        tenant.changed(session, *tracks)
         await portal.runtime.outbox.add(
             session,
-            TenantUnlinked(tenant_id=tenant, actor=actor(user), correlation_id=change),
+            TenantUnlinked(tenant_id=wanted, actor=actor(user), correlation_id=uuid4()),
         )
         await session.flush()
-        return _answer(request, response, link, 202)
+        return _answer(request, response, tenant, 202)
