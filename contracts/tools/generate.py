@@ -96,9 +96,37 @@ _DEAD_LETTER_HEADERS = [
     {"name": "ce_specversion", "value": "1.0"},
     {"name": "ce_type", "value": "dev.tenantflow.tenant.link.requested"},
 ]
+_REQUIRED_WITH_SETTINGS = {
+    **_ASSIGNMENT,
+    "settings": {
+        "notifications": "showReboot",
+        "restart": {"grace_period_minutes": 1440, "countdown_minutes": 15},
+        "deadline": "2026-12-01T18:00:00Z",
+    },
+}
+_EXCLUSION = {
+    "target": {"kind": "exclusion_group", "group_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e"},
+    "intent": "required",
+}
+_DESIRED = [_REQUIRED_WITH_SETTINGS, _EXCLUSION]
+# keyed by event type: they shape the example of whichever version is missing (the newest)
 EXAMPLE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "dev.tenantflow.deployment.change.requested": {"desired_assignments": [_ASSIGNMENT]},
-    "dev.tenantflow.deployment.change.applied": {"written_assignments": [_ASSIGNMENT]},
+    "dev.tenantflow.deployment.change.requested": {
+        "desired_assignments": _DESIRED,
+        "previous_assignments": [_EXCLUSION],
+    },
+    "dev.tenantflow.deployment.change.applied": {
+        "assignments_before": [_EXCLUSION],
+        "written_assignments": _DESIRED,
+    },
+    "dev.tenantflow.deployment.change.failed": {
+        "graph_error": {
+            "status": 400,
+            "code": "BadRequest",
+            "message": "The mobile app is not assignable.",
+            "request_id": "7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0",
+        }
+    },
     "dev.tenantflow.deadlettered": {
         "actor": {"kind": "service", "service": "consent"},
         "original_headers": _DEAD_LETTER_HEADERS,

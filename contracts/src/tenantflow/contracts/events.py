@@ -407,14 +407,18 @@ class GroupRemoved(EventPayload):
 
 
 class AssignmentIntent(StrEnum):
+    """What Intune does with the app for the target, named as Graph names it."""
+
     REQUIRED = "required"
     AVAILABLE = "available"
     UNINSTALL = "uninstall"
+    AVAILABLE_WITHOUT_ENROLLMENT = "availableWithoutEnrollment"
 
 
 class AssignmentTarget(Contract):
     kind: Literal["group", "exclusion_group", "all_users", "all_devices"] = Field(
-        description="A group (included or excluded), or one of Intune's virtual groups.",
+        description="A group (included or excluded), or one of Intune's virtual groups: all "
+        "licensed users, all devices.",
         examples=["group"],
     )
     group_id: UUID | None = Field(
@@ -430,14 +434,59 @@ class AssignmentTarget(Contract):
             raise ValueError("group_id is required for group targets and forbidden otherwise")
         return self
 
+    @property
+    def key(self) -> str:
+        """What makes two targets the same target: the group, or the virtual group."""
+        return str(self.group_id) if self.group_id else self.kind
+
 
 class AssignmentFilterRef(Contract):
     filter_id: UUID = Field(
-        description="The Intune assignment filter's id.",
+        description="The Intune assignment filter's id (deviceManagement/assignmentFilters).",
         examples=["1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"],
     )
     mode: Literal["include", "exclude"] = Field(
         description="Include or exclude the devices the filter matches.", examples=["include"]
+    )
+
+
+class RestartSettings(Contract):
+    """Restart coordination after an install (Graph's winGetAppRestartSettings)."""
+
+    grace_period_minutes: int = Field(
+        ge=1, description="Minutes before the device restarts.", examples=[1440]
+    )
+    countdown_minutes: int = Field(
+        ge=1, description="Minutes before the restart that a countdown shows.", examples=[15]
+    )
+    snooze_minutes: int | None = Field(
+        default=None, ge=1, description="How long a user may snooze the restart.", examples=[240]
+    )
+
+
+class AssignmentSettings(Contract):
+    """How Intune installs for this assignment; each field absent means Intune's default."""
+
+    notifications: Literal["showAll", "showReboot", "hideAll"] | None = Field(
+        default=None, description="Which end-user notifications show.", examples=["showAll"]
+    )
+    restart: RestartSettings | None = Field(
+        default=None, description="Restart coordination (required installs only)."
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        description="Install by this time (required installs only).",
+        examples=["2026-12-01T18:00:00Z"],
+    )
+    deadline_in_local_time: bool = Field(
+        default=False,
+        description="The deadline is read in the device's local time zone instead of UTC.",
+        examples=[False],
+    )
+    delivery_priority: Literal["notConfigured", "foreground"] | None = Field(
+        default=None,
+        description="Delivery Optimization priority; only app kinds that have it (Win32 apps).",
+        examples=["foreground"],
     )
 
 
@@ -447,37 +496,103 @@ class DesiredAssignment(Contract):
     filter: AssignmentFilterRef | None = Field(
         default=None, description="An optional assignment filter."
     )
+    settings: AssignmentSettings | None = Field(
+        default=None, description="Optional install settings; none for an exclusion."
+    )
 
 
-class _DeploymentRevision(Contract):
-    app_id: UUID = Field(
-        description="The Intune mobileApp id (deviceAppManagement/mobileApps/{id}).",
-        examples=["4b8e2f6a-1c3d-4e5f-9a0b-1c2d3e4f5a6b"],
+class CatalogApp(Contract):
+    """A catalog app as tenantflow creates it in a tenant: a Windows Package Manager app
+    (Graph's winGetApp), identified in the catalog by ``catalog_id``."""
+
+    catalog_id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$",
+        description="The app's id in tenantflow's catalog; also the deployment's name.",
+        examples=["7zip"],
+    )
+    kind: Literal["winGetApp"] = Field(
+        default="winGetApp", description="The Intune app type tenantflow creates."
+    )
+    package_identifier: str = Field(
+        description="The WinGet package identifier (winGetApp.packageIdentifier).",
+        examples=["7zip.7zip"],
+    )
+    display_name: str = Field(description="The app's name in Intune.", examples=["7-Zip"])
+    publisher: str = Field(description="The app's publisher.", examples=["Igor Pavlov"])
+    description: str = Field(
+        default="", description="The app's description.", examples=["File archiver."]
+    )
+    run_as_account: Literal["system", "user"] = Field(
+        description="The install experience: run as the system or as the signed-in user "
+        "(winGetApp.installExperience.runAsAccount; immutable once created).",
+        examples=["system"],
+    )
+
+
+class _Deployment(Contract):
+    app: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$",
+        description="The catalog app this deployment deploys (CatalogApp.catalog_id).",
+        examples=["7zip"],
     )
     revision: int = Field(
         ge=1,
-        description="The app's desired-state revision in this tenant; increases by one per change.",
+        description="The deployment's desired-state revision this change produces (its "
+        "version, the ETag); increases by one per change.",
         examples=[3],
     )
 
 
-class DeploymentChangeRequested(_DeploymentRevision, EventPayload):
-    """A user changed an app's desired assignments; this is the complete desired set."""
+class DeploymentChangeRequested(_Deployment, EventPayload):
+    """A user changed a deployment's desired assignments; this is the complete desired set."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.requested"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
+    catalog_app: CatalogApp = Field(
+        description="The app to create in the tenant when it is missing, as the catalog had it."
+    )
+    replaces_revision: int = Field(
+        ge=0,
+        description="The revision this change replaces; 0 when the deployment is new.",
+        examples=[2],
+    )
+    operation: Literal["replace", "patch", "remove"] = Field(
+        description="How the user changed it: a whole set (PUT), single assignments added or "
+        "removed (PATCH), or every assignment removed (DELETE).",
+        examples=["replace"],
+    )
     desired_assignments: list[DesiredAssignment] = Field(
         description="The whole desired assignment set after this change (never a partial one).",
     )
+    previous_assignments: list[DesiredAssignment] = Field(
+        default_factory=list,
+        description="The desired set of the revision replaced, for auditors and the writer.",
+    )
+    remove_app: bool = Field(
+        default=False,
+        description="Delete the Intune app too once its assignments are gone (remove only).",
+        examples=[False],
+    )
+    confirmed: bool = Field(
+        default=False,
+        description="The user confirmed a change over the blast-radius guard (?confirm=true).",
+        examples=[False],
+    )
+    actor_name: str | None = Field(
+        default=None,
+        description="The actor's display name at the time, for people to read.",
+        examples=["Ada Lovelace"],
+    )
 
 
-class DeploymentChangeVerified(_DeploymentRevision, EventPayload):
-    """The change's tenant is linked with Intune writing enabled, and its references resolve."""
+class DeploymentChangeVerified(_Deployment, EventPayload):
+    """The change's tenant is linked with Intune writing enabled and consented, and its actor
+    is still allowed: the writer may apply it."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.verified"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
 
@@ -485,65 +600,89 @@ class DeploymentRejectionReason(StrEnum):
     TENANT_NOT_LINKED = "tenant_not_linked"
     INTUNE_WRITING_NOT_ENABLED = "intune_writing_not_enabled"
     CONSENT_REVOKED = "consent_revoked"
-    APP_NOT_FOUND = "app_not_found"
-    GROUP_NOT_FOUND = "group_not_found"
-    FILTER_NOT_FOUND = "filter_not_found"
+    ACTOR_NOT_ALLOWED = "actor_not_allowed"
+    VERIFICATION_FAILED = "verification_failed"
+    """The check itself failed and was set aside for an operator."""
 
 
-class DeploymentChangeRejected(_DeploymentRevision, EventPayload):
+class DeploymentChangeRejected(_Deployment, EventPayload):
     """The change will not be written; nothing in Graph was touched."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.rejected"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
     reason: DeploymentRejectionReason = Field(
-        description="Why the change was refused.", examples=["group_not_found"]
+        description="Why the change was refused.", examples=["intune_writing_not_enabled"]
     )
     detail: str = Field(
         description="A human-readable explanation.",
-        examples=["Group 9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d does not exist in the tenant."],
-    )
-    unresolved_references: list[str] = Field(
-        default_factory=list,
-        description="Object ids that could not be resolved (groups, filters, the app).",
-        examples=[["9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"]],
+        examples=["Intune writing is not enabled for this tenant."],
     )
 
 
-class DeploymentChangeApplied(_DeploymentRevision, EventPayload):
+class GraphError(Contract):
+    """An error as Microsoft Graph answered it, parsed (Intune's JSON-inside-message too)."""
+
+    status: int = Field(description="The HTTP status.", examples=[400])
+    code: str | None = Field(
+        default=None,
+        description="error.code (or Intune's inner ErrorCode).",
+        examples=["BadRequest"],
+    )
+    message: str = Field(
+        description="error.message (or Intune's inner Message).",
+        examples=["The mobile app is not assignable."],
+    )
+    request_id: str | None = Field(
+        default=None,
+        description="Graph's request-id of the call.",
+        examples=["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"],
+    )
+
+
+class DeploymentChangeApplied(_Deployment, EventPayload):
     """Microsoft Graph now holds exactly the desired assignment set."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.applied"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
+    intune_app_id: UUID | None = Field(
+        description="The Intune mobileApp id; null when the app was removed with the change.",
+        examples=["4b8e2f6a-1c3d-4e5f-9a0b-1c2d3e4f5a6b"],
+    )
+    assignments_before: list[DesiredAssignment] = Field(
+        description="The assignments tenantflow manages that Intune held before the write."
+    )
     written_assignments: list[DesiredAssignment] = Field(
-        description="The assignment set written with POST mobileApps/{id}/assign.",
+        description="The assignment set Intune holds now (sent whole with POST …/assign).",
     )
     unchanged: bool = Field(
-        description="Graph already matched the desired set, so nothing was written.",
+        description="Intune already held the desired set, so nothing was written.",
         examples=[False],
     )
-    graph_request_id: str | None = Field(
-        default=None,
-        description="Graph's request-id of the write, for support cases with Microsoft.",
-        examples=["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"],
+    graph_request_ids: list[str] = Field(
+        default_factory=list,
+        description="Graph's request-id of every write, for support cases with Microsoft.",
+        examples=[["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"]],
     )
     applied_at: datetime = Field(
-        description="When Graph acknowledged the write.", examples=["2026-11-22T10:15:30Z"]
+        description="When Graph acknowledged the last write.", examples=["2026-11-22T10:15:30Z"]
     )
 
 
-class DeploymentChangeFailed(_DeploymentRevision, EventPayload):
-    """Writing the change to Microsoft Graph failed; Graph holds the previous set."""
+class DeploymentChangeFailed(_Deployment, EventPayload):
+    """Writing the change to Microsoft Graph failed; Intune holds the set it held before."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.failed"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
-    reason: Literal["consent_revoked", "graph_error", "throttled", "superseded"] = Field(
-        description="The failure's class.", examples=["graph_error"]
+    reason: Literal["graph_error", "access_denied", "consent_revoked", "unlinked"] = Field(
+        description="The failure's class: Graph refused the write, refused tenantflow access "
+        "(401/403), or the tenant's consent or link went away before it was written.",
+        examples=["graph_error"],
     )
     detail: str = Field(
         description="A human-readable explanation.",
@@ -552,16 +691,30 @@ class DeploymentChangeFailed(_DeploymentRevision, EventPayload):
     retryable: bool = Field(
         description="Whether resubmitting the same change may succeed.", examples=[False]
     )
-    graph_status: int | None = Field(
-        default=None, description="HTTP status from Graph, if any.", examples=[400]
+    graph_error: GraphError | None = Field(
+        default=None, description="Graph's error, parsed, when Graph answered one."
     )
-    graph_error_code: str | None = Field(
-        default=None, description="error.code from Graph's body, if any.", examples=["BadRequest"]
+    graph_request_ids: list[str] = Field(
+        default_factory=list,
+        description="Graph's request-id of every call of the attempt.",
+        examples=[["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"]],
     )
-    graph_request_id: str | None = Field(
-        default=None,
-        description="Graph's request-id of the failed call.",
-        examples=["7f3a2b1c-0d9e-4f8a-b7c6-d5e4f3a2b1c0"],
+
+
+class DeploymentChangeSuperseded(_Deployment, EventPayload):
+    """A newer change of the same deployment was applied in its place; this one will never be
+    written on its own."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.deployment.change.superseded"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    superseded_by_revision: int = Field(
+        ge=2, description="The revision applied instead.", examples=[4]
+    )
+    superseded_by_change: UUID = Field(
+        description="The change id (correlation id) of that revision.",
+        examples=["5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"],
     )
 
 

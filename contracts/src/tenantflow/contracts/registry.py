@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tenantflow.contracts import events
+from tenantflow.contracts import events, events_v1
 from tenantflow.contracts.common import EventPayload
 
 EVENT_CLASSES: tuple[type[EventPayload], ...] = (
@@ -27,6 +27,12 @@ EVENT_CLASSES: tuple[type[EventPayload], ...] = (
     events.DeploymentChangeRejected,
     events.DeploymentChangeApplied,
     events.DeploymentChangeFailed,
+    events.DeploymentChangeSuperseded,
+    events_v1.DeploymentChangeRequested,
+    events_v1.DeploymentChangeVerified,
+    events_v1.DeploymentChangeRejected,
+    events_v1.DeploymentChangeApplied,
+    events_v1.DeploymentChangeFailed,
     events.DeadLettered,
 )
 
