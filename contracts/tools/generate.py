@@ -119,6 +119,17 @@ EXAMPLE_OVERRIDES: dict[str, dict[str, Any]] = {
         "assignments_before": [_EXCLUSION],
         "written_assignments": _DESIRED,
     },
+    "dev.tenantflow.directory.assignment_filters.synced": {
+        "actor": {"kind": "service", "service": "intune-writer"},
+        "filters": [
+            {
+                "filter_id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+                "display_name": "Windows 11 devices",
+                "platform": "windows10AndLater",
+                "management_type": "devices",
+            }
+        ],
+    },
     "dev.tenantflow.deployment.change.failed": {
         "graph_error": {
             "status": 400,

@@ -403,6 +403,36 @@ class GroupRemoved(EventPayload):
     )
 
 
+class AssignmentFilter(Contract):
+    filter_id: UUID = Field(
+        description="The filter's id (deviceManagement/assignmentFilters).",
+        examples=["1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"],
+    )
+    display_name: str = Field(description="The filter's name.", examples=["Windows 11 devices"])
+    platform: str = Field(
+        description="Graph's devicePlatformType: the platform it filters.",
+        examples=["windows10AndLater"],
+    )
+    management_type: Literal["devices", "apps"] = Field(
+        default="devices",
+        description="Whether it filters managed devices or managed apps "
+        "(assignmentFilterManagementType).",
+        examples=["devices"],
+    )
+
+
+class AssignmentFiltersSynced(EventPayload):
+    """The tenant's Intune assignment filters, all of them, as Graph listed them just now:
+    readers replace what they held. Read with the Intune writer's credential while Intune
+    writing is enabled."""
+
+    event_type: ClassVar[str] = "dev.tenantflow.directory.assignment_filters.synced"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = Topic.DIRECTORY
+
+    filters: list[AssignmentFilter] = Field(description="Every filter of the tenant.")
+
+
 # --- deployments -------------------------------------------------------------------------------
 
 

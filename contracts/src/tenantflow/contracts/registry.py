@@ -22,6 +22,7 @@ EVENT_CLASSES: tuple[type[EventPayload], ...] = (
     events.DirectoryPurged,
     events.GroupUpserted,
     events.GroupRemoved,
+    events.AssignmentFiltersSynced,
     events.DeploymentChangeRequested,
     events.DeploymentChangeVerified,
     events.DeploymentChangeRejected,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from tenantflow.portal_api import directory, problems, tenants
+from tenantflow.portal_api import catalog, deployments, directory, problems, tenants
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import PortalDep
 from tenantflow.portal_api.proxy import TrustedProxies
@@ -19,6 +19,7 @@ def create_app(portal: Portal) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await portal.runtime.start()
+        await catalog.seed(portal.runtime.sessions, portal.settings.catalog_seed)
         try:
             yield
         finally:
@@ -37,6 +38,8 @@ def create_app(portal: Portal) -> FastAPI:
     app.add_middleware(TrustedProxies, trusted=portal.settings.trusted_proxies)
     app.include_router(tenants.router)
     app.include_router(directory.router)
+    app.include_router(deployments.router)
+    app.include_router(catalog.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

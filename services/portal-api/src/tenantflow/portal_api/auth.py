@@ -35,6 +35,8 @@ class PortalRole(StrEnum):
     """Change deployments."""
     AUDITOR = "Tenantflow.Auditor"
     READER = "Tenantflow.Reader"
+    CATALOG_ADMIN = "Tenantflow.CatalogAdmin"
+    """Change the provider's app catalog; honoured for the provider's own tenant only."""
 
 
 class AuthenticationError(Exception):

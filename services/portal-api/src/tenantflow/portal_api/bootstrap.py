@@ -47,6 +47,7 @@ def bootstrap(settings: Settings) -> Portal:
     runtime.in_background("signing-keys", jwks.keep_fresh)
     handlers.register(runtime)
     handlers.register_directory(runtime)
+    handlers.register_deployments(runtime)
     return Portal(
         settings=settings,
         runtime=runtime,

@@ -73,8 +73,29 @@ AdminUser = Annotated[Principal, Depends(_holding(PortalRole.ADMIN))]
 """May link tenants and activate Intune writing."""
 OperatorUser = Annotated[Principal, Depends(_holding(PortalRole.ADMIN, PortalRole.OPERATOR))]
 """May change deployments and refresh a tenant's directory."""
-PortalUser = Annotated[Principal, Depends(_holding(*PortalRole))]
-"""Holds any portal role: may read."""
+TENANT_ROLES = (PortalRole.ADMIN, PortalRole.OPERATOR, PortalRole.AUDITOR, PortalRole.READER)
+PortalUser = Annotated[Principal, Depends(_holding(*TENANT_ROLES))]
+"""Holds a role on the account's tenants: may read them."""
+CatalogReader = Annotated[Principal, Depends(_holding(*PortalRole))]
+"""Holds any portal role: may read the app catalog."""
+
+
+async def _catalog_admin(user: CurrentUser, portal: PortalDep) -> Principal:
+    if not user.has_any(PortalRole.CATALOG_ADMIN):
+        raise Problem(403, f"Changing the catalog needs the role {PortalRole.CATALOG_ADMIN}.")
+    if portal.settings.provider_tenant_id is None:
+        raise Problem(403, "No provider tenant is configured: the catalog stays as shipped.")
+    if user.tenant_id != portal.settings.provider_tenant_id:
+        raise Problem(
+            403,
+            f"{PortalRole.CATALOG_ADMIN} is honoured for the provider's own users only, not "
+            "for a role granted in a customer tenant.",
+        )
+    return user
+
+
+CatalogAdmin = Annotated[Principal, Depends(_catalog_admin)]
+"""The provider's catalog administrator: may change the app catalog."""
 
 
 def limit_tenant(portal: Portal, tenant_id: UUID) -> None:

@@ -18,8 +18,14 @@ from sqlmodel import col, select
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.events import (
+    AssignmentFiltersSynced,
     ConsentRevoked,
     DeadLettered,
+    DeploymentChangeApplied,
+    DeploymentChangeFailed,
+    DeploymentChangeRejected,
+    DeploymentChangeSuperseded,
+    DeploymentChangeVerified,
     DirectoryPurged,
     DirectorySynced,
     DirectorySyncFailed,
@@ -36,8 +42,12 @@ from tenantflow.contracts.topics import Topic
 from tenantflow.portal_api import lifecycle
 from tenantflow.portal_api.lifecycle import Step, Verdict
 from tenantflow.portal_api.models import (
+    AssignmentFilterRow,
+    Deployment,
+    DeploymentChange,
     DirectoryGroup,
     DirectoryState,
+    FilterSyncState,
     TenantLink,
     TenantTrack,
     Track,
@@ -87,6 +97,27 @@ async def _move(
             .values(**link_values, version=col(TenantLink.version) + 1, updated_at=func.now())
         )
     return moved
+
+
+async def _advance_change(
+    ctx: HandlerContext,
+    change_id: UUID,
+    step: Step,
+    graph_request_ids: list[str] | None = None,
+    **values: Any,
+) -> DeploymentChange | None:
+    """Move the change ``change_id`` on ``step`` at the event's time, with ``values``; None
+    when the step does not apply to it (repeated, late, or not a change of ours)."""
+    change = await ctx.session.get(DeploymentChange, change_id, with_for_update=True)
+    if change is None or not lifecycle.advance(
+        change, step, ctx.envelope.time, values.get("detail"), graph_request_ids
+    ):
+        return None
+    for name, value in values.items():
+        setattr(change, name, value)
+    change.updated_at = ctx.envelope.time
+    ctx.session.add(change)
+    return change
 
 
 def register(runtime: ServiceRuntime) -> None:
@@ -185,6 +216,27 @@ def register(runtime: ServiceRuntime) -> None:
             lambda track: lifecycle.answer(track, event.correlation_id, Step.REJECT, failed),
             event.correlation_id,
         )
+        await _advance_change(
+            ctx,
+            event.correlation_id,
+            Step.REJECT,
+            reason=VERIFICATION_FAILED,
+            detail=f"Verification failed unexpectedly ({event.error_type}) and was set aside "
+            "for an operator; send the change again later.",
+        )
+
+
+async def record_state_of(
+    table: type[DirectoryState] | type[FilterSyncState],
+    ctx: HandlerContext,
+    tenant_id: UUID,
+    **values: Any,
+) -> None:
+    await ctx.session.exec(
+        insert(table)
+        .values(tenant_id=tenant_id, **values)
+        .on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+    )
 
 
 def register_directory(runtime: ServiceRuntime) -> None:
@@ -222,11 +274,31 @@ def register_directory(runtime: ServiceRuntime) -> None:
         )
 
     async def record_state(ctx: HandlerContext, tenant_id: UUID, **values: Any) -> None:
+        await record_state_of(DirectoryState, ctx, tenant_id, **values)
+
+    @directory.handles(AssignmentFiltersSynced)
+    async def record_filters(event: AssignmentFiltersSynced, ctx: HandlerContext) -> None:
+        """The tenant's assignment filters, all of them: replace what the read model held."""
         await ctx.session.exec(
-            insert(DirectoryState)
-            .values(tenant_id=tenant_id, **values)
-            .on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+            delete(AssignmentFilterRow).where(col(AssignmentFilterRow.tenant_id) == event.tenant_id)
         )
+        if event.filters:
+            await ctx.session.exec(
+                insert(AssignmentFilterRow).values(
+                    [
+                        {
+                            "tenant_id": event.tenant_id,
+                            "filter_id": item.filter_id,
+                            "display_name": item.display_name,
+                            "platform": item.platform,
+                            "management_type": item.management_type,
+                            "updated_at": ctx.envelope.time,
+                        }
+                        for item in event.filters
+                    ]
+                )
+            )
+        await record_state_of(FilterSyncState, ctx, event.tenant_id, synced_at=ctx.envelope.time)
 
     @directory.handles(DirectorySynced)
     async def record_synced(event: DirectorySynced, ctx: HandlerContext) -> None:
@@ -255,3 +327,61 @@ def register_directory(runtime: ServiceRuntime) -> None:
     async def drop_directory(event: DirectoryPurged, ctx: HandlerContext) -> None:
         for table in (DirectoryGroup, DirectoryState):
             await ctx.session.exec(delete(table).where(col(table.tenant_id) == event.tenant_id))
+
+
+def register_deployments(runtime: ServiceRuntime) -> None:
+    """Deployment changes' timelines: consent's verdicts and the writer's results. A result is
+    recorded once, in the change's order of steps; a repeated or late one changes nothing."""
+    changes = runtime.consumer("changes", Topic.DEPLOYMENTS)
+
+    @changes.handles(DeploymentChangeVerified)
+    async def record_change_verified(event: DeploymentChangeVerified, ctx: HandlerContext) -> None:
+        await _advance_change(ctx, event.correlation_id, Step.VERIFY)
+
+    @changes.handles(DeploymentChangeRejected)
+    async def record_change_rejected(event: DeploymentChangeRejected, ctx: HandlerContext) -> None:
+        await _advance_change(
+            ctx, event.correlation_id, Step.REJECT, reason=event.reason, detail=event.detail
+        )
+
+    @changes.handles(DeploymentChangeApplied)
+    async def record_change_applied(event: DeploymentChangeApplied, ctx: HandlerContext) -> None:
+        change = await _advance_change(
+            ctx, event.correlation_id, Step.APPLY, event.graph_request_ids
+        )
+        if change is None:
+            return
+        deployment = await ctx.session.get(
+            Deployment, (event.tenant_id, event.app), with_for_update=True
+        )
+        if deployment is not None and (deployment.applied_revision or 0) < event.revision:
+            deployment.applied = [
+                a.model_dump(mode="json", exclude_none=True) for a in event.written_assignments
+            ]
+            deployment.applied_revision = event.revision
+            deployment.intune_app_id = event.intune_app_id
+            ctx.session.add(deployment)
+
+    @changes.handles(DeploymentChangeFailed)
+    async def record_change_failed(event: DeploymentChangeFailed, ctx: HandlerContext) -> None:
+        await _advance_change(
+            ctx,
+            event.correlation_id,
+            Step.FAIL,
+            event.graph_request_ids,
+            reason=event.reason,
+            detail=event.detail,
+            graph_error=event.graph_error.model_dump(mode="json") if event.graph_error else None,
+        )
+
+    @changes.handles(DeploymentChangeSuperseded)
+    async def record_change_superseded(
+        event: DeploymentChangeSuperseded, ctx: HandlerContext
+    ) -> None:
+        await _advance_change(
+            ctx,
+            event.correlation_id,
+            Step.SUPERSEDE,
+            superseded_by=event.superseded_by_change,
+            detail=f"Revision {event.superseded_by_revision} was applied in its place.",
+        )

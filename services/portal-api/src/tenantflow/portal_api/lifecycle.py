@@ -22,6 +22,7 @@ from uuid import UUID, uuid4
 from tenantflow.portal_api.auth import Principal
 from tenantflow.portal_api.models import (
     ChangeStatus,
+    DeploymentChange,
     IntuneWritingStatus,
     LinkStatus,
     TenantTrack,
@@ -204,3 +205,39 @@ def new_track(account_id: UUID, tenant_id: UUID, track: Track) -> TenantTrack:
     pending), Intune writing off."""
     initial = LinkStatus.UNLINKED if track is Track.LINK else IntuneWritingStatus.OFF
     return TenantTrack(account_id=account_id, tenant_id=tenant_id, track=track, status=initial)
+
+
+# --- deployment changes ------------------------------------------------------------------------
+
+
+def _step(status: ChangeStatus, at: datetime, detail: str | None = None) -> dict[str, object]:
+    return {"status": status.value, "at": at.isoformat(), "detail": detail}
+
+
+def requested(change: DeploymentChange) -> DeploymentChange:
+    """A new change starts requested, its timeline with it."""
+    change.status = ChangeStatus.REQUESTED
+    change.timeline = [_step(ChangeStatus.REQUESTED, change.requested_at)]
+    return change
+
+
+def advance(
+    change: DeploymentChange,
+    step: Step,
+    at: datetime,
+    detail: str | None = None,
+    graph_request_ids: list[str] | None = None,
+) -> bool:
+    """Move ``change`` on ``step`` at ``at``, recording it on its timeline; False (and nothing
+    recorded) when the step does not apply to its state: a result repeated, or arriving after
+    the change ended otherwise."""
+    after = CHANGE.after(change.status, step)
+    if after is None:
+        return False
+    change.status = after
+    entry = _step(after, at, detail)
+    if graph_request_ids:
+        entry["graph_request_ids"] = list(graph_request_ids)
+        change.graph_request_ids = [*change.graph_request_ids, *graph_request_ids]
+    change.timeline = [*change.timeline, entry]
+    return True

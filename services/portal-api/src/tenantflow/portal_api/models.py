@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -341,3 +342,104 @@ class DirectoryPublic(BaseModel):
             status=status,
             **state.model_dump(exclude={"tenant_id", "last_error_at"}),
         )
+
+
+# --- the app catalog ---------------------------------------------------------------------------
+
+
+class CatalogAppRow(PortalTable, table=True):
+    """An app of the provider's catalog: what tenantflow creates in a tenant to deploy it."""
+
+    __tablename__ = "catalog_apps"
+
+    catalog_id: str = Field(primary_key=True, sa_type=Text)
+    kind: str = Field(default="winGetApp", sa_type=Text)
+    package_identifier: str = Field(sa_type=Text, unique=True)
+    display_name: str = Field(sa_type=Text)
+    publisher: str = Field(sa_type=Text)
+    description: str = Field(default="", sa_type=Text)
+    run_as_account: str = Field(sa_type=Text)
+    version: int = 1
+    source: str = Field(default="seed", sa_type=Text)
+    """seed (the shipped file) or admin (a catalog administrator added or changed it)."""
+    updated_by_tenant_id: UUID | None = None
+    updated_by_object_id: UUID | None = None
+    updated_at: datetime | None = Field(default=None, sa_column=_timestamp())
+
+
+# --- deployments and their changes -------------------------------------------------------------
+
+
+def _documents() -> Column[list[dict[str, Any]]]:
+    return Column(JSONB, nullable=False, server_default="[]")
+
+
+class Deployment(PortalTable, table=True):
+    """The desired state of one catalog app in one tenant: the single source of truth the
+    writer applies. ``revision`` (the ETag) moves on with every change."""
+
+    __tablename__ = "deployments"
+
+    tenant_id: UUID = Field(primary_key=True)
+    app: str = Field(primary_key=True, sa_type=Text)
+    revision: int
+    desired: list[dict[str, Any]] = Field(default_factory=list, sa_column=_documents())
+    removed: bool = False
+    """DELETE took every assignment away; a create (If-None-Match: *) may start it again."""
+    latest_change_id: UUID
+    applied: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONB)
+    """What Intune held after the last applied change; null until one was applied."""
+    applied_revision: int | None = None
+    intune_app_id: UUID | None = None
+    updated_at: datetime | None = Field(default=None, sa_column=_timestamp())
+
+
+class DeploymentChange(PortalTable, table=True):
+    """One requested change of a deployment and its way to Intune. Moved only by
+    ``lifecycle.CHANGE``; ``timeline`` keeps every step with its time."""
+
+    __tablename__ = "deployment_changes"
+
+    change_id: UUID = Field(primary_key=True)
+    tenant_id: UUID = Field(index=True)
+    app: str = Field(sa_type=Text)
+    revision: int
+    replaces_revision: int
+    operation: str = Field(sa_type=Text)
+    status: str = Field(sa_type=Text)
+    desired: list[dict[str, Any]] = Field(default_factory=list, sa_column=_documents())
+    previous: list[dict[str, Any]] = Field(default_factory=list, sa_column=_documents())
+    confirmed: bool = False
+    requested_by_tenant_id: UUID
+    requested_by_object_id: UUID
+    requested_by_name: str | None = None
+    requested_at: datetime = Field(sa_type=DateTime(timezone=True))
+    reason: str | None = None
+    detail: str | None = None
+    graph_request_ids: list[str] = Field(default_factory=list, sa_column=_strings())
+    graph_error: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    superseded_by: UUID | None = None
+    timeline: list[dict[str, Any]] = Field(default_factory=list, sa_column=_documents())
+    updated_at: datetime | None = Field(default=None, sa_column=_timestamp())
+
+
+class AssignmentFilterRow(PortalTable, table=True):
+    """An Intune assignment filter of a tenant, as the writer last read it."""
+
+    __tablename__ = "assignment_filters"
+
+    tenant_id: UUID = Field(primary_key=True)
+    filter_id: UUID = Field(primary_key=True)
+    display_name: str = Field(sa_type=Text)
+    platform: str = Field(sa_type=Text)
+    management_type: str = Field(sa_type=Text)
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class FilterSyncState(PortalTable, table=True):
+    """When a tenant's assignment filters were last read: none yet means not synced."""
+
+    __tablename__ = "assignment_filter_syncs"
+
+    tenant_id: UUID = Field(primary_key=True)
+    synced_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 from uuid import UUID
 
 from pydantic import Field, model_validator
@@ -38,6 +39,19 @@ class Settings(ServiceSettings, EntraEndpoint):
     page_size_max: int = Field(default=200, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """A request body over this is refused with 413 before it is parsed."""
+
+    provider_tenant_id: UUID | None = None
+    """The Entra ID tenant of the provider running tenantflow. Only its users holding the
+    Tenantflow.CatalogAdmin role change the app catalog: a customer's admins can grant
+    themselves any role of the portal app in their own tenant, so the role alone is not enough.
+    Unset, nobody changes the catalog (it stays as seeded)."""
+    catalog_seed: Path = Path(__file__).with_name("catalog_seed.json")
+    """The catalog shipped with tenantflow; its apps are added at start-up when missing (an
+    app a catalog administrator changed keeps the change)."""
+    blast_radius_max_removals: int = Field(default=20, ge=0)
+    """A deployment change removing more assignments than this needs ?confirm=true."""
+    assignments_max: int = Field(default=500, ge=1)
+    """At most this many assignments per deployment."""
 
     @model_validator(mode="after")
     def _jwks_ages(self) -> Settings:
