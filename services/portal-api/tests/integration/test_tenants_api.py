@@ -3,195 +3,43 @@ is played by publishing its result events, so each rule of the API is tested on 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
-import httpx
 import jsonschema
 import pytest
-from aiokafka import AIOKafkaProducer
+from portal_kit import (
+    ADMIN,
+    GATEWAY,
+    READER,
+    User,
+    api,
+    link_requests,
+    publish,
+    request_link,
+    running_portal,
+    until,
+)
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.db import transaction
-from tenantflow.bus.settings import KafkaSettings
-from tenantflow.bus.tables import bus_tables
-from tenantflow.bus.topics import ensure_topics
-from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
-from tenantflow.contracts.envelope import Envelope, decode
+from tenantflow.contracts.common import ServiceActor, UserActor
 from tenantflow.contracts.events import (
     ConsentRevoked,
     DeadLettered,
     EnterpriseApp,
     IntuneWritingEnabled,
-    TenantLinkRequested,
     TenantLinkVerified,
     VerificationFailure,
 )
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import create_database, eventually
+from tenantflow.devinfra.testing import eventually
 from tenantflow.emulator.testing import RunningEmulator
-from tenantflow.portal_api.api import create_app
-from tenantflow.portal_api.bootstrap import Portal, bootstrap
-from tenantflow.portal_api.models import SCHEMA, Account, TenantLink, TenantTrack, Track
-from tenantflow.portal_api.settings import Settings
+from tenantflow.portal_api.bootstrap import Portal
+from tenantflow.portal_api.models import Account, TenantLink, TenantTrack, Track
 
 pytestmark = pytest.mark.integration
-
-ADMIN, READER = "Tenantflow.Admin", "Tenantflow.Reader"
-GATEWAY = "10.0.0.7"
-
-
-@pytest.fixture(scope="module")
-async def database_url(infra: RunningInfra) -> str:
-    return await create_database(infra.database_url)
-
-
-@asynccontextmanager
-async def running_portal(
-    infra: RunningInfra, emulator: RunningEmulator, database_url: str, **settings: Any
-) -> AsyncIterator[Portal]:
-    kafka = KafkaSettings(
-        bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"p{uuid4().hex[:8]}."
-    )
-    await ensure_topics(kafka)
-    portal = bootstrap(
-        Settings(
-            kafka=kafka,
-            database={"url": database_url},  # type: ignore[arg-type]
-            login_base_url=emulator.url,
-            ca_bundle=Path(emulator.ca),
-            client_id=emulator.apps["portal-api"]["client_id"],
-            create_topics=False,
-            trusted_proxies=[f"{GATEWAY}/32"],
-            **settings,
-        )
-    )
-    await portal.runtime.start()
-    try:
-        yield portal
-    finally:
-        await portal.runtime.stop()
-
-
-@pytest.fixture(scope="module")
-async def portal(
-    infra: RunningInfra, emulator: RunningEmulator, database_url: str
-) -> AsyncIterator[Portal]:
-    async with running_portal(
-        infra,
-        emulator,
-        database_url,
-        user_requests_per_minute=1_000_000,
-        tenant_requests_per_minute=1_000_000,
-    ) as running:
-        yield running
-
-
-def api(portal: Portal, token: str | None = None, peer: str = "127.0.0.1") -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(portal), client=(peer, 50000)),
-        base_url="http://portal.internal",
-        headers={"authorization": f"Bearer {token}"} if token else {},
-    )
-
-
-class User:
-    """A signed-in user of a fresh tenant, which has a colleague too."""
-
-    def __init__(self, emulator: RunningEmulator) -> None:
-        self.tenant, self.id, self.colleague = uuid4(), uuid4(), uuid4()
-        emulator.seed(
-            {
-                "id": str(self.tenant),
-                "display_name": "Contoso",
-                "verified_domains": [f"t{self.tenant.hex[:8]}.example"],
-                "users": [
-                    {"id": str(self.id), "display_name": "Ada", "user_principal_name": "a@c.ex"},
-                    {
-                        "id": str(self.colleague),
-                        "display_name": "Bo",
-                        "user_principal_name": "b@c.ex",
-                    },
-                ],
-            }
-        )
-        self._emulator = emulator
-
-    def token(self, *roles: str, colleague: bool = False) -> str:
-        who = self.colleague if colleague else self.id
-        return self._emulator.user_token(self.tenant, who, *roles)
-
-
-@pytest.fixture
-def user(emulator: RunningEmulator) -> User:
-    return User(emulator)
-
-
-@pytest.fixture
-def admin_token(user: User) -> str:
-    return user.token(ADMIN)
-
-
-async def publish(portal: Portal, event: EventPayload) -> None:
-    """What consent's relay would put on the bus."""
-    envelope = Envelope(data=event, source="/tenantflow/consent")
-    producer = AIOKafkaProducer(**connection_kwargs(portal.runtime.kafka, "fake-consent"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            portal.runtime.kafka.topic_prefix + envelope.topic,
-            envelope.value(),
-            key=envelope.key,
-            headers=envelope.headers(),
-        )
-    finally:
-        await producer.stop()
-
-
-async def link_requests(portal: Portal, tenant: UUID) -> list[Envelope[EventPayload]]:
-    """The TenantLinkRequested events the portal stored for ``tenant`` (its outbox)."""
-    outbox = bus_tables(SCHEMA).outbox
-    async with portal.runtime.sessions() as session:
-        rows = await session.exec(
-            select(outbox.c.headers, outbox.c.value)
-            .where(outbox.c.key == str(tenant).encode())
-            .order_by(outbox.c.id)
-        )
-        events = [
-            decode([(name, value.encode()) for name, value in headers], value)
-            for headers, value in rows
-        ]
-    return [e for e in events if isinstance(e.data, TenantLinkRequested)]
-
-
-async def request_link(
-    portal: Portal, client: httpx.AsyncClient, user: User
-) -> Envelope[EventPayload]:
-    """POST the user's tenant; the TenantLinkRequested it stored for consent."""
-    assert (await client.post("/v1/tenants", json={"tenant_id": str(user.tenant)})).is_success
-    [requested] = await link_requests(portal, user.tenant)
-    return requested
-
-
-async def until(
-    client: httpx.AsyncClient, user: User, wanted: str, intune: bool = False
-) -> dict[str, Any]:
-    """The user's tenant once its status (or Intune writing's) is ``wanted``."""
-    body: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        nonlocal body
-        body = (await client.get(f"/v1/tenants/{user.tenant}")).json()
-        return bool((body["intune_writing"] if intune else body)["status"] == wanted)
-
-    await eventually(reached, what=f"{'intune writing' if intune else 'link'} {wanted}")
-    return body
 
 
 # --- linking and reading -----------------------------------------------------------------------

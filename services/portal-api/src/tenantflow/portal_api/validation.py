@@ -98,16 +98,17 @@ def check(
         at = (field, index)
         issues += _shape(kind, assignment, at)
         target = assignment.target
-        if target.key in seen:
+        first = seen.get(target.key)
+        if first is not None and assignments[first].target.kind == target.kind:
             issues.append(
                 Issue(
                     (*at, "target"),
                     "duplicate_target",
-                    f"{describe(assignment)} targets what item {seen[target.key]} targets "
+                    f"{describe(assignment)} targets what item {first} targets "
                     "already: at most one assignment per target.",
                 )
             )
-        else:
+        elif first is None:
             seen[target.key] = index
         if target.group_id is not None:
             (excluded if target.kind == "exclusion_group" else included)[target.group_id] = index
