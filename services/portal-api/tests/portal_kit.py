@@ -6,10 +6,10 @@ On the test path (pytest's ``pythonpath``), so every test module of the service 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import httpx
@@ -20,16 +20,28 @@ from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.tables import bus_tables
 from tenantflow.bus.topics import ensure_topics
-from tenantflow.contracts.common import EventPayload
+from tenantflow.contracts.common import EventPayload, ServiceActor
 from tenantflow.contracts.envelope import Envelope, decode
-from tenantflow.contracts.events import TenantLinkRequested
+from tenantflow.contracts.events import (
+    AssignmentFilter,
+    AssignmentFiltersSynced,
+    DirectorySynced,
+    GroupUpserted,
+    IntuneWritingActivationRequested,
+    IntuneWritingEnabled,
+    LinkAuthorization,
+    TenantLinkRequested,
+    TenantLinkVerified,
+)
 from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.devinfra.testing import eventually
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.portal_api.api import create_app
 from tenantflow.portal_api.bootstrap import Portal, bootstrap
-from tenantflow.portal_api.models import SCHEMA
+from tenantflow.portal_api.models import SCHEMA, FilterSyncState
 from tenantflow.portal_api.settings import Settings
+
+P = TypeVar("P", bound=EventPayload)
 
 ADMIN, READER = "Tenantflow.Admin", "Tenantflow.Reader"
 GATEWAY = "10.0.0.7"
@@ -55,7 +67,7 @@ async def running_portal(
             **settings,
         )
     )
-    await portal.runtime.start()
+    await portal.start()
     try:
         yield portal
     finally:
@@ -157,3 +169,105 @@ async def outbox_events(portal: Portal, tenant: UUID) -> list[Envelope[EventPayl
             decode([(name, value.encode()) for name, value in headers], value)
             for headers, value in rows
         ]
+
+
+CONSENT = ServiceActor(service="consent")
+WINDOWS = "windows10AndLater"
+
+
+async def outbox_of(portal: Portal, tenant: UUID, kind: type[P]) -> list[P]:
+    """The ``kind`` events the portal stored for ``tenant``, oldest first."""
+    return [e.data for e in await outbox_events(portal, tenant) if isinstance(e.data, kind)]
+
+
+async def ready_tenant(
+    portal: Portal,
+    client: httpx.AsyncClient,
+    user: User,
+    groups: int = 3,
+    filters: Sequence[AssignmentFilter] = (),
+    sync: bool = True,
+) -> list[UUID]:
+    """Link the user's tenant and enable Intune writing (playing consent), then sync a
+    directory of ``groups`` security groups and the tenant's assignment filters (playing
+    directory-sync and the writer); the groups' ids."""
+    requested = await request_link(portal, client, user)
+    await publish(
+        portal,
+        TenantLinkVerified(
+            tenant_id=user.tenant,
+            actor=requested.data.actor,
+            correlation_id=requested.data.correlation_id,
+            display_name="Contoso",
+            default_domain=None,
+            granted_permissions=["Directory.Read.All"],
+            authorized_by=LinkAuthorization.GLOBAL_ADMINISTRATOR,
+        ),
+    )
+    await until(client, user, "linked")
+    assert (await client.post(f"/v1/tenants/{user.tenant}/intune")).status_code == 202
+    [activation] = await outbox_of(portal, user.tenant, IntuneWritingActivationRequested)
+    await publish(
+        portal,
+        IntuneWritingEnabled(
+            tenant_id=user.tenant,
+            actor=activation.actor,
+            correlation_id=activation.correlation_id,
+            granted_permissions=["DeviceManagementApps.ReadWrite.All"],
+        ),
+    )
+    await until(client, user, "enabled", intune=True)
+    if not sync:
+        return []
+    group_ids = [uuid4() for _ in range(groups)]
+    for number, group_id in enumerate(group_ids):
+        await publish(
+            portal,
+            GroupUpserted(
+                tenant_id=user.tenant,
+                actor=ServiceActor(service="directory-sync"),
+                correlation_id=uuid4(),
+                group_id=group_id,
+                display_name=f"Group {number:03}",
+                security_enabled=True,
+            ),
+        )
+    directory = ServiceActor(service="directory-sync")
+    await publish(
+        portal,
+        DirectorySynced(
+            tenant_id=user.tenant,
+            actor=directory,
+            correlation_id=uuid4(),
+            mode="full",
+            users=2,
+            groups=groups,
+            devices=0,
+            changes=groups,
+        ),
+    )
+    await publish(
+        portal,
+        AssignmentFiltersSynced(
+            tenant_id=user.tenant,
+            actor=ServiceActor(service="intune-writer"),
+            correlation_id=uuid4(),
+            filters=list(filters),
+        ),
+    )
+
+    async def synced() -> bool:
+        body = (await client.get(f"/v1/tenants/{user.tenant}/directory")).json()
+        return bool(body["status"] == "synced" and body["groups"] == groups)
+
+    await eventually(synced, what="the directory read model")
+    # the filters event follows the directory's on the same partition: wait for it too
+    async with portal.runtime.sessions() as session:
+
+        async def filters_read() -> bool:
+            return (
+                await session.get(FilterSyncState, user.tenant, populate_existing=True) is not None
+            )
+
+        await eventually(filters_read, what="the filters read model")
+    return group_ids

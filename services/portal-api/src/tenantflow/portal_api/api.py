@@ -18,8 +18,7 @@ from tenantflow.portal_api.proxy import TrustedProxies
 def create_app(portal: Portal) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await portal.runtime.start()
-        await catalog.seed(portal.runtime.sessions, portal.settings.catalog_seed)
+        await portal.start()
         try:
             yield
         finally:

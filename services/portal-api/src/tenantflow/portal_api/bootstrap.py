@@ -11,6 +11,7 @@ import httpx
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.portal_api import handlers
 from tenantflow.portal_api.auth import JwksCache, TokenValidator
+from tenantflow.portal_api.catalog_seed import seed_catalog
 from tenantflow.portal_api.models import SCHEMA
 from tenantflow.portal_api.ratelimit import RateLimiter
 from tenantflow.portal_api.settings import Settings
@@ -29,6 +30,11 @@ class Portal:
     tokens: TokenValidator
     user_limits: RateLimiter
     tenant_limits: RateLimiter
+
+    async def start(self) -> None:
+        """Migrate, start the bus, and add the shipped catalog's missing apps."""
+        await self.runtime.start()
+        await seed_catalog(self.runtime.sessions, self.settings.catalog_seed)
 
 
 def bootstrap(settings: Settings) -> Portal:

@@ -11,78 +11,36 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from pathlib import Path as FilePath
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tenantflow.bus.db import SessionFactory, transaction
+from tenantflow.bus.db import transaction
 from tenantflow.contracts.events import CatalogApp
 from tenantflow.portal_api.deps import CatalogAdmin, CatalogReader, PortalDep, json_body
-from tenantflow.portal_api.models import CatalogAppRow, Deployment
+from tenantflow.portal_api.models import (
+    CATALOG_ID,
+    CatalogAppPublic,
+    CatalogAppPut,
+    CatalogAppRow,
+    CatalogPage,
+    Deployment,
+)
 from tenantflow.portal_api.problems import Problem
 from tenantflow.portal_api.tenants import problem
 
 router = APIRouter(prefix="/v1/catalog/apps", tags=["catalog"])
 
-CATALOG_ID = r"^[a-z0-9][a-z0-9.-]{0,63}$"
-PACKAGE_IDENTIFIER = (
-    r"^([A-Z0-9]{12,14}"  # a Microsoft Store product id
-    r"|[^.\s\\/:*?\"<>|\x00-\x1f]{1,32}(\.[^.\s\\/:*?\"<>|\x00-\x1f]{1,32}){1,7})$"  # WinGet's
-)
-"""What the WinGet manifest schema allows as PackageIdentifier, or a Microsoft Store product
-id (the msstore source Intune's "Microsoft Store app (new)" uses)."""
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: problem("No valid bearer token"),
     403: problem("The role is missing"),
     429: problem("Rate limited; see Retry-After"),
 }
-
-
-class CatalogAppPut(BaseModel):
-    """A catalog app as a catalog administrator describes it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    package_identifier: str = Field(
-        pattern=PACKAGE_IDENTIFIER,
-        description="The WinGet package identifier or Microsoft Store product id; fixed once "
-        "the app exists.",
-        examples=["9WZDNCRFJ3PZ"],
-    )
-    display_name: str = Field(min_length=1, max_length=256, examples=["Company Portal"])
-    publisher: str = Field(min_length=1, max_length=256, examples=["Microsoft Corporation"])
-    description: str = Field(default="", max_length=10_000)
-    run_as_account: Literal["system", "user"] = Field(
-        description="Install as the system or as the signed-in user; fixed once the app exists."
-    )
-
-
-class CatalogAppPublic(CatalogAppPut):
-    id: str = Field(description="The app's catalog id: the {app} of deployment URLs.")
-    kind: Literal["winGetApp"] = Field(description="The Intune app type tenantflow creates.")
-    source: Literal["seed", "admin"] = Field(
-        description="Shipped with tenantflow, or added or changed by a catalog administrator."
-    )
-
-    @classmethod
-    def of(cls, row: CatalogAppRow) -> CatalogAppPublic:
-        return cls.model_validate(
-            {**row.model_dump(exclude={"catalog_id", "version"}), "id": row.catalog_id}
-        )
-
-
-class CatalogPage(BaseModel):
-    items: list[CatalogAppPublic]
-    next_cursor: str | None = Field(
-        description="Pass as ?cursor= for the next page; null on the last page."
-    )
 
 
 def contract_of(row: CatalogAppRow) -> CatalogApp:
@@ -95,26 +53,6 @@ def contract_of(row: CatalogAppRow) -> CatalogApp:
         description=row.description,
         run_as_account=row.run_as_account,
     )
-
-
-def load_seed(path: FilePath) -> list[dict[str, Any]]:
-    """The shipped catalog's apps, each checked as an administrator's PUT would be."""
-    apps: list[dict[str, Any]] = json.loads(path.read_text())["apps"]
-    for app in apps:
-        CatalogAppPut.model_validate({k: v for k, v in app.items() if k != "id"})
-        if not isinstance(app.get("id"), str):
-            raise ValueError(f"{path}: every app needs an id")
-    return apps
-
-
-async def seed(sessions: SessionFactory, path: FilePath) -> None:
-    """Add the shipped apps that are missing (several replicas may do it at once)."""
-    rows = [
-        {**{k: v for k, v in app.items() if k != "id"}, "catalog_id": app["id"], "source": "seed"}
-        for app in load_seed(path)
-    ]
-    async with transaction(sessions) as session:
-        await session.exec(insert(CatalogAppRow).values(rows).on_conflict_do_nothing())
 
 
 async def find(session: AsyncSession, catalog_id: str, lock: bool = False) -> CatalogAppRow:
@@ -258,7 +196,7 @@ async def put_catalog_app(
             for name, value in values.items():
                 setattr(row, name, value)
             row.version += 1
-            row.updated_at = None
+            row.updated_at = datetime.now(UTC)
             session.add(row)
             await session.flush()
             await session.refresh(row)

@@ -34,6 +34,7 @@ from tenantflow.portal_api.auth import Principal
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import OperatorUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
+    CATALOG_ID,
     Account,
     AssignmentFilterRow,
     ChangeStatus,
@@ -59,7 +60,7 @@ from tenantflow.portal_api.tenants import (
 
 router = APIRouter(prefix="/v1", tags=["deployments"])
 
-AppId = Annotated[str, Path(pattern=catalog.CATALOG_ID, description="The catalog app's id.")]
+AppId = Annotated[str, Path(pattern=CATALOG_ID, description="The catalog app's id.")]
 WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     409: problem("Not linked, Intune writing off, or the change needs ?confirm=true"),
     412: problem("If-Match or If-None-Match does not hold"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -443,3 +443,55 @@ class FilterSyncState(PortalTable, table=True):
 
     tenant_id: UUID = Field(primary_key=True)
     synced_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+CATALOG_ID = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+PACKAGE_IDENTIFIER = (
+    r"^([A-Z0-9]{12,14}"  # a Microsoft Store product id
+    r"|[^.\s\\/:*?\"<>|\x00-\x1f]{1,32}(\.[^.\s\\/:*?\"<>|\x00-\x1f]{1,32}){1,7})$"  # WinGet's
+)
+"""What the WinGet manifest schema allows as PackageIdentifier, or a Microsoft Store product
+id (the msstore source Intune's "Microsoft Store app (new)" uses)."""
+
+
+class CatalogAppPut(BaseModel):
+    """A catalog app as a catalog administrator describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package_identifier: str = ApiField(
+        pattern=PACKAGE_IDENTIFIER,
+        description="The WinGet package identifier or Microsoft Store product id; fixed once "
+        "the app exists.",
+        examples=["9WZDNCRFJ3PZ"],
+    )
+    display_name: str = ApiField(min_length=1, max_length=256, examples=["Company Portal"])
+    publisher: str = ApiField(min_length=1, max_length=256, examples=["Microsoft Corporation"])
+    description: str = ApiField(default="", max_length=10_000)
+    run_as_account: Literal["system", "user"] = ApiField(
+        description="Install as the system or as the signed-in user; fixed once the app exists."
+    )
+
+
+class CatalogAppPublic(CatalogAppPut):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = ApiField(description="The app's catalog id: the {app} of deployment URLs.")
+    kind: Literal["winGetApp"] = ApiField(description="The Intune app type tenantflow creates.")
+    source: Literal["seed", "admin"] = ApiField(
+        description="Shipped with tenantflow, or added or changed by a catalog administrator."
+    )
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, row: CatalogAppRow) -> CatalogAppPublic:
+        return cls.model_validate(
+            {**row.model_dump(exclude={"catalog_id", "version"}), "id": row.catalog_id}
+        )
+
+
+class CatalogPage(BaseModel):
+    items: list[CatalogAppPublic]
+    next_cursor: str | None = ApiField(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )
