@@ -190,7 +190,7 @@ async def ready_tenant(
 ) -> list[UUID]:
     """Link the user's tenant and enable Intune writing (playing consent), then sync a
     directory of ``groups`` security groups and the tenant's assignment filters (playing
-    directory-sync and the writer); the groups' ids."""
+    directory-sync and the writer) unless not ``sync``; the groups' ids."""
     requested = await request_link(portal, client, user)
     await publish(
         portal,

@@ -26,12 +26,14 @@ from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import is_transient
 from tenantflow.bus.runtime import ServiceRuntime
-from tenantflow.consent.models import LinkedTenant
+from tenantflow.consent.changes import ChangeChecks, Freshness, record_allowed
+from tenantflow.consent.models import AuthorizedActor, LinkedTenant
 from tenantflow.consent.settings import Settings
-from tenantflow.consent.verification import Rejected, Verified, verify
+from tenantflow.consent.verification import REVOKING, Rejected, Verified, verify
 from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
 from tenantflow.contracts.events import (
     ConsentRevoked,
+    DeploymentChangeRequested,
     EnterpriseApp,
     GraphAccessDenied,
     IntuneWritingActivationRequested,
@@ -57,14 +59,6 @@ WRITER_PERMISSIONS = [
     "DeviceManagementManagedDevices.Read.All",
     "Organization.Read.All",
 ]
-REVOKING = (
-    VerificationFailure.ADMIN_CONSENT_MISSING,
-    VerificationFailure.PERMISSION_MISSING,
-    VerificationFailure.APP_DISABLED,
-    VerificationFailure.ACCESS_BLOCKED,
-)
-"""What a re-check finds that the tenant decided: the link (or Intune writing) is revoked. A
-refusal of tenantflow's own credential is not one: it would revoke every tenant at once."""
 SERVICE = ServiceActor(service="consent")
 RETRY_TRANSIENT_CHECK_S = 60.0
 
@@ -110,6 +104,20 @@ class Consent:
     apps: Apps
     settings: Settings
     _deferred: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.changes = ChangeChecks(
+            self.runtime,
+            Freshness(
+                timedelta(seconds=self.settings.consent_max_age_seconds),
+                timedelta(seconds=self.settings.actor_max_age_seconds),
+            ),
+            verify_user=lambda tenant, user: self._verify(
+                tenant, EnterpriseApp.DIRECTORY_CONNECTOR, user
+            ),
+            recheck=self._recheck_now,
+            clock=self._now,
+        )
 
     def _now(self) -> datetime:
         return datetime.now(UTC)
@@ -157,8 +165,12 @@ class Consent:
             await self.runtime.outbox.add(session, notice)
         self._deferred.add(ctx.event_id)
 
-    async def record_linked(self, session: AsyncSession, event: TenantLinkRequested) -> None:
-        next_check = self._next_check()
+    async def record_linked(
+        self, session: AsyncSession, event: TenantLinkRequested, result: Verified
+    ) -> None:
+        """The link is verified: the tenant is checked from now on, and its user is known to
+        be allowed."""
+        next_check, now = self._next_check(), self._now()
         await session.exec(
             insert(LinkedTenant)
             .values(
@@ -167,6 +179,7 @@ class Consent:
                 connector_consented=True,
                 intune_writing=False,
                 next_check_at=next_check,
+                verified_at=now,
             )
             .on_conflict_do_update(
                 index_elements=["tenant_id"],
@@ -174,8 +187,25 @@ class Consent:
                     "link_change_id": event.correlation_id,
                     "connector_consented": True,
                     "next_check_at": next_check,
+                    "verified_at": now,
                 },
             )
+        )
+        await self.record_user(session, event, result)
+
+    async def record_user(
+        self, session: AsyncSession, event: EventPayload, result: Verified | Rejected
+    ) -> None:
+        """What a request's verification showed of its user's right on the tenant."""
+        if not isinstance(event.actor, UserActor):
+            return
+        if isinstance(result, Rejected) and result.reason is not (
+            VerificationFailure.USER_NOT_AUTHORIZED
+        ):
+            return  # the user was not checked
+        authorized = result.authorized_by if isinstance(result, Verified) else None
+        await record_allowed(
+            session, event.tenant_id, event.actor.object_id, authorized, self._now()
         )
 
     # --- continuous verification -------------------------------------------------------------
@@ -230,6 +260,20 @@ class Consent:
                 current.intune_writing = False
                 await emit(revoked)
         session.add(current)
+
+    async def _recheck_now(self, tenant: LinkedTenant) -> None:
+        """Re-check ``tenant`` with Graph (no transaction open meanwhile) and record it."""
+        await self._record_recheck(tenant, await self.recheck(tenant, "scheduled_check"))
+
+    async def _record_recheck(
+        self, tenant: LinkedTenant, revocations: list[ConsentRevoked]
+    ) -> None:
+        async with transaction(self.runtime.sessions) as session:
+
+            async def emit(event: EventPayload) -> Any:
+                return await self.runtime.outbox.add(session, event)
+
+            await self.apply(session, tenant, revocations, emit)
 
     async def recheck_reported(self, event: GraphAccessDenied, ctx: HandlerContext) -> None:
         """Check the reported tenant now, or, if it was checked moments ago, as soon as the
@@ -295,12 +339,7 @@ class Consent:
                     log.warning("re-check of %s postponed: %r", tenant.tenant_id, exc)
                     await self._check_again_soon(tenant)
                     continue
-                async with transaction(self.runtime.sessions) as session:
-
-                    async def emit(event: EventPayload, session: AsyncSession = session) -> Any:
-                        return await self.runtime.outbox.add(session, event)
-
-                    await self.apply(session, tenant, revocations, emit)
+                await self._record_recheck(tenant, revocations)
             await asyncio.sleep(self.settings.recheck_poll_seconds)
 
 
@@ -309,7 +348,12 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
     if consent is None:
         return
     requests = runtime.consumer("requests", Topic.TENANTS)
+    changes = runtime.consumer("changes", Topic.DEPLOYMENTS)
     runtime.in_background("scheduled-checks", consent.run_scheduled_checks)
+    runtime.in_background(
+        "change-checks",
+        lambda: consent.changes.run(consent.settings.change_check_poll_seconds),
+    )
 
     @requests.handles(TenantLinkRequested)
     async def verify_tenant_link(event: TenantLinkRequested, ctx: HandlerContext) -> None:
@@ -317,9 +361,10 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
         result = await consent.verify_request(event, EnterpriseApp.DIRECTORY_CONNECTOR, ctx)
         common = _same_change(event)
         if isinstance(result, Rejected):
+            await consent.record_user(ctx.session, event, result)
             await ctx.emit(TenantLinkRejected(**common, **_rejection(result)))
             return
-        await consent.record_linked(ctx.session, event)
+        await consent.record_linked(ctx.session, event, result)
         await ctx.emit(
             TenantLinkVerified(
                 **common,
@@ -338,17 +383,26 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
         activate it?"""
         result = await consent.verify_request(event, EnterpriseApp.INTUNE_WRITER, ctx)
         common = _same_change(event)
+        await consent.record_user(ctx.session, event, result)
         if isinstance(result, Rejected):
             await ctx.emit(IntuneWritingRejected(**common, **_rejection(result)))
             return
         await ctx.session.exec(
             update(LinkedTenant)
             .where(col(LinkedTenant.tenant_id) == event.tenant_id)
-            .values(intune_writing=True)
+            .values(intune_writing=True, verified_at=consent._now())
         )
         await ctx.emit(
             IntuneWritingEnabled(**common, granted_permissions=result.granted_permissions)
         )
+
+    @changes.handles(DeploymentChangeRequested)
+    async def verify_deployment_change(
+        event: DeploymentChangeRequested, ctx: HandlerContext
+    ) -> None:
+        """Is the tenant linked with Intune writing enabled and consented, and is the actor
+        still allowed? From what consent knows, unless something is in doubt."""
+        await consent.changes.on_requested(event, ctx)
 
     @requests.handles(GraphAccessDenied)
     async def recheck_reported_tenant(event: GraphAccessDenied, ctx: HandlerContext) -> None:
@@ -357,8 +411,8 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
 
     @requests.handles(TenantUnlinked)
     async def forget_tenant(event: TenantUnlinked, ctx: HandlerContext) -> None:
-        """The tenant was unlinked: stop checking it and drop its tokens."""
-        await ctx.session.exec(
-            delete(LinkedTenant).where(col(LinkedTenant.tenant_id) == event.tenant_id)
-        )
+        """The tenant was unlinked: stop checking it, forget its users and drop its tokens.
+        Changes still waiting for a check are rejected by it (the tenant is not linked)."""
+        for table in (LinkedTenant, AuthorizedActor):
+            await ctx.session.exec(delete(table).where(col(table.tenant_id) == event.tenant_id))
         consent.graph.forget_tokens(str(event.tenant_id))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import DateTime
+from sqlalchemy import BigInteger, Column, DateTime, Identity
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -39,3 +39,46 @@ class LinkedTenant(ConsentTable, table=True):
     """The Intune writer was verified and is re-checked too."""
     next_check_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
     last_checked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    """The last re-check's time."""
+    verified_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    """The last request verification's time (the link, Intune writing's activation)."""
+
+    @property
+    def consent_seen_at(self) -> datetime | None:
+        """When Graph last showed this tenant's consent, by a re-check or a verification."""
+        seen = [t for t in (self.last_checked_at, self.verified_at) if t is not None]
+        return max(seen) if seen else None
+
+
+class AuthorizedActor(ConsentTable, table=True):
+    """A user Graph last showed allowed to act on the tenant (an active Global Administrator,
+    or assigned to the directory connector), and when: a change by them is verified without a
+    Graph call while this is fresh."""
+
+    __tablename__ = "authorized_actors"
+
+    tenant_id: UUID = Field(primary_key=True)
+    object_id: UUID = Field(primary_key=True)
+    authorized_by: str
+    checked_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class PendingChange(ConsentTable, table=True):
+    """A deployment change whose verdict waits for a Graph check (its tenant's consent or its
+    actor is in doubt), or for an earlier change of the same tenant that waits: verdicts keep
+    the order of requests. Checked outside any consumer transaction."""
+
+    __tablename__ = "pending_changes"
+
+    change_id: UUID = Field(primary_key=True)
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), nullable=False))
+    tenant_id: UUID = Field(index=True)
+    request_event_id: str
+    """ce_id of the DeploymentChangeRequested: the verdict's causation id."""
+    actor_tenant_id: UUID
+    actor_object_id: UUID
+    app: str
+    revision: int
+    queued_at: datetime = Field(sa_type=DateTime(timezone=True))
+    next_attempt_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    attempts: int = 0

@@ -29,6 +29,15 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """How often every linked tenant's consent and permissions are verified again (15 min)."""
     recheck_poll_seconds: float = Field(default=5.0, gt=0)
     """How often due re-checks are looked for."""
+    consent_max_age_seconds: float = Field(default=1800.0, gt=0)
+    """A deployment change is verified from what consent knows when the tenant's consent was
+    checked this recently (the scheduled re-checks keep it so); older, Graph is asked first."""
+    actor_max_age_seconds: float = Field(default=900.0, gt=0)
+    """How long a user shown allowed on a tenant (Global Administrator, or assigned to the
+    directory connector) stays trusted for their deployment changes before Graph is asked
+    again: how late a removed right can still be used."""
+    change_check_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often changes waiting for a Graph check are looked for (new ones wake it at once)."""
     reported_recheck_min_seconds: float = Field(default=30.0, ge=0)
     """A reported 401/403 re-checks at once, unless the tenant was checked this recently: a
     burst of failures from many writers costs one check."""

@@ -21,6 +21,15 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 CHECK_MEMBER_GROUPS_MAX = 20
 
+REVOKING = (
+    VerificationFailure.ADMIN_CONSENT_MISSING,
+    VerificationFailure.PERMISSION_MISSING,
+    VerificationFailure.APP_DISABLED,
+    VerificationFailure.ACCESS_BLOCKED,
+)
+"""What a re-check finds that the tenant decided: the link (or Intune writing) is revoked. A
+refusal of tenantflow's own credential is not one: it would revoke every tenant at once."""
+
 
 @dataclass(frozen=True)
 class Verified:
