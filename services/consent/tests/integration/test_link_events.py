@@ -3,28 +3,17 @@ emulated Entra ID and Graph."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from consent_kit import publish, request, running_consent, verdicts
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.runtime import ServiceRuntime
-from tenantflow.bus.settings import KafkaSettings
-from tenantflow.bus.topics import ensure_topics
-from tenantflow.consent.bootstrap import bootstrap
 from tenantflow.consent.models import LinkedTenant
-from tenantflow.consent.settings import Settings
-from tenantflow.contracts.common import ServiceActor, UserActor
-from tenantflow.contracts.envelope import Envelope, decode
+from tenantflow.contracts.common import ServiceActor
 from tenantflow.contracts.events import (
     ConsentRevoked,
     EnterpriseApp,
-    EventPayload,
     GraphAccessDenied,
     IntuneWritingActivationRequested,
     IntuneWritingRejected,
@@ -32,92 +21,11 @@ from tenantflow.contracts.events import (
     TenantLinkRequested,
     TenantLinkVerified,
 )
-from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import create_database, eventually, read_topic
+from tenantflow.devinfra.testing import eventually
 from tenantflow.emulator.testing import RunningEmulator
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def database_url(infra: RunningInfra) -> str:
-    return await create_database(infra.database_url)
-
-
-@asynccontextmanager
-async def running_consent(
-    infra: RunningInfra, emulator: RunningEmulator, database_url: str, **overrides: Any
-) -> AsyncIterator[ServiceRuntime]:
-    kafka = KafkaSettings(
-        bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"t{uuid4().hex[:10]}."
-    )
-    await ensure_topics(kafka)
-    settings = Settings(
-        kafka=kafka,
-        database={"url": database_url},  # type: ignore[arg-type]
-        login_base_url=emulator.url,
-        graph_base_url=emulator.url,
-        ca_bundle=Path(emulator.ca),
-        directory_connector_client_id=emulator.apps["directory-connector"]["client_id"],
-        directory_connector_secret=emulator.apps["directory-connector"]["client_secret"],
-        intune_writer_client_id=emulator.apps["intune-writer"]["client_id"],
-        intune_writer_secret=emulator.apps["intune-writer"]["client_secret"],
-        create_topics=False,
-        **overrides,
-    )
-    runtime = bootstrap(settings)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
-
-
-@pytest.fixture
-async def consent(
-    infra: RunningInfra, emulator: RunningEmulator, database_url: str
-) -> AsyncIterator[ServiceRuntime]:
-    async with running_consent(infra, emulator, database_url) as runtime:
-        yield runtime
-
-
-async def publish(runtime: ServiceRuntime, event: EventPayload) -> str:
-    """What portal-api's relay would put on the bus."""
-    envelope = Envelope(data=event, source="/tenantflow/portal-api")
-    producer = AIOKafkaProducer(**connection_kwargs(runtime.kafka, "fake-portal"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            runtime.kafka.topic_prefix + envelope.topic,
-            envelope.value(),
-            key=envelope.key,
-            headers=envelope.headers(),
-        )
-    finally:
-        await producer.stop()
-    return envelope.id
-
-
-async def request(
-    runtime: ServiceRuntime,
-    kind: type[TenantLinkRequested | IntuneWritingActivationRequested],
-    tenant: UUID,
-    user: UUID,
-    change: UUID | None = None,
-) -> str:
-    """A portal user's request, as portal-api would publish it; its event id."""
-    event = kind(
-        tenant_id=tenant,
-        actor=UserActor(tenant_id=tenant, object_id=user),
-        correlation_id=change or uuid4(),
-    )
-    return await publish(runtime, event)
-
-
-async def verdicts(runtime: ServiceRuntime, count: int) -> list[Envelope[EventPayload]]:
-    records = await read_topic(runtime.kafka, Topic.TENANTS, count=count + 1, within=60)
-    return [decode(r.headers, r.value) for r in records[1:]]
 
 
 async def test_a_global_administrator_links(
