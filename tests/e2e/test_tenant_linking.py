@@ -38,6 +38,7 @@ CONNECTOR_PERMISSIONS = ["Directory.Read.All"]
 WRITER_PERMISSIONS = [
     "DeviceManagementApps.ReadWrite.All",
     "DeviceManagementManagedDevices.Read.All",
+    "DeviceManagementConfiguration.Read.All",
     "Organization.Read.All",
 ]
 

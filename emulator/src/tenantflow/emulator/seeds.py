@@ -213,6 +213,7 @@ def demo_tenants(settings: EmulatorSettings | None = None) -> list[dict[str, Any
             "intune-writer": [
                 "DeviceManagementApps.ReadWrite.All",
                 "DeviceManagementManagedDevices.Read.All",
+                "DeviceManagementConfiguration.Read.All",
                 "Organization.Read.All",
             ],
         },

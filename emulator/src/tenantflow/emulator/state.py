@@ -104,6 +104,8 @@ class SeedAssignmentFilter(_Seed):
     display_name: str
     platform: str = "windows10AndLater"
     rule: str = '(device.osVersion -startsWith "10.0.22")'
+    management_type: Literal["devices", "apps"] = "devices"
+    """Graph's assignmentFilterManagementType: managed devices, or managed apps."""
 
 
 class SeedEnterpriseApp(_Seed):
@@ -335,6 +337,7 @@ class Tenant:
                 "description": "",
                 "platform": seed_filter.platform,
                 "rule": seed_filter.rule,
+                "assignmentFilterManagementType": seed_filter.management_type,
                 "createdDateTime": EPOCH,
                 "lastModifiedDateTime": EPOCH,
                 "roleScopeTags": ["0"],

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 WRITER = [
     "DeviceManagementApps.ReadWrite.All",
     "DeviceManagementManagedDevices.Read.All",
+    "DeviceManagementConfiguration.Read.All",
     "Organization.Read.All",
 ]
 APP = CatalogApp(

@@ -26,6 +26,7 @@ CONNECTOR_NEEDS = ["Directory.Read.All"]
 WRITER_NEEDS = [
     "DeviceManagementApps.ReadWrite.All",
     "DeviceManagementManagedDevices.Read.All",
+    "DeviceManagementConfiguration.Read.All",
     "Organization.Read.All",
 ]
 
@@ -213,6 +214,7 @@ async def test_intune_writer_with_and_without_its_permissions(
     rejected = await verify(graph, writer, partial.id, WRITER_NEEDS, None)
     assert isinstance(rejected, Rejected)
     assert rejected.missing_permissions == [
+        "DeviceManagementConfiguration.Read.All",
         "DeviceManagementManagedDevices.Read.All",
         "Organization.Read.All",
     ]

@@ -137,4 +137,9 @@ def emulated_microsoft(emulator: RunningEmulator) -> dict[str, dict[str, str]]:
             "DIRECTORY_CONNECTOR_CLIENT_ID": str(connector["client_id"]),
             "DIRECTORY_CONNECTOR_SECRET": str(connector["client_secret"]),
         },
+        "intune-writer": {
+            **endpoints,
+            "INTUNE_WRITER_CLIENT_ID": str(writer["client_id"]),
+            "INTUNE_WRITER_SECRET": str(writer["client_secret"]),
+        },
     }
