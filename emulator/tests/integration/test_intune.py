@@ -182,6 +182,47 @@ def test_create_patch_list_and_delete(intune: Intune) -> None:
     assert gone.status_code == 404
 
 
+def test_a_winget_app_is_created_and_returned_as_graph_documents_it(intune: Intune) -> None:
+    apps = "/beta/deviceAppManagement/mobileApps"
+    app = {
+        "@odata.type": "#microsoft.graph.winGetApp",
+        "displayName": "Company Portal",
+        "publisher": "Microsoft Corporation",
+        "packageIdentifier": "9WZDNCRFJ3PZ",
+        "installExperience": {
+            "@odata.type": "microsoft.graph.winGetAppInstallExperience",
+            "runAsAccount": "system",
+        },
+    }
+    with intune.graph() as graph:
+        no_identifier = graph.post(apps, json={**app, "packageIdentifier": None})
+        no_experience = graph.post(
+            apps, json={k: v for k, v in app.items() if k != "installExperience"}
+        )
+        bad_account = graph.post(apps, json={**app, "installExperience": {"runAsAccount": "admin"}})
+        created = graph.post(apps, json=app)
+        app_id = created.json()["id"]
+        read = graph.get(f"{apps}/{app_id}").json()
+        renamed = graph.patch(f"{apps}/{app_id}", json={"displayName": "Portal"})
+        same_identifier = graph.patch(
+            f"{apps}/{app_id}", json={"packageIdentifier": "9WZDNCRFJ3PZ"}
+        )
+        repackaged = graph.patch(f"{apps}/{app_id}", json={"packageIdentifier": "9NBLGGH5R558"})
+        as_user = graph.patch(
+            f"{apps}/{app_id}", json={"installExperience": {"runAsAccount": "user"}}
+        )
+    assert [r.status_code for r in (no_identifier, no_experience, bad_account)] == [400] * 3
+    assert created.status_code == 201
+    assert read["packageIdentifier"] == "9WZDNCRFJ3PZ"
+    assert read["installExperience"] == {
+        "@odata.type": "#microsoft.graph.winGetAppInstallExperience",
+        "runAsAccount": "system",
+    }
+    assert renamed.status_code == same_identifier.status_code == 204
+    assert repackaged.status_code == as_user.status_code == 400
+    assert "cannot be modified" in repackaged.json()["error"]["message"]
+
+
 def test_bad_assignments_are_refused(intune: Intune) -> None:
     with intune.graph() as graph:
         response = graph.post(

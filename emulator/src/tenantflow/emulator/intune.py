@@ -88,10 +88,49 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+RUN_AS_ACCOUNTS = ("system", "user")
+WINGET_FIXED = ("packageIdentifier", "installExperience")
+"""winGetApp properties Graph documents as "required at creation time, cannot be modified on
+existing objects" (GD beta resources/intune-apps-wingetapp.md, intune-apps-wingetappinstall
+experience.md); installExperience's only property, runAsAccount, is one of them."""
+
+
+def _winget_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """A winGetApp's packageIdentifier and installExperience, checked as Graph documents them
+    (both required at creation; runAsAccount system or user). The exact error Graph answers is
+    not documented: 400 BadRequest with a message naming the property is inferred."""
+    identifier = body.get("packageIdentifier")
+    if not isinstance(identifier, str) or not identifier.strip():
+        raise GraphError(400, "BadRequest", "packageIdentifier is required for a winGetApp.")
+    experience = body.get("installExperience")
+    run_as = experience.get("runAsAccount") if isinstance(experience, dict) else None
+    if run_as not in RUN_AS_ACCOUNTS:
+        raise GraphError(
+            400,
+            "BadRequest",
+            "installExperience.runAsAccount is required for a winGetApp: system or user.",
+        )
+    return {
+        "packageIdentifier": identifier,
+        "installExperience": {
+            "@odata.type": "#microsoft.graph.winGetAppInstallExperience",
+            "runAsAccount": run_as,
+        },
+        "manifestHash": body.get("manifestHash"),
+    }
+
+
 def _refresh_is_assigned(caller: Caller, app_id: UUID) -> None:
     app = caller.tenant.mobile_apps[app_id]
     app["isAssigned"] = bool(caller.tenant.app_assignments.get(app_id))
     app["lastModifiedDateTime"] = now_iso()
+
+
+def _comparable(value: Any) -> Any:
+    """A value as compared for a change: nested @odata.type, with or without '#', ignored."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k != "@odata.type"}
+    return value
 
 
 def intune_routes(graph: Graph) -> list[Route]:
@@ -120,6 +159,8 @@ def intune_routes(graph: Graph) -> list[Route]:
             raise GraphError(400, "BadRequest", f"Cannot create a mobileApp of type '{kind}'.")
         if not body.get("displayName"):
             raise GraphError(400, "BadRequest", "displayName is required.")
+        if kind == "microsoft.graph.winGetApp":
+            body = {**body, **_winget_fields(body)}
         app_id = uuid4()
         app = new_mobile_app(app_id, kind, body)
         caller.tenant.mobile_apps[app_id] = app
@@ -135,6 +176,12 @@ def intune_routes(graph: Graph) -> list[Route]:
             and "#" + str(body["@odata.type"]).lstrip("#") != app["@odata.type"]
         ):
             raise GraphError(400, "BadRequest", "The @odata.type of an app cannot change.")
+        if app["@odata.type"] == "#microsoft.graph.winGetApp":
+            for name in WINGET_FIXED:
+                if name in body and _comparable(body[name]) != _comparable(app.get(name)):
+                    raise GraphError(
+                        400, "BadRequest", f"{name} cannot be modified on an existing winGetApp."
+                    )
         readonly = {"id", "createdDateTime", "lastModifiedDateTime", "isAssigned", "@odata.type"}
         app.update({k: v for k, v in body.items() if k not in readonly})
         _refresh_is_assigned(caller, app_id)
