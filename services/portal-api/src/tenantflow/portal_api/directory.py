@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
@@ -23,9 +24,11 @@ from tenantflow.bus.db import transaction
 from tenantflow.contracts.events import DirectorySyncRequested
 from tenantflow.portal_api.deps import OperatorUser, PortalDep, PortalUser, limit_tenant
 from tenantflow.portal_api.models import (
+    AssignmentFilterRow,
     DirectoryGroup,
     DirectoryPublic,
     DirectoryState,
+    FilterSyncState,
     GroupPage,
     GroupPublic,
     LinkStatus,
@@ -140,6 +143,48 @@ async def get_directory(tenant_id: str, user: PortalUser, portal: PortalDep) -> 
         limit_tenant(portal, tenant)
         state = await session.get(DirectoryState, tenant)
     return DirectoryPublic.of(state)
+
+
+class AssignmentFilterPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID = Field(validation_alias="filter_id")
+    display_name: str
+    platform: str = Field(description="Graph's devicePlatformType, e.g. windows10AndLater.")
+    management_type: str = Field(description="devices (managed devices) or apps.")
+
+
+class AssignmentFilterList(BaseModel):
+    items: list[AssignmentFilterPublic]
+    synced_at: datetime | None = Field(
+        description="When the filters were last read from Intune; null before the first read "
+        "(it follows Intune writing's activation)."
+    )
+
+
+@router.get(
+    "/{tenant_id}/assignment-filters", response_model=AssignmentFilterList, responses=PROBLEMS
+)
+async def list_assignment_filters(
+    tenant_id: str, user: PortalUser, portal: PortalDep
+) -> AssignmentFilterList:
+    """The tenant's Intune assignment filters, to use in deployments, by name."""
+    tenant = tenant_id_of(tenant_id)
+    async with portal.runtime.sessions() as session:
+        await reachable(session, user, tenant)
+        limit_tenant(portal, tenant)
+        rows = (
+            await session.exec(
+                select(AssignmentFilterRow)
+                .where(AssignmentFilterRow.tenant_id == tenant)
+                .order_by(col(AssignmentFilterRow.display_name))
+            )
+        ).all()
+        synced = await session.get(FilterSyncState, tenant)
+    return AssignmentFilterList(
+        items=[AssignmentFilterPublic.model_validate(row) for row in rows],
+        synced_at=synced.synced_at if synced else None,
+    )
 
 
 @router.post(

@@ -325,7 +325,8 @@ def register_directory(runtime: ServiceRuntime) -> None:
 
     @directory.handles(DirectoryPurged)
     async def drop_directory(event: DirectoryPurged, ctx: HandlerContext) -> None:
-        for table in (DirectoryGroup, DirectoryState):
+        tables = (DirectoryGroup, DirectoryState, AssignmentFilterRow, FilterSyncState)
+        for table in tables:
             await ctx.session.exec(delete(table).where(col(table.tenant_id) == event.tenant_id))
 
 

@@ -1,0 +1,286 @@
+"""Deployments end to end: portal-api, consent, directory-sync and intune-writer as processes, on
+real Kafka and PostgreSQL, against the emulated Entra ID and Graph. A tenant is linked and Intune
+writing activated through the API; its groups and assignment filters reach the portal from
+Graph; an operator's change is validated against them and verified by consent; a change by a
+user the tenant does not allow, or after the Intune writer's consent was revoked, is rejected
+with the reason on the change's timeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from tenantflow.devinfra.pytest_plugin import RunningInfra
+from tenantflow.devinfra.services import emulated_microsoft, service_process
+from tenantflow.devinfra.testing import create_database, eventually
+from tenantflow.emulator.testing import RunningEmulator
+
+pytestmark = pytest.mark.e2e
+
+ADMIN, OPERATOR = "Tenantflow.Admin", "Tenantflow.Operator"
+WRITER_PERMISSIONS = [
+    "DeviceManagementApps.ReadWrite.All",
+    "DeviceManagementManagedDevices.Read.All",
+    "DeviceManagementConfiguration.Read.All",
+    "Organization.Read.All",
+]
+APP = "company-portal"
+
+
+@dataclass
+class Stack:
+    portal: str
+    emulator: RunningEmulator
+
+    def client(self, tenant: UUID, user: UUID, *roles: str) -> httpx.AsyncClient:
+        token = self.emulator.user_token(tenant, user, *roles)
+        return httpx.AsyncClient(base_url=self.portal, headers={"authorization": f"Bearer {token}"})
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    infra: RunningInfra, emulator: RunningEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    logs = tmp_path_factory.mktemp("deployments")
+    environment = {
+        "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": f"x{uuid4().hex[:8]}.",
+        "DATABASE_URL": await create_database(infra.database_url),
+    }
+    microsoft = emulated_microsoft(emulator)
+    settings = {
+        "portal-api": {
+            **microsoft["portal-api"],
+            "USER_REQUESTS_PER_MINUTE": "1000000",
+            "TENANT_REQUESTS_PER_MINUTE": "1000000",
+        },
+        # every change re-checks the tenant's consent: a revocation is seen by the next change
+        "consent": {
+            **microsoft["consent"],
+            "CONSENT_MAX_AGE_SECONDS": "0.5",
+            "CHANGE_CHECK_POLL_SECONDS": "0.2",
+        },
+        "directory-sync": {**microsoft["directory-sync"], "POLL_SECONDS": "0.2"},
+        "intune-writer": {**microsoft["intune-writer"], "POLL_SECONDS": "0.2"},
+    }
+    async with (
+        service_process("consent", logs / "consent.log", environment, settings["consent"]),
+        service_process(
+            "directory-sync", logs / "sync.log", environment, settings["directory-sync"]
+        ),
+        service_process(
+            "intune-writer", logs / "writer.log", environment, settings["intune-writer"]
+        ),
+        service_process(
+            "portal-api", logs / "portal.log", environment, settings["portal-api"]
+        ) as portal,
+    ):
+        yield Stack(portal.url, emulator)
+
+
+@dataclass
+class Tenant:
+    id: UUID
+    admin: UUID
+    """A Global Administrator: links and activates."""
+    operator: UUID
+    """Assigned to the directory connector: allowed to change deployments."""
+    stranger: UUID
+    """Neither: the tenant does not allow them, whatever their portal role."""
+    groups: list[UUID]
+    windows_filter: UUID
+    ios_filter: UUID
+
+
+async def ready(stack: Stack) -> Tenant:
+    """A seeded tenant, linked, with Intune writing enabled, its directory and filters read."""
+    emulator = stack.emulator
+    tenant = Tenant(
+        uuid4(), uuid4(), uuid4(), uuid4(), [uuid4() for _ in range(3)], uuid4(), uuid4()
+    )
+    domain = f"t{tenant.id.hex[:10]}.example"
+
+    def user(user_id: UUID, name: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": str(user_id),
+            "display_name": name,
+            "user_principal_name": f"{name}@{domain}",
+            **extra,
+        }
+
+    emulator.seed(
+        {
+            "id": str(tenant.id),
+            "display_name": "Contoso",
+            "verified_domains": [domain],
+            "users": [
+                user(tenant.admin, "admin", directory_roles=["Global Administrator"]),
+                user(tenant.operator, "operator"),
+                user(tenant.stranger, "stranger"),
+            ],
+            "groups": [
+                {"id": str(g), "display_name": f"Group {n}", "members": [str(tenant.operator)]}
+                for n, g in enumerate(tenant.groups)
+            ],
+            "enterprise_apps": [
+                {
+                    "app_id": emulator.apps["directory-connector"]["client_id"],
+                    "permissions": ["Directory.Read.All"],
+                    "assigned_principals": [str(tenant.operator)],
+                },
+                {
+                    "app_id": emulator.apps["intune-writer"]["client_id"],
+                    "permissions": WRITER_PERMISSIONS,
+                },
+            ],
+            "assignment_filters": [
+                {"id": str(tenant.windows_filter), "display_name": "Windows 11"},
+                {"id": str(tenant.ios_filter), "display_name": "iPhones", "platform": "iOS"},
+            ],
+        }
+    )
+    path = f"/v1/tenants/{tenant.id}"
+    async with stack.client(tenant.id, tenant.admin, ADMIN) as admin:
+        assert (
+            await admin.post("/v1/tenants", json={"tenant_id": str(tenant.id)})
+        ).status_code == 202
+
+        async def field(getter: str, wanted: str) -> bool:
+            body = (await admin.get(path)).json()
+            return bool(
+                (body["intune_writing"] if getter == "intune" else body)["status"] == wanted
+            )
+
+        await eventually(lambda: field("link", "linked"), within=30, what="linked")
+        assert (await admin.post(f"{path}/intune")).status_code == 202
+        await eventually(lambda: field("intune", "enabled"), within=30, what="intune writing")
+
+        async def read_models() -> bool:
+            directory = (await admin.get(f"{path}/directory")).json()
+            filters = (await admin.get(f"{path}/assignment-filters")).json()
+            return directory["status"] == "synced" and len(filters["items"]) == 2
+
+        await eventually(read_models, within=60, what="directory and filters in the portal")
+    return tenant
+
+
+async def change_status(
+    client: httpx.AsyncClient, location: str, wanted: set[str]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal body
+        body = (await client.get(location)).json()
+        return body["status"] in wanted
+
+    await eventually(reached, within=30, what=f"the change {wanted}")
+    return body
+
+
+async def test_an_operators_change_is_validated_against_graph_data_and_verified(
+    stack: Stack,
+) -> None:
+    tenant = await ready(stack)
+    deployment = f"/v1/tenants/{tenant.id}/deployments/{APP}"
+    required = {
+        "target": {"kind": "group", "group_id": str(tenant.groups[0])},
+        "intent": "required",
+        "filter": {"filter_id": str(tenant.windows_filter), "mode": "include"},
+    }
+    async with stack.client(tenant.id, tenant.operator, OPERATOR) as operator:
+        wrong_platform = await operator.put(
+            deployment,
+            json={
+                "assignments": [
+                    {**required, "filter": {"filter_id": str(tenant.ios_filter), "mode": "include"}}
+                ]
+            },
+            headers={"if-none-match": "*"},
+        )
+        created = await operator.put(
+            deployment,
+            json={
+                "assignments": [
+                    required,
+                    {
+                        "target": {"kind": "exclusion_group", "group_id": str(tenant.groups[1])},
+                        "intent": "required",
+                    },
+                ]
+            },
+            headers={"if-none-match": "*"},
+        )
+        assert created.status_code == 202, created.text
+        change = await change_status(
+            operator, created.headers["location"], {"verified", "rejected"}
+        )
+    assert wrong_platform.status_code == 422
+    assert wrong_platform.json()["errors"][0]["type"] == "filter_platform"
+    assert change["status"] == "verified", change
+    assert [step["status"] for step in change["timeline"]] == ["requested", "verified"]
+    assert change["requested_by"]["object_id"] == str(tenant.operator)
+
+
+async def test_a_user_the_tenant_does_not_allow_is_rejected_by_consent(stack: Stack) -> None:
+    tenant = await ready(stack)
+    async with stack.client(tenant.id, tenant.stranger, OPERATOR) as stranger:
+        accepted = await stranger.put(
+            f"/v1/tenants/{tenant.id}/deployments/{APP}",
+            json={
+                "assignments": [
+                    {
+                        "target": {"kind": "group", "group_id": str(tenant.groups[0])},
+                        "intent": "available",
+                    }
+                ]
+            },
+            headers={"if-none-match": "*"},
+        )
+        assert accepted.status_code == 202, accepted.text
+        change = await change_status(
+            stranger, accepted.headers["location"], {"verified", "rejected"}
+        )
+    assert (change["status"], change["reason"]) == ("rejected", "actor_not_allowed")
+    assert "Global Administrator" in change["detail"]
+
+
+async def test_after_the_writers_consent_is_revoked_a_change_is_rejected_with_the_reason(
+    stack: Stack,
+) -> None:
+    tenant = await ready(stack)
+    writer = stack.emulator.apps["intune-writer"]["client_id"]
+    with stack.emulator.client() as control:
+        control.delete(f"/_emulator/tenants/{tenant.id}/consents/{writer}").raise_for_status()
+    async with stack.client(tenant.id, tenant.operator, OPERATOR) as operator:
+        accepted = await operator.put(
+            f"/v1/tenants/{tenant.id}/deployments/{APP}",
+            json={
+                "assignments": [
+                    {
+                        "target": {"kind": "group", "group_id": str(tenant.groups[2])},
+                        "intent": "required",
+                    }
+                ]
+            },
+            headers={"if-none-match": "*"},
+        )
+        assert accepted.status_code == 202, accepted.text
+        change = await change_status(
+            operator, accepted.headers["location"], {"verified", "rejected"}
+        )
+        tenant_now = (await operator.get(f"/v1/tenants/{tenant.id}")).json()
+        refused = await operator.put(
+            f"/v1/tenants/{tenant.id}/deployments/{APP}",
+            json={"assignments": []},
+            headers={"if-match": accepted.headers["etag"]},
+        )
+    assert (change["status"], change["reason"]) == ("rejected", "intune_writing_not_enabled")
+    assert tenant_now["intune_writing"]["status"] == "revoked"
+    # the portal knows now: the next change is refused before it is stored
+    assert refused.status_code == 409
