@@ -274,13 +274,18 @@ async def test_after_the_writers_consent_is_revoked_a_change_is_rejected_with_th
         change = await change_status(
             operator, accepted.headers["location"], {"verified", "rejected"}
         )
-        tenant_now = (await operator.get(f"/v1/tenants/{tenant.id}")).json()
+
+        async def revoked() -> bool:
+            body = (await operator.get(f"/v1/tenants/{tenant.id}")).json()
+            return bool(body["intune_writing"]["status"] == "revoked")
+
+        # consent's check found the revocation and said so on the tenants topic too
+        await eventually(revoked, within=30, what="Intune writing revoked in the portal")
         refused = await operator.put(
             f"/v1/tenants/{tenant.id}/deployments/{APP}",
             json={"assignments": []},
             headers={"if-match": accepted.headers["etag"]},
         )
     assert (change["status"], change["reason"]) == ("rejected", "intune_writing_not_enabled")
-    assert tenant_now["intune_writing"]["status"] == "revoked"
     # the portal knows now: the next change is refused before it is stored
     assert refused.status_code == 409
