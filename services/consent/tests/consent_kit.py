@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from aiokafka import AIOKafkaProducer
-
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
@@ -29,6 +26,7 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
+from tenantflow.devinfra.testing import publish as publish_events
 from tenantflow.devinfra.testing import read_topic
 from tenantflow.emulator.testing import RunningEmulator
 
@@ -63,20 +61,9 @@ async def running_consent(
 
 
 async def publish(runtime: ServiceRuntime, event: EventPayload) -> str:
-    """What portal-api's relay would put on the bus."""
-    envelope = Envelope(data=event, source="/tenantflow/portal-api")
-    producer = AIOKafkaProducer(**connection_kwargs(runtime.kafka, "fake-portal"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            runtime.kafka.topic_prefix + envelope.topic,
-            envelope.value(),
-            key=envelope.key,
-            headers=envelope.headers(),
-        )
-    finally:
-        await producer.stop()
-    return envelope.id
+    """What portal-api's relay would put on the bus; the event's id."""
+    [event_id] = await publish_events(runtime.kafka, event, source="/tenantflow/portal-api")
+    return event_id
 
 
 async def request(

@@ -13,10 +13,8 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import httpx
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.tables import bus_tables
 from tenantflow.bus.topics import ensure_topics
@@ -35,6 +33,7 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.devinfra.testing import eventually
+from tenantflow.devinfra.testing import publish as publish_events
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.portal_api.api import create_app
 from tenantflow.portal_api.bootstrap import Portal, bootstrap
@@ -110,19 +109,8 @@ class User:
 
 
 async def publish(portal: Portal, event: EventPayload) -> None:
-    """What consent's relay would put on the bus."""
-    envelope = Envelope(data=event, source="/tenantflow/consent")
-    producer = AIOKafkaProducer(**connection_kwargs(portal.runtime.kafka, "fake-consent"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            portal.runtime.kafka.topic_prefix + envelope.topic,
-            envelope.value(),
-            key=envelope.key,
-            headers=envelope.headers(),
-        )
-    finally:
-        await producer.stop()
+    """What another service's relay would put on the bus."""
+    await publish_events(portal.runtime.kafka, event, source="/tenantflow/consent")
 
 
 async def link_requests(portal: Portal, tenant: UUID) -> list[Envelope[EventPayload]]:

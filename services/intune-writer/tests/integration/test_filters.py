@@ -9,14 +9,12 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
-from tenantflow.contracts.common import EventPayload, UserActor
-from tenantflow.contracts.envelope import Envelope, decode
+from tenantflow.contracts.common import UserActor
+from tenantflow.contracts.envelope import decode
 from tenantflow.contracts.events import (
     AssignmentFiltersSynced,
     IntuneWritingEnabled,
@@ -24,7 +22,7 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import create_database, eventually, read_topic
+from tenantflow.devinfra.testing import create_database, eventually, publish, read_topic
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.intune_writer.bootstrap import bootstrap
 from tenantflow.intune_writer.models import FilterReading
@@ -67,21 +65,6 @@ async def writer(infra: RunningInfra, emulator: RunningEmulator) -> AsyncIterato
         await runtime.stop()
 
 
-async def publish(runtime: ServiceRuntime, event: EventPayload) -> None:
-    envelope = Envelope(data=event, source="/tenantflow/consent")
-    producer = AIOKafkaProducer(**connection_kwargs(runtime.kafka, "fake-consent"))
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            runtime.kafka.topic_prefix + envelope.topic,
-            envelope.value(),
-            key=envelope.key,
-            headers=envelope.headers(),
-        )
-    finally:
-        await producer.stop()
-
-
 def seeded(emulator: RunningEmulator) -> tuple[UUID, UUID, list[UUID]]:
     tenant, admin = uuid4(), uuid4()
     filters = [uuid4(), uuid4()]
@@ -114,7 +97,7 @@ async def test_filters_are_read_while_writing_is_enabled_and_no_longer_once_unli
     tenant, admin, filters = seeded(emulator)
     actor = UserActor(tenant_id=tenant, object_id=admin)
     await publish(
-        writer,
+        writer.kafka,
         IntuneWritingEnabled(
             tenant_id=tenant, actor=actor, correlation_id=uuid4(), granted_permissions=WRITER
         ),
@@ -131,7 +114,9 @@ async def test_filters_are_read_while_writing_is_enabled_and_no_longer_once_unli
     )
     assert (by_id[filters[1]].platform, by_id[filters[1]].management_type) == ("iOS", "apps")
 
-    await publish(writer, TenantUnlinked(tenant_id=tenant, actor=actor, correlation_id=uuid4()))
+    await publish(
+        writer.kafka, TenantUnlinked(tenant_id=tenant, actor=actor, correlation_id=uuid4())
+    )
 
     async def stopped() -> bool:
         async with writer.sessions() as session:
