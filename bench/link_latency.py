@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from datetime import datetime
@@ -28,7 +27,7 @@ import httpx
 
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.services import emulated_microsoft, service_process
-from tenantflow.devinfra.testing import infra_and_emulator
+from tenantflow.devinfra.testing import infra_and_emulator, latency_summary
 from tenantflow.emulator.testing import RunningEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,20 +52,6 @@ async def link_once(client: httpx.AsyncClient, tenant: UUID, token: str) -> tupl
     requested = datetime.fromisoformat(body["requested_at"])
     linked = datetime.fromisoformat(body["updated_at"])
     return observed, (linked - requested).total_seconds()
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-
-    def percentile(share: float) -> float:
-        return round(ordered[min(len(ordered) - 1, round(share * len(ordered)) - 1)] * 1000, 1)
-
-    return {
-        "median_ms": round(statistics.median(seconds) * 1000, 1),
-        "p95_ms": percentile(0.95),
-        "p99_ms": percentile(0.99),
-        "max_ms": round(max(seconds) * 1000, 1),
-    }
 
 
 async def measure(infra: LocalInfra, emulator: RunningEmulator, links: int, warmup: int) -> Any:
@@ -103,8 +88,8 @@ async def measure(infra: LocalInfra, emulator: RunningEmulator, links: int, warm
         "links": links,
         "warmup_links": warmup,
         "poll_interval_ms": POLL_S * 1000,
-        "observed": summary([observed for observed, _ in measured]),
-        "server": summary([server for _, server in measured]),
+        "observed": latency_summary([observed for observed, _ in measured]),
+        "server": latency_summary([server for _, server in measured]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
 

@@ -90,7 +90,7 @@ def make_broker(settings: KafkaSettings, client_id: str, **overrides: Any) -> Ka
 # latency matters more than fetch batching here.
 CONSUMER_SETTINGS: dict[str, Any] = {
     "auto_offset_reset": "earliest",
-    "fetch_max_wait_ms": 10,
+    "fetch_max_wait_ms": 500,
     "max_poll_records": 100,
     "session_timeout_ms": 10_000,
     "heartbeat_interval_ms": 3_000,

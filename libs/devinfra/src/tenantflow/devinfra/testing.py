@@ -4,6 +4,7 @@ condition with a deadline (never a bare sleep)."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -123,3 +124,20 @@ def infra_and_emulator(workdir: Path) -> Iterator[tuple[LocalInfra, RunningEmula
             process.wait(timeout=30)
     finally:
         infra.stop()
+
+
+def latency_summary(seconds: list[float]) -> dict[str, float]:
+    """Median, p95, p99 and max of ``seconds``, in milliseconds (nearest-rank percentiles)."""
+    ordered = sorted(seconds)
+
+    def percentile(share: float) -> float:
+        return round(
+            ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))] * 1000, 1
+        )
+
+    return {
+        "median_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": percentile(0.95),
+        "p99_ms": percentile(0.99),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }

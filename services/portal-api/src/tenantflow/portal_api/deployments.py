@@ -132,6 +132,7 @@ class ChangePublic(BaseModel):
     graph_error: dict[str, Any] | None = Field(description="Graph's error, parsed, if it failed.")
     superseded_by: UUID | None = Field(description="The change applied in its place.")
     timeline: list[ChangeStep] = Field(description="Every step so far, oldest first.")
+    updated_at: datetime | None = Field(description="When the portal last recorded a step.")
 
     @classmethod
     def of(cls, change: DeploymentChange) -> ChangePublic:
@@ -158,6 +159,7 @@ class ChangePublic(BaseModel):
             graph_error=change.graph_error,
             superseded_by=change.superseded_by,
             timeline=change.timeline,
+            updated_at=change.updated_at,
         )
 
 

@@ -8,6 +8,7 @@ a request since superseded or unlinked therefore changes nothing, whenever it ar
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -115,7 +116,7 @@ async def _advance_change(
         return None
     for name, value in values.items():
         setattr(change, name, value)
-    change.updated_at = ctx.envelope.time
+    change.updated_at = datetime.now(UTC)
     ctx.session.add(change)
     return change
 
