@@ -15,7 +15,7 @@ from tenantflow.consent.changes import (
     refusal_after_check,
     refusal_of,
 )
-from tenantflow.consent.models import AuthorizedActor, LinkedTenant
+from tenantflow.consent.models import LinkedTenant
 from tenantflow.consent.verification import Rejected, Verified
 from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.events import LinkAuthorization, VerificationFailure
@@ -39,13 +39,9 @@ def tenant(**fields: object) -> LinkedTenant:
     return LinkedTenant.model_validate({**values, **fields})
 
 
-def allowed(age: timedelta) -> AuthorizedActor:
-    return AuthorizedActor(
-        tenant_id=ADA.tenant_id,
-        object_id=ADA.object_id,
-        authorized_by="global_administrator",
-        checked_at=NOW - age,
-    )
+def allowed(age: timedelta) -> datetime:
+    """When the actor was last shown allowed: ``age`` ago."""
+    return NOW - age
 
 
 def reason(refusal: Refusal | None) -> str | None:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from enum import Flag, auto
 from uuid import UUID
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, exists, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -99,14 +99,15 @@ def refusal_of(tenant: LinkedTenant | None, actor: UserActor | None) -> Refusal 
 
 
 def doubts(
-    tenant: LinkedTenant, allowed: AuthorizedActor | None, now: datetime, freshness: Freshness
+    tenant: LinkedTenant, actor_seen_at: datetime | None, now: datetime, freshness: Freshness
 ) -> Doubt:
-    """What is too old to trust without asking Graph again."""
+    """What is too old to trust without asking Graph again: the tenant's consent, or the
+    actor's right, last shown allowed at ``actor_seen_at`` (None: never)."""
     doubt = Doubt.NONE
     seen = tenant.consent_seen_at
     if seen is None or now - seen > freshness.consent_max_age:
         doubt |= Doubt.CONSENT
-    if allowed is None or now - allowed.checked_at > freshness.actor_max_age:
+    if actor_seen_at is None or now - actor_seen_at > freshness.actor_max_age:
         doubt |= Doubt.ACTOR
     return doubt
 
@@ -194,25 +195,41 @@ class ChangeChecks:
         """Emit the verdict now, or queue the change for a check."""
         session, now = ctx.session, self.clock()
         actor = event.actor if isinstance(event.actor, UserActor) else None
-        tenant = await session.get(LinkedTenant, event.tenant_id)
-        allowed = (
-            await session.get(AuthorizedActor, (event.tenant_id, actor.object_id))
-            if actor
-            else None
-        )
-        waiting = (
+        # one round trip: the tenant, when the actor was last shown allowed, whether changes wait
+        user = actor.object_id if actor else UUID(int=0)
+        known = (
             await session.exec(
-                select(PendingChange.change_id).where(PendingChange.tenant_id == event.tenant_id)
+                select(
+                    LinkedTenant,
+                    select(AuthorizedActor.checked_at)
+                    .where(
+                        AuthorizedActor.tenant_id == event.tenant_id,
+                        AuthorizedActor.object_id == user,
+                    )
+                    .scalar_subquery(),
+                    exists().where(col(PendingChange.tenant_id) == event.tenant_id),
+                ).where(LinkedTenant.tenant_id == event.tenant_id)
             )
         ).first()
+        if known is None:
+            tenant, actor_seen_at = None, None
+            waiting = (
+                await session.exec(
+                    select(PendingChange.change_id).where(
+                        PendingChange.tenant_id == event.tenant_id
+                    )
+                )
+            ).first() is not None
+        else:
+            tenant, actor_seen_at, waiting = known
         refusal = refusal_of(tenant, actor)
-        if waiting is None and refusal is not None:
+        if not waiting and refusal is not None:
             await ctx.emit(_verdict(event, actor or _nobody(event), ctx.event_id, refusal))
             return
         if (
-            waiting is None
+            not waiting
             and tenant
-            and doubts(tenant, allowed, now, self.freshness) == Doubt.NONE
+            and doubts(tenant, actor_seen_at, now, self.freshness) == Doubt.NONE
         ):
             assert actor is not None
             await ctx.emit(_verdict(event, actor, ctx.event_id, None))
@@ -281,12 +298,10 @@ class ChangeChecks:
         waiting change of the tenant, in order, in one transaction."""
         async with self.runtime.sessions() as session:
             tenant = await session.get(LinkedTenant, tenant_id)
-            known = {
-                change.actor_object_id: await session.get(
-                    AuthorizedActor, (tenant_id, change.actor_object_id)
-                )
-                for change in changes
-            }
+            known = {}
+            for change in changes:
+                allowed = await session.get(AuthorizedActor, (tenant_id, change.actor_object_id))
+                known[change.actor_object_id] = allowed.checked_at if allowed else None
         now = self.clock()
         checked: dict[UUID, Verified | Rejected] = {}
         if tenant is not None:
