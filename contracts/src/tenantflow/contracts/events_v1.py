@@ -1,4 +1,5 @@
-"""Version 1 of the deployment change events: superseded by version 2, never produced.
+"""Version 1 of the deployment change events (classes named …V1): superseded by version 2,
+never produced.
 
 Version 1 was drafted before any service produced or consumed deployment changes. It named the
 app by an Intune mobileApp id, which a change cannot know before tenantflow creates the app from
@@ -20,13 +21,13 @@ from tenantflow.contracts.common import Contract, EventPayload
 from tenantflow.contracts.topics import Topic
 
 
-class AssignmentIntent(StrEnum):
+class AssignmentIntentV1(StrEnum):
     REQUIRED = "required"
     AVAILABLE = "available"
     UNINSTALL = "uninstall"
 
 
-class AssignmentTarget(Contract):
+class AssignmentTargetV1(Contract):
     kind: Literal["group", "exclusion_group", "all_users", "all_devices"] = Field(
         description="A group (included or excluded), or one of Intune's virtual groups.",
         examples=["group"],
@@ -38,14 +39,14 @@ class AssignmentTarget(Contract):
     )
 
     @model_validator(mode="after")
-    def _group_id_matches_kind(self) -> AssignmentTarget:
+    def _group_id_matches_kind(self) -> AssignmentTargetV1:
         needs_group = self.kind in ("group", "exclusion_group")
         if needs_group != (self.group_id is not None):
             raise ValueError("group_id is required for group targets and forbidden otherwise")
         return self
 
 
-class AssignmentFilterRef(Contract):
+class AssignmentFilterRefV1(Contract):
     filter_id: UUID = Field(
         description="The Intune assignment filter's id.",
         examples=["1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"],
@@ -55,15 +56,15 @@ class AssignmentFilterRef(Contract):
     )
 
 
-class DesiredAssignment(Contract):
-    target: AssignmentTarget = Field(description="Who gets the app.")
-    intent: AssignmentIntent = Field(description="What Intune does.", examples=["required"])
-    filter: AssignmentFilterRef | None = Field(
+class DesiredAssignmentV1(Contract):
+    target: AssignmentTargetV1 = Field(description="Who gets the app.")
+    intent: AssignmentIntentV1 = Field(description="What Intune does.", examples=["required"])
+    filter: AssignmentFilterRefV1 | None = Field(
         default=None, description="An optional assignment filter."
     )
 
 
-class _DeploymentRevision(Contract):
+class _DeploymentRevisionV1(Contract):
     app_id: UUID = Field(
         description="The Intune mobileApp id (deviceAppManagement/mobileApps/{id}).",
         examples=["4b8e2f6a-1c3d-4e5f-9a0b-1c2d3e4f5a6b"],
@@ -75,19 +76,19 @@ class _DeploymentRevision(Contract):
     )
 
 
-class DeploymentChangeRequested(_DeploymentRevision, EventPayload):
+class DeploymentChangeRequestedV1(_DeploymentRevisionV1, EventPayload):
     """A user changed an app's desired assignments; this is the complete desired set."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.requested"
     schema_version: ClassVar[int] = 1
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
-    desired_assignments: list[DesiredAssignment] = Field(
+    desired_assignments: list[DesiredAssignmentV1] = Field(
         description="The whole desired assignment set after this change (never a partial one).",
     )
 
 
-class DeploymentChangeVerified(_DeploymentRevision, EventPayload):
+class DeploymentChangeVerifiedV1(_DeploymentRevisionV1, EventPayload):
     """The change's tenant is linked with Intune writing enabled, and its references resolve."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.verified"
@@ -95,7 +96,7 @@ class DeploymentChangeVerified(_DeploymentRevision, EventPayload):
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
 
-class DeploymentRejectionReason(StrEnum):
+class DeploymentRejectionReasonV1(StrEnum):
     TENANT_NOT_LINKED = "tenant_not_linked"
     INTUNE_WRITING_NOT_ENABLED = "intune_writing_not_enabled"
     CONSENT_REVOKED = "consent_revoked"
@@ -104,14 +105,14 @@ class DeploymentRejectionReason(StrEnum):
     FILTER_NOT_FOUND = "filter_not_found"
 
 
-class DeploymentChangeRejected(_DeploymentRevision, EventPayload):
+class DeploymentChangeRejectedV1(_DeploymentRevisionV1, EventPayload):
     """The change will not be written; nothing in Graph was touched."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.rejected"
     schema_version: ClassVar[int] = 1
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
-    reason: DeploymentRejectionReason = Field(
+    reason: DeploymentRejectionReasonV1 = Field(
         description="Why the change was refused.", examples=["group_not_found"]
     )
     detail: str = Field(
@@ -125,14 +126,14 @@ class DeploymentChangeRejected(_DeploymentRevision, EventPayload):
     )
 
 
-class DeploymentChangeApplied(_DeploymentRevision, EventPayload):
+class DeploymentChangeAppliedV1(_DeploymentRevisionV1, EventPayload):
     """Microsoft Graph now holds exactly the desired assignment set."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.applied"
     schema_version: ClassVar[int] = 1
     topic: ClassVar[Topic] = Topic.DEPLOYMENTS
 
-    written_assignments: list[DesiredAssignment] = Field(
+    written_assignments: list[DesiredAssignmentV1] = Field(
         description="The assignment set written with POST mobileApps/{id}/assign.",
     )
     unchanged: bool = Field(
@@ -149,7 +150,7 @@ class DeploymentChangeApplied(_DeploymentRevision, EventPayload):
     )
 
 
-class DeploymentChangeFailed(_DeploymentRevision, EventPayload):
+class DeploymentChangeFailedV1(_DeploymentRevisionV1, EventPayload):
     """Writing the change to Microsoft Graph failed; Graph holds the previous set."""
 
     event_type: ClassVar[str] = "dev.tenantflow.deployment.change.failed"

@@ -29,11 +29,11 @@ EVENT_CLASSES: tuple[type[EventPayload], ...] = (
     events.DeploymentChangeApplied,
     events.DeploymentChangeFailed,
     events.DeploymentChangeSuperseded,
-    events_v1.DeploymentChangeRequested,
-    events_v1.DeploymentChangeVerified,
-    events_v1.DeploymentChangeRejected,
-    events_v1.DeploymentChangeApplied,
-    events_v1.DeploymentChangeFailed,
+    events_v1.DeploymentChangeRequestedV1,
+    events_v1.DeploymentChangeVerifiedV1,
+    events_v1.DeploymentChangeRejectedV1,
+    events_v1.DeploymentChangeAppliedV1,
+    events_v1.DeploymentChangeFailedV1,
     events.DeadLettered,
 )
 

@@ -312,6 +312,30 @@ async def test_large_removals_and_broad_targets_need_confirmation(tenant: Tenant
     assert (await tenant.put(many[:2], {"if-match": '"2"'})).status_code == 202
 
 
+async def test_a_dry_run_answers_what_would_happen_and_changes_nothing(tenant: Tenant) -> None:
+    many = [group(g) for g in tenant.groups[:22]]
+    await tenant.put(many, CREATE)
+    plan = await tenant.put([group(tenant.groups[22])], {"if-match": '"1"'}, dry_run=True)
+    bad = await tenant.put([group(uuid4())], {"if-match": '"1"'}, dry_run=True)
+    stale = await tenant.put(many, {"if-match": '"9"'}, dry_run=True)
+    removal = await tenant.client.delete(
+        f"{tenant.path}/{APP}", headers={"if-match": '"1"'}, params={"dry_run": True}
+    )
+    assert plan.status_code == 200, plan.text
+    body = plan.json()
+    assert (len(body["would_remove"]), len(body["would_add"]), body["needs_confirmation"]) == (
+        22,
+        1,
+        True,
+    )
+    assert "remove 22 assignments" in body["explanation"]
+    assert bad.status_code == 422  # validated like the real change
+    assert stale.status_code == 412
+    assert (removal.status_code, len(removal.json()["would_remove"])) == (200, 22)
+    assert len(await tenant.requests()) == 1  # nothing stored, nothing sent on
+    assert (await tenant.client.get(f"{tenant.path}/{APP}")).headers["etag"] == '"1"'
+
+
 # --- versions and races ------------------------------------------------------------------------
 
 

@@ -203,6 +203,18 @@ class DeploymentPublic(BaseModel):
         )
 
 
+class ChangePlan(BaseModel):
+    """What a change would do (?dry_run=true): validated like the real one, nothing stored,
+    nothing sent to Intune."""
+
+    desired_assignments: list[DesiredAssignment] = Field(description="The set it would hold.")
+    would_add: list[DesiredAssignment]
+    would_remove: list[DesiredAssignment]
+    would_change: list[DesiredAssignment]
+    needs_confirmation: bool = Field(description="The blast-radius guard would hold it back.")
+    explanation: str | None = Field(description="Why confirmation would be needed.")
+
+
 class DeploymentPage(BaseModel):
     items: list[DeploymentPublic]
     next_cursor: str | None = Field(
@@ -473,9 +485,11 @@ async def _change(
     response: Response,
     if_match: str | None,
     if_none_match: str | None,
+    *,
     confirm: bool,
+    dry_run: bool,
     remove_app: bool = False,
-) -> DeploymentPublic:
+) -> DeploymentPublic | ChangePlan:
     wanted = tenant_id_of(tenant_id)
     settings = portal.settings
     async with transaction(portal.runtime.sessions) as session:
@@ -500,7 +514,18 @@ async def _change(
         if issues:
             raise _refuse(issues)
         impact = validation.impact(previous, desired)
-        if impact.needs_confirmation(settings.blast_radius_max_removals) and not confirm:
+        held = impact.needs_confirmation(settings.blast_radius_max_removals)
+        if dry_run:
+            response.status_code = 200
+            return ChangePlan(
+                desired_assignments=desired,
+                would_add=impact.added,
+                would_remove=impact.removed,
+                would_change=impact.changed,
+                needs_confirmation=held and not confirm,
+                explanation=impact.explain(settings.blast_radius_max_removals) if held else None,
+            )
+        if held and not confirm:
             raise Problem(
                 409,
                 impact.explain(settings.blast_radius_max_removals),
@@ -573,6 +598,13 @@ async def _change(
     return public
 
 
+DryRunQuery = Annotated[
+    bool,
+    Query(
+        description="Validate and answer what the change would do (a ChangePlan, 200); "
+        "store nothing and write nothing to Intune."
+    ),
+]
 ConfirmQuery = Annotated[
     bool,
     Query(
@@ -581,7 +613,11 @@ ConfirmQuery = Annotated[
     ),
 ]
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Nothing to change: the deployment already holds this set"},
+    200: {
+        "description": "?dry_run=true: what the change would do; otherwise nothing to change "
+        "(the deployment already holds this set)",
+        "model": ChangePlan,
+    },
     202: {
         "description": "Accepted: follow Location (the change) until it is applied",
         "model": DeploymentPublic,
@@ -592,7 +628,7 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.put(
     "/tenants/{tenant_id}/deployments/{app}",
-    response_model=DeploymentPublic,
+    response_model=DeploymentPublic | ChangePlan,
     status_code=202,
     dependencies=[Depends(json_body)],
     responses=WRITE_RESPONSES,
@@ -606,9 +642,10 @@ async def put_deployment(
     request: Request,
     response: Response,
     confirm: ConfirmQuery = False,
+    dry_run: DryRunQuery = False,
     if_match: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
-) -> DeploymentPublic:
+) -> DeploymentPublic | ChangePlan:
     """Set the app's whole desired assignment set in the tenant. Create with If-None-Match: *,
     change with If-Match: the ETag you read. The change is verified, then written to Intune;
     follow Location for its progress."""
@@ -623,7 +660,8 @@ async def put_deployment(
         response,
         if_match,
         if_none_match,
-        confirm,
+        confirm=confirm,
+        dry_run=dry_run,
     )
 
 
@@ -666,7 +704,7 @@ def _patched(operations: Sequence[PatchOperation]) -> Resolve:
 
 @router.patch(
     "/tenants/{tenant_id}/deployments/{app}",
-    response_model=DeploymentPublic,
+    response_model=DeploymentPublic | ChangePlan,
     status_code=202,
     dependencies=[Depends(json_body)],
     responses=WRITE_RESPONSES,
@@ -680,9 +718,10 @@ async def patch_deployment(
     request: Request,
     response: Response,
     confirm: ConfirmQuery = False,
+    dry_run: DryRunQuery = False,
     if_match: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
-) -> DeploymentPublic:
+) -> DeploymentPublic | ChangePlan:
     """Add or remove single assignments (to append one, add it): tenantflow resolves them into
     the whole desired set under the same version check as PUT, so Intune is never sent a
     partial set."""
@@ -697,13 +736,14 @@ async def patch_deployment(
         response,
         if_match,
         if_none_match,
-        confirm,
+        confirm=confirm,
+        dry_run=dry_run,
     )
 
 
 @router.delete(
     "/tenants/{tenant_id}/deployments/{app}",
-    response_model=DeploymentPublic,
+    response_model=DeploymentPublic | ChangePlan,
     status_code=202,
     responses=WRITE_RESPONSES,
 )
@@ -715,11 +755,12 @@ async def delete_deployment(
     request: Request,
     response: Response,
     confirm: ConfirmQuery = False,
+    dry_run: DryRunQuery = False,
     remove_app: Annotated[
         bool, Query(description="Delete the app from Intune too, once its assignments are gone.")
     ] = False,
     if_match: Annotated[str | None, Header()] = None,
-) -> DeploymentPublic:
+) -> DeploymentPublic | ChangePlan:
     """Remove every assignment tenantflow manages for the app; the Intune app itself stays
     unless ?remove_app=true. Needs If-Match with the deployment's ETag."""
     if if_match is None:
@@ -735,6 +776,7 @@ async def delete_deployment(
         response,
         if_match,
         None,
-        confirm,
-        remove_app,
+        confirm=confirm,
+        dry_run=dry_run,
+        remove_app=remove_app,
     )
