@@ -9,6 +9,7 @@ from uuid import UUID
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import SecretStr
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,19 @@ class AppCredentials:
             raise ValueError("a certificate credential needs both the certificate and its key")
         if self.certificate is None and not self.secret:
             raise ValueError(f"app {self.client_id} has neither a secret nor a certificate")
+
+    @classmethod
+    def of(
+        cls,
+        client_id: UUID,
+        secret: SecretStr | None,
+        certificate: Path | None,
+        private_key: Path | None,
+    ) -> AppCredentials:
+        """From a service's settings, the secret unwrapped."""
+        return cls(
+            client_id, secret.get_secret_value() if secret else None, certificate, private_key
+        )
 
     def for_msal(self) -> str | dict[str, str]:
         if self.certificate is None or self.private_key is None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.consent import handlers
 from tenantflow.consent.models import SCHEMA
@@ -15,10 +13,6 @@ from tenantflow.graph.credentials import AppCredentials
 
 SERVICE = "consent"
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value else None
 
 
 def bootstrap(settings: Settings) -> ServiceRuntime:
@@ -31,15 +25,15 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
     )
     runtime.on_stop(graph.close)
     apps = handlers.Apps(
-        directory_connector=AppCredentials(
+        directory_connector=AppCredentials.of(
             settings.directory_connector_client_id,
-            _secret(settings.directory_connector_secret),
+            settings.directory_connector_secret,
             settings.directory_connector_certificate,
             settings.directory_connector_private_key,
         ),
-        intune_writer=AppCredentials(
+        intune_writer=AppCredentials.of(
             settings.intune_writer_client_id,
-            _secret(settings.intune_writer_secret),
+            settings.intune_writer_secret,
             settings.intune_writer_certificate,
             settings.intune_writer_private_key,
         ),

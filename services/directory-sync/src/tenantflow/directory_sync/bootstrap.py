@@ -30,11 +30,9 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         report_denied=access_denied_reporter(runtime, ACTOR, EnterpriseApp.DIRECTORY_CONNECTOR),
     )
     runtime.on_stop(graph.close)
-    credentials = AppCredentials(
+    credentials = AppCredentials.of(
         settings.directory_connector_client_id,
-        settings.directory_connector_secret.get_secret_value()
-        if settings.directory_connector_secret
-        else None,
+        settings.directory_connector_secret,
         settings.directory_connector_certificate,
         settings.directory_connector_private_key,
     )

@@ -31,9 +31,9 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         report_denied=access_denied_reporter(runtime, ACTOR, EnterpriseApp.INTUNE_WRITER),
     )
     runtime.on_stop(graph.close)
-    credentials = AppCredentials(
+    credentials = AppCredentials.of(
         settings.intune_writer_client_id,
-        settings.intune_writer_secret.get_secret_value() if settings.intune_writer_secret else None,
+        settings.intune_writer_secret,
         settings.intune_writer_certificate,
         settings.intune_writer_private_key,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
@@ -30,8 +31,6 @@ from tenantflow.contracts.events import (
     DesiredAssignment,
 )
 from tenantflow.portal_api import catalog, lifecycle, validation
-from tenantflow.portal_api.auth import Principal
-from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import OperatorUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
     CATALOG_ID,
@@ -474,22 +473,47 @@ def _refuse(issues: Sequence[validation.Issue]) -> Problem:
     )
 
 
+DryRunQuery = Annotated[
+    bool,
+    Query(
+        description="Validate and answer what the change would do (a ChangePlan, 200); "
+        "store nothing and write nothing to Intune."
+    ),
+]
+ConfirmQuery = Annotated[
+    bool,
+    Query(
+        description="Apply a change the blast-radius guard holds back (large removals, all "
+        "users or all devices)."
+    ),
+]
+
+
+@dataclass
+class Writing:
+    """What a deployment write takes besides its body: where, who, and its conditions."""
+
+    tenant_id: str
+    app: AppId
+    user: OperatorUser
+    portal: PortalDep
+    request: Request
+    response: Response
+    confirm: ConfirmQuery = False
+    dry_run: DryRunQuery = False
+    if_match: Annotated[str | None, Header()] = None
+    if_none_match: Annotated[str | None, Header()] = None
+
+
 async def _change(
-    portal: Portal,
-    user: Principal,
-    tenant_id: str,
-    app: str,
+    writing: Writing,
     operation: Literal["replace", "patch", "remove"],
     resolve: Resolve,
-    request: Request,
-    response: Response,
-    if_match: str | None,
-    if_none_match: str | None,
-    *,
-    confirm: bool,
-    dry_run: bool,
     remove_app: bool = False,
 ) -> DeploymentPublic | ChangePlan:
+    portal, user, app, response = writing.portal, writing.user, writing.app, writing.response
+    tenant_id, request, confirm = writing.tenant_id, writing.request, writing.confirm
+    if_match, if_none_match, dry_run = writing.if_match, writing.if_none_match, writing.dry_run
     wanted = tenant_id_of(tenant_id)
     settings = portal.settings
     async with transaction(portal.runtime.sessions) as session:
@@ -598,20 +622,6 @@ async def _change(
     return public
 
 
-DryRunQuery = Annotated[
-    bool,
-    Query(
-        description="Validate and answer what the change would do (a ChangePlan, 200); "
-        "store nothing and write nothing to Intune."
-    ),
-]
-ConfirmQuery = Annotated[
-    bool,
-    Query(
-        description="Apply a change the blast-radius guard holds back (large removals, all "
-        "users or all devices)."
-    ),
-]
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "?dry_run=true: what the change would do; otherwise nothing to change "
@@ -634,35 +644,12 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=WRITE_RESPONSES,
 )
 async def put_deployment(
-    tenant_id: str,
-    app: AppId,
-    body: DeploymentPut,
-    user: OperatorUser,
-    portal: PortalDep,
-    request: Request,
-    response: Response,
-    confirm: ConfirmQuery = False,
-    dry_run: DryRunQuery = False,
-    if_match: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    body: DeploymentPut, writing: Annotated[Writing, Depends()]
 ) -> DeploymentPublic | ChangePlan:
     """Set the app's whole desired assignment set in the tenant. Create with If-None-Match: *,
     change with If-Match: the ETag you read. The change is verified, then written to Intune;
     follow Location for its progress."""
-    return await _change(
-        portal,
-        user,
-        tenant_id,
-        app,
-        "replace",
-        lambda previous: list(body.assignments),
-        request,
-        response,
-        if_match,
-        if_none_match,
-        confirm=confirm,
-        dry_run=dry_run,
-    )
+    return await _change(writing, "replace", lambda previous: list(body.assignments))
 
 
 def _patched(operations: Sequence[PatchOperation]) -> Resolve:
@@ -710,35 +697,12 @@ def _patched(operations: Sequence[PatchOperation]) -> Resolve:
     responses=WRITE_RESPONSES,
 )
 async def patch_deployment(
-    tenant_id: str,
-    app: AppId,
-    body: DeploymentPatch,
-    user: OperatorUser,
-    portal: PortalDep,
-    request: Request,
-    response: Response,
-    confirm: ConfirmQuery = False,
-    dry_run: DryRunQuery = False,
-    if_match: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    body: DeploymentPatch, writing: Annotated[Writing, Depends()]
 ) -> DeploymentPublic | ChangePlan:
     """Add or remove single assignments (to append one, add it): tenantflow resolves them into
     the whole desired set under the same version check as PUT, so Intune is never sent a
     partial set."""
-    return await _change(
-        portal,
-        user,
-        tenant_id,
-        app,
-        "patch",
-        _patched(body.operations),
-        request,
-        response,
-        if_match,
-        if_none_match,
-        confirm=confirm,
-        dry_run=dry_run,
-    )
+    return await _change(writing, "patch", _patched(body.operations))
 
 
 @router.delete(
@@ -765,18 +729,7 @@ async def delete_deployment(
     unless ?remove_app=true. Needs If-Match with the deployment's ETag."""
     if if_match is None:
         raise Problem(428, "Send If-Match with the deployment's ETag to remove it.")
-    return await _change(
-        portal,
-        user,
-        tenant_id,
-        app,
-        "remove",
-        lambda previous: [],
-        request,
-        response,
-        if_match,
-        None,
-        confirm=confirm,
-        dry_run=dry_run,
-        remove_app=remove_app,
+    writing = Writing(
+        tenant_id, app, user, portal, request, response, confirm, dry_run, if_match, None
     )
+    return await _change(writing, "remove", lambda previous: [], remove_app)
