@@ -78,6 +78,8 @@ def make_broker(settings: KafkaSettings, client_id: str, **overrides: Any) -> Ka
         "security": security(settings),
         "ack_policy": AT_LEAST_ONCE,
         "allow_auto_create_topics": False,
+        # handlers take the whole message and decode it themselves: no argument injection
+        "apply_types": False,
         "request_timeout_ms": 30_000,
         "graceful_timeout": 15.0,
         "log_level": logging.DEBUG,  # per-message logs only when asked for
