@@ -12,6 +12,7 @@ import pytest
 from consent_kit import publish, request, results, running_consent
 
 from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.consent.models import LinkedTenant
 from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.events import (
@@ -28,6 +29,7 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
+from tenantflow.devinfra.testing import eventually
 from tenantflow.emulator.testing import RunningEmulator
 
 pytestmark = pytest.mark.integration
@@ -209,6 +211,13 @@ async def test_after_unlinking_changes_are_rejected(
             correlation_id=uuid4(),
         ),
     )
+
+    async def forgotten() -> bool:
+        async with consent.sessions() as session:
+            return await session.get(LinkedTenant, tenant.id) is None
+
+    # the unlink and the change travel on different topics: the change comes after, here
+    await eventually(forgotten, what="consent forgot the tenant")
     await change(consent, tenant, tenant.admin)
     [verdict] = await verdicts_of(consent, 1)
     assert isinstance(verdict.data, DeploymentChangeRejected)

@@ -28,6 +28,7 @@ from portal_kit import (
 
 from tenantflow.contracts.events import (
     AssignmentFilter,
+    DeadLettered,
     DeploymentChangeApplied,
     DeploymentChangeFailed,
     DeploymentChangeRejected,
@@ -458,6 +459,32 @@ async def test_rejected_failed_and_superseded_changes_say_why(tenant: Tenant) ->
     assert broken["timeline"][-1]["graph_request_ids"] == ["req-9"]
     assert replaced["superseded_by"] == str(four.correlation_id)
     assert newest.status_code == 202
+
+
+async def test_a_change_consent_gave_up_on_ends_rejected(tenant: Tenant) -> None:
+    created = await tenant.put([group(tenant.groups[0])], CREATE)
+    [requested] = await tenant.requests()
+    await publish(
+        tenant.portal,
+        DeadLettered(
+            tenant_id=requested.tenant_id,
+            actor=CONSENT,
+            correlation_id=requested.correlation_id,
+            consumer="consent.changes",
+            error_type="KeyError",
+            error="boom",
+            attempts=5,
+            original_topic="tenantflow.deployments",
+            original_partition=0,
+            original_offset=0,
+            original_key=str(requested.tenant_id),
+            original_headers=[],
+            original_value_base64="",
+        ),
+    )
+    body = await settled(tenant, created, "rejected")
+    assert body["reason"] == "verification_failed"
+    assert "KeyError" in body["detail"]
 
 
 # --- who may do what ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from tenantflow.bus.errors import is_transient
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.consent.models import AuthorizedActor, LinkedTenant, PendingChange
 from tenantflow.consent.verification import REVOKING, Rejected, Verified
-from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.common import Actor, EventPayload, UserActor
 from tenantflow.contracts.events import (
     DeploymentChangeRejected,
     DeploymentChangeRequested,
@@ -72,6 +72,12 @@ class Refusal:
     detail: str
 
 
+BY_A_SERVICE = Refusal(
+    DeploymentRejectionReason.ACTOR_NOT_ALLOWED,
+    "Deployment changes are made by signed-in users, not by services.",
+)
+
+
 def refusal_of(tenant: LinkedTenant | None, actor: UserActor | None) -> Refusal | None:
     """Why what consent knows of the tenant refuses the change; None when it does not."""
     if tenant is None:
@@ -91,10 +97,7 @@ def refusal_of(tenant: LinkedTenant | None, actor: UserActor | None) -> Refusal 
             "Admin activates it again.",
         )
     if actor is None:
-        return Refusal(
-            DeploymentRejectionReason.ACTOR_NOT_ALLOWED,
-            "Deployment changes are made by signed-in users, not by services.",
-        )
+        return BY_A_SERVICE
     return None
 
 
@@ -127,7 +130,7 @@ def refusal_after_check(checked: Verified | Rejected) -> Refusal | None:
 
 def _verdict(
     change: PendingChange | DeploymentChangeRequested,
-    actor: UserActor,
+    actor: Actor,
     causation_id: str,
     refusal: Refusal | None,
 ) -> EventPayload:
@@ -195,8 +198,11 @@ class ChangeChecks:
         """Emit the verdict now, or queue the change for a check."""
         session, now = ctx.session, self.clock()
         actor = event.actor if isinstance(event.actor, UserActor) else None
+        if actor is None:  # refused whatever else, so it waits for nothing
+            await ctx.emit(_verdict(event, event.actor, ctx.event_id, BY_A_SERVICE))
+            return
         # one round trip: the tenant, when the actor was last shown allowed, whether changes wait
-        user = actor.object_id if actor else UUID(int=0)
+        user = actor.object_id
         known = (
             await session.exec(
                 select(
@@ -224,14 +230,13 @@ class ChangeChecks:
             tenant, actor_seen_at, waiting = known
         refusal = refusal_of(tenant, actor)
         if not waiting and refusal is not None:
-            await ctx.emit(_verdict(event, actor or _nobody(event), ctx.event_id, refusal))
+            await ctx.emit(_verdict(event, actor, ctx.event_id, refusal))
             return
         if (
             not waiting
             and tenant
             and doubts(tenant, actor_seen_at, now, self.freshness) == Doubt.NONE
         ):
-            assert actor is not None
             await ctx.emit(_verdict(event, actor, ctx.event_id, None))
             return
         await session.exec(
@@ -240,8 +245,8 @@ class ChangeChecks:
                 change_id=event.correlation_id,
                 tenant_id=event.tenant_id,
                 request_event_id=ctx.event_id,
-                actor_tenant_id=actor.tenant_id if actor else event.tenant_id,
-                actor_object_id=actor.object_id if actor else UUID(int=0),
+                actor_tenant_id=actor.tenant_id,
+                actor_object_id=actor.object_id,
                 app=event.app,
                 revision=event.revision,
                 queued_at=now,
@@ -325,9 +330,7 @@ class ChangeChecks:
                 refusal = refusal_of(tenant, _user(change)) or (
                     refusal_after_check(user_result) if user_result else None
                 )
-                verdict = _verdict(
-                    change, _user(change) or _nobody(change), change.request_event_id, refusal
-                )
+                verdict = _verdict(change, _user(change), change.request_event_id, refusal)
                 await self.runtime.outbox.add(session, verdict)
                 await session.exec(
                     delete(PendingChange).where(col(PendingChange.change_id) == change.change_id)
@@ -355,12 +358,5 @@ class ChangeChecks:
                 await asyncio.wait_for(self._wake.wait(), poll_seconds)
 
 
-def _user(change: PendingChange) -> UserActor | None:
-    if change.actor_object_id == UUID(int=0):
-        return None
+def _user(change: PendingChange) -> UserActor:
     return UserActor(tenant_id=change.actor_tenant_id, object_id=change.actor_object_id)
-
-
-def _nobody(change: DeploymentChangeRequested | PendingChange) -> UserActor:
-    """The actor a verdict names when the request's was a service (refused for that)."""
-    return UserActor(tenant_id=change.tenant_id, object_id=UUID(int=0))
