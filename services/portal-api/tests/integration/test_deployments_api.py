@@ -224,6 +224,27 @@ async def test_delete_removes_every_assignment_and_keeps_the_app_unless_asked(
     assert remove_app.remove_app
 
 
+async def test_deployments_are_listed_a_page_at_a_time(tenant: Tenant) -> None:
+    apps = ["company-portal", "microsoft-to-do", "powertoys", "vlc"]
+    for app in apps:
+        answer = await tenant.client.put(
+            f"{tenant.path}/{app}",
+            json={"assignments": [group(tenant.groups[0])]},
+            headers=CREATE,
+        )
+        assert answer.status_code == 202, answer.text
+    seen: list[str] = []
+    page = await tenant.client.get(tenant.path, params={"limit": 3})
+    while True:
+        assert page.status_code == 200, page.text
+        seen += [item["app"] for item in page.json()["items"]]
+        if page.json()["next_cursor"] is None:
+            break
+        page = await tenant.client.get(page.headers["link"].split(">")[0].lstrip("<"))
+    assert seen == apps
+    assert (await tenant.client.get(tenant.path, params={"cursor": "%%%"})).status_code == 400
+
+
 # --- validation: refused before anything is stored ---------------------------------------------
 
 

@@ -9,8 +9,6 @@ as Graph fixes them on the winGetApp it creates: to change them, add another cat
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenantflow.bus.db import transaction
 from tenantflow.contracts.events import CatalogApp
+from tenantflow.portal_api import cursors
 from tenantflow.portal_api.deps import CatalogAdmin, CatalogReader, PortalDep, json_body
 from tenantflow.portal_api.models import (
     CATALOG_ID,
@@ -79,17 +78,6 @@ def _check_if_match(row: CatalogAppRow, if_match: str) -> None:
         )
 
 
-def _cursor(catalog_id: str) -> str:
-    return base64.urlsafe_b64encode(catalog_id.encode()).decode().rstrip("=")
-
-
-def _after(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error):
-        raise Problem(400, "The cursor is not one this API returned.") from None
-
-
 @router.get("", response_model=CatalogPage, responses={400: problem("Bad cursor"), **PROBLEMS})
 async def list_catalog_apps(
     user: CatalogReader,
@@ -103,12 +91,14 @@ async def list_catalog_apps(
     limit = min(limit, portal.settings.page_size_max)
     statement = select(CatalogAppRow).order_by(col(CatalogAppRow.catalog_id)).limit(limit + 1)
     if cursor is not None:
-        statement = statement.where(col(CatalogAppRow.catalog_id) > _after(cursor))
+        statement = statement.where(
+            col(CatalogAppRow.catalog_id) > cursors.decode(cursor, CATALOG_ID)
+        )
     async with portal.runtime.sessions() as session:
         rows = list((await session.exec(statement)).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _cursor(rows[-1].catalog_id) if more else None
+    next_cursor = cursors.encode(rows[-1].catalog_id) if more else None
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
         response.headers["Link"] = f'<{next_url}>; rel="next"'

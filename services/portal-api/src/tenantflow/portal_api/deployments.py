@@ -11,8 +11,6 @@ writer never sends Intune a partial one.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +28,7 @@ from tenantflow.contracts.events import (
     DeploymentChangeRequested,
     DesiredAssignment,
 )
-from tenantflow.portal_api import catalog, lifecycle, validation
+from tenantflow.portal_api import catalog, cursors, lifecycle, validation
 from tenantflow.portal_api.deps import OperatorUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
     CATALOG_ID,
@@ -251,17 +249,6 @@ async def _with_latest(
     return [DeploymentPublic.of(d, changes[d.latest_change_id]) for d in deployments]
 
 
-def _cursor(app: str) -> str:
-    return base64.urlsafe_b64encode(app.encode()).decode().rstrip("=")
-
-
-def _after(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error):
-        raise Problem(400, "The cursor is not one this API returned.") from None
-
-
 @router.get(
     "/tenants/{tenant_id}/deployments",
     response_model=DeploymentPage,
@@ -293,14 +280,14 @@ async def list_deployments(
     if not include_removed:
         statement = statement.where(col(Deployment.removed).is_(False))
     if cursor is not None:
-        statement = statement.where(col(Deployment.app) > _after(cursor))
+        statement = statement.where(col(Deployment.app) > cursors.decode(cursor, CATALOG_ID))
     async with portal.runtime.sessions() as session:
         await reachable(session, user, wanted)
         limit_tenant(portal, wanted)
         rows = list((await session.exec(statement)).all())
         more = len(rows) > limit
         items = await _with_latest(session, rows[:limit])
-    next_cursor = _cursor(items[-1].app) if more else None
+    next_cursor = cursors.encode(items[-1].app) if more else None
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
         response.headers["Link"] = f'<{next_url}>; rel="next"'
