@@ -28,12 +28,26 @@ def test_intune_writes_per_app_and_tenant() -> None:
     throttled = throttling.intune("app", "tenant", "POST")
     assert throttled is not None
     assert throttled.scope == "Tenant_Application/IntuneWrite/app/tenant"
-    assert throttled.retry_after_s == pytest.approx(0.2)  # one write refills every 20 s / 100
-    assert throttling.retry_after(throttled) == "1"
+    assert throttled.retry_after_s == pytest.approx(20.0)  # when the window's first write ages out
+    assert throttling.retry_after(throttled) == "20"
     assert throttling.intune("app", "tenant", "GET") is None  # reads have their own budget
     assert throttling.intune("other-app", "tenant", "POST") is None
-    clock.now += 0.2
+    clock.now += 19.9
+    assert throttling.intune("app", "tenant", "POST") is not None  # no refill meanwhile
+    clock.now += 0.1
     assert throttling.intune("app", "tenant", "POST") is None
+
+
+def test_at_most_100_writes_in_any_20_seconds_however_they_are_spread() -> None:
+    clock = FakeClock()
+    throttling = Throttling(clock=clock)
+    granted = []
+    for _ in range(400):  # a write attempt every 0.1 s for 40 s
+        if throttling.intune("app", "tenant", "POST") is None:
+            granted.append(clock.now)
+        clock.now += 0.1
+    assert len(granted) == 200  # 100 in each 20 s, not 100 plus a refill of 5 a second
+    assert all(sum(1 for t in granted if start <= t < start + 20) <= 100 for start in granted)
 
 
 def test_intune_writes_per_tenant_across_apps() -> None:
@@ -53,8 +67,11 @@ def test_a_refused_request_costs_nothing() -> None:
         throttling.intune("app", "tenant", "POST")
     for _ in range(50):
         assert throttling.intune("app", "tenant", "POST") is not None
-    clock.now += 0.2
-    assert throttling.intune("app", "tenant", "POST") is None
+    clock.now += 20
+    assert [throttling.intune("app", "tenant", "POST") is None for _ in range(101)] == [
+        *[True] * 100,
+        False,
+    ]
 
 
 def test_directory_units_by_tenant_size_and_cost() -> None:
@@ -83,7 +100,7 @@ def test_fractional_retry_after() -> None:
         throttling.intune("app", "tenant", "POST")
     throttled = throttling.intune("app", "tenant", "POST")
     assert throttled is not None
-    assert throttling.retry_after(throttled) == "0.200"
+    assert throttling.retry_after(throttled) == "20.000"
 
 
 def test_switched_off() -> None:

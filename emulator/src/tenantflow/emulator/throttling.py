@@ -1,19 +1,61 @@
-"""Token buckets with Graph's published limits (shared/reference/graph-wire-formats.md §5).
+"""Graph's published limits (shared/reference/graph-wire-formats.md §5).
 
-Intune (mobileApps and related): per app per tenant 100 writes / 1,000 requests per 20 s, per
-tenant 200 writes / 2,000 requests per 20 s. Directory (users, groups, devices,
-servicePrincipals): resource units per app and tenant per 10 s, by tenant size (3,500 under 50
-users, 5,000 up to 500, 8,000 above), with per-request costs.
+Intune (mobileApps and related; GD includes/throttling-intune-applications.md): per app per
+tenant 100 writes / 1,000 requests per 20 s, per tenant 200 writes / 2,000 requests per 20 s.
+Microsoft states them as counts per 20 seconds, so they are sliding windows here: at most 100
+writes by one app in one tenant in any 20 s, and a throttled caller may write again when the
+oldest write of the window is 20 s old (not a bucket refilled at 5/s, which would let about 200
+through in the first 20 s). Directory (users, groups, devices, servicePrincipals;
+concepts/throttling-limits.md): token buckets of resource units per app and tenant per 10 s, by
+tenant size (3,500 under 50 users, 5,000 up to 500, 8,000 above), with per-request costs.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Budget(Protocol):
+    def wait_for(self, cost: float, now: float) -> float:
+        """Seconds until ``cost`` may be spent; 0 when it may now."""
+        ...
+
+    def spend(self, cost: float, now: float) -> None: ...
+
+
+@dataclass
+class SlidingWindow:
+    """At most ``limit`` units in any ``window_s`` seconds."""
+
+    limit: int
+    window_s: float
+    spent: deque[tuple[float, float]] = field(default_factory=deque)
+    total: float = 0.0
+
+    def _expire(self, now: float) -> None:
+        while self.spent and self.spent[0][0] <= now - self.window_s:
+            self.total -= self.spent.popleft()[1]
+
+    def wait_for(self, cost: float, now: float) -> float:
+        self._expire(now)
+        excess, wait = self.total + cost - self.limit, 0.0
+        for at, amount in self.spent:
+            if excess <= 0:
+                break
+            excess -= amount
+            wait = at + self.window_s - now
+        return max(0.0, wait) if excess <= 0 else self.window_s
+
+    def spend(self, cost: float, now: float) -> None:
+        self.spent.append((now, cost))
+        self.total += cost
 
 
 @dataclass
@@ -32,9 +74,13 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
         self.updated = now
 
-    def wait_for(self, cost: float) -> float:
+    def wait_for(self, cost: float, now: float) -> float:
         """Seconds until ``cost`` tokens are there; 0 when they are now."""
+        self.refill(now)
         return max(0.0, (cost - self.tokens) / (self.capacity / self.per_seconds))
+
+    def spend(self, cost: float, now: float) -> None:
+        self.tokens -= cost
 
 
 @dataclass(frozen=True)
@@ -90,13 +136,17 @@ class Throttling:
     fractional_retry_after: bool = False
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.monotonic
-    buckets: dict[tuple[str, ...], TokenBucket] = field(default_factory=dict)
+    buckets: dict[tuple[str, ...], Budget] = field(default_factory=dict)
 
-    def _bucket(self, key: tuple[str, ...], capacity: float, per_seconds: float) -> TokenBucket:
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = self.buckets[key] = TokenBucket(capacity, per_seconds, updated=self.clock())
-        return bucket
+    def _budget(self, key: tuple[str, ...], capacity: int, per_seconds: float) -> Budget:
+        budget = self.buckets.get(key)
+        if budget is None:
+            budget = self.buckets[key] = (
+                SlidingWindow(capacity, per_seconds)
+                if key[0].startswith("intune")
+                else TokenBucket(capacity, per_seconds, updated=self.clock())
+            )
+        return budget
 
     def intune(self, app_id: str, tenant_id: str, method: str) -> Throttled | None:
         if not self.enabled:
@@ -146,17 +196,16 @@ class Throttling:
         cost: int,
         now: float,
     ) -> Throttled | None:
-        """All buckets must grant; none is charged unless all do (a refused request is free)."""
-        buckets = [
-            (self._bucket(key, capacity, per_seconds), scope) for key, capacity, scope in checks
+        """All budgets must grant; none is charged unless all do (a refused request is free)."""
+        budgets = [
+            (self._budget(key, capacity, per_seconds), scope) for key, capacity, scope in checks
         ]
-        for bucket, scope in buckets:
-            bucket.refill(now)
-            wait = bucket.wait_for(cost)
+        for budget, scope in budgets:
+            wait = budget.wait_for(cost, now)
             if wait > 0:
                 return Throttled(wait, scope)
-        for bucket, _ in buckets:
-            bucket.tokens -= cost
+        for budget, _ in budgets:
+            budget.spend(cost, now)
         return None
 
     def retry_after(self, throttled: Throttled) -> str:
