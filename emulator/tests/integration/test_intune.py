@@ -244,9 +244,8 @@ def test_an_app_without_intune_permissions_gets_intunes_403(intune: Intune) -> N
         response = graph.get("/v1.0/deviceAppManagement/mobileApps")
     assert response.status_code == 403
     error = response.json()["error"]
-    wrapped = json.loads(error["message"])
-    assert wrapped["ErrorCode"] == "Forbidden"
-    inner = json.loads(wrapped["Message"])
+    assert error["code"] == "Forbidden"  # Intune's JSON straight in the message, no wrapper
+    inner = json.loads(error["message"])
     assert inner["_version"] == 3
     assert "DeviceManagementApps.ReadWrite.All" in inner["Message"]
     assert error["innerError"]["request-id"] == response.headers["request-id"]

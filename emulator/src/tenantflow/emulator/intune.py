@@ -33,10 +33,10 @@ CREATABLE = {
 }
 
 
-def intune_error(status: int, error_code: str, message: str, request: Request) -> GraphError:
-    """Intune wraps its own error, as JSON, inside Graph's message (the JSON-in-a-string form)."""
+def _intune_message(message: str, request: Request) -> str:
+    """Intune's own error, as JSON (with CRLF line ends), that Graph puts in error.message."""
     activity = request.scope.get("state", {}).get("request_id", "")
-    inner = json.dumps(
+    return json.dumps(
         {
             "_version": 3,
             "Message": f"{message} - Operation ID (for customer support): "
@@ -50,15 +50,25 @@ def intune_error(status: int, error_code: str, message: str, request: Request) -
         },
         indent=2,
     ).replace("\n", "\r\n")
-    wrapped = json.dumps({"ErrorCode": error_code, "Message": inner})
+
+
+def intune_error(status: int, error_code: str, message: str, request: Request) -> GraphError:
+    """An error Intune raised on its side ("An error has occurred", a missing resource): Graph's
+    code is UnknownError and its message wraps {"ErrorCode", "Message": Intune's JSON}, the
+    JSON-in-a-string form (graph-wire-formats.md §5, from public reports)."""
+    wrapped = json.dumps({"ErrorCode": error_code, "Message": _intune_message(message, request)})
     return GraphError(status, "UnknownError", wrapped)
+
+
+def permission_error(message: str, request: Request) -> GraphError:
+    """A missing application permission: Graph's code is Forbidden and its message is Intune's
+    JSON itself, with no ErrorCode wrapper (EUCPilots/vcredist#137, Intune-PowerShell-SDK#15)."""
+    return GraphError(403, "Forbidden", _intune_message(message, request))
 
 
 def _require(caller: Caller, allowed: tuple[str, ...], request: Request) -> None:
     if not (caller.roles | caller.scopes) & set(allowed):
-        raise intune_error(
-            403,
-            "Forbidden",
+        raise permission_error(
             "Application is not authorized to perform this operation. Application must have "
             f"one of the following scopes: {', '.join(allowed)}",
             request,
