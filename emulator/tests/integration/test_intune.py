@@ -199,7 +199,9 @@ def test_a_winget_app_is_created_and_returned_as_graph_documents_it(intune: Intu
             apps, json={k: v for k, v in app.items() if k != "installExperience"}
         )
         bad_account = graph.post(apps, json={**app, "installExperience": {"runAsAccount": "admin"}})
-        created = graph.post(apps, json=app)
+        created = graph.post(
+            apps, json={**app, "isAssigned": True, "publishingState": "notPublished"}
+        )
         app_id = created.json()["id"]
         read = graph.get(f"{apps}/{app_id}").json()
         renamed = graph.patch(f"{apps}/{app_id}", json={"displayName": "Portal"})
@@ -213,6 +215,9 @@ def test_a_winget_app_is_created_and_returned_as_graph_documents_it(intune: Intu
     assert [r.status_code for r in (no_identifier, no_experience, bad_account)] == [400] * 3
     assert created.status_code == 201
     assert read["packageIdentifier"] == "9WZDNCRFJ3PZ"
+    # read-only properties a client sends are ignored; manifestHash is part of the resource
+    assert (read["isAssigned"], read["publishingState"]) == (False, "published")
+    assert "manifestHash" in read
     assert read["installExperience"] == {
         "@odata.type": "#microsoft.graph.winGetAppInstallExperience",
         "runAsAccount": "system",

@@ -12,7 +12,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tenantflow.emulator.graph import Caller, Graph, GraphError, odata_entity, odata_list
-from tenantflow.emulator.state import assignment_json, new_mobile_app, now_iso
+from tenantflow.emulator.state import (
+    READ_ONLY_APP_FIELDS,
+    assignment_json,
+    new_mobile_app,
+    now_iso,
+)
 
 READ_APPS = ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All")
 WRITE_APPS = ("DeviceManagementApps.ReadWrite.All",)
@@ -192,8 +197,7 @@ def intune_routes(graph: Graph) -> list[Route]:
                     raise GraphError(
                         400, "BadRequest", f"{name} cannot be modified on an existing winGetApp."
                     )
-        readonly = {"id", "createdDateTime", "lastModifiedDateTime", "isAssigned", "@odata.type"}
-        app.update({k: v for k, v in body.items() if k not in readonly})
+        app.update({k: v for k, v in body.items() if k not in READ_ONLY_APP_FIELDS})
         _refresh_is_assigned(caller, app_id)
         return Response(status_code=204)
 

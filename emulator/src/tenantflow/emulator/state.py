@@ -374,6 +374,25 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+READ_ONLY_APP_FIELDS = frozenset(
+    {
+        "@odata.type",
+        "id",
+        "createdDateTime",
+        "lastModifiedDateTime",
+        "isAssigned",
+        "publishingState",
+        "uploadState",
+        "dependentAppCount",
+        "supersedingAppCount",
+        "supersededAppCount",
+    }
+)
+"""mobileApp properties Graph documents as read-only: a client's values are ignored (GD beta
+resources/intune-shared-mobileapp.md; whether Graph refuses or ignores them is not documented,
+ignoring is our choice)."""
+
+
 def new_mobile_app(app_id: UUID, odata_type: str, fields: dict[str, Any]) -> dict[str, Any]:
     created = now_iso()
     return {
@@ -393,7 +412,7 @@ def new_mobile_app(app_id: UUID, odata_type: str, fields: dict[str, Any]) -> dic
         "notes": "",
         "publishingState": "published",
         "isAssigned": False,
-        **{k: v for k, v in fields.items() if k not in ("@odata.type", "id")},
+        **{k: v for k, v in fields.items() if k not in READ_ONLY_APP_FIELDS},
     }
 
 
