@@ -30,7 +30,7 @@ from tenantflow.portal_api.models import (
     CatalogPage,
     Deployment,
 )
-from tenantflow.portal_api.problems import Problem
+from tenantflow.portal_api.problems import Problem, require_match
 from tenantflow.portal_api.tenants import problem
 
 router = APIRouter(prefix="/v1/catalog/apps", tags=["catalog"])
@@ -66,16 +66,6 @@ async def find(session: AsyncSession, catalog_id: str, lock: bool = False) -> Ca
 
 def _etag(row: CatalogAppRow) -> str:
     return f'"{row.version}"'
-
-
-def _check_if_match(row: CatalogAppRow, if_match: str) -> None:
-    given = {tag.strip() for tag in if_match.split(",")}
-    if "*" not in given and _etag(row) not in given:
-        raise Problem(
-            412,
-            "The app changed since you read it; read it again and retry.",
-            current_etag=_etag(row),
-        )
 
 
 @router.get("", response_model=CatalogPage, responses={400: problem("Bad cursor"), **PROBLEMS})
@@ -171,7 +161,7 @@ async def put_catalog_app(
         else:
             assert if_match is not None
             row = await find(session, app, lock=True)
-            _check_if_match(row, if_match)
+            require_match(_etag(row), if_match, "app")
             fixed = [
                 name
                 for name in ("package_identifier", "run_as_account")
@@ -216,7 +206,7 @@ async def delete_catalog_app(
         raise Problem(428, "Send If-Match with the app's ETag to remove it.")
     async with transaction(portal.runtime.sessions) as session:
         row = await find(session, app, lock=True)
-        _check_if_match(row, if_match)
+        require_match(_etag(row), if_match, "app")
         used = await session.exec(
             select(func.count())
             .select_from(Deployment)

@@ -45,7 +45,7 @@ from tenantflow.portal_api.models import (
     RequesterPublic,
     TenantLink,
 )
-from tenantflow.portal_api.problems import Problem
+from tenantflow.portal_api.problems import Problem, etag_listed, require_match
 from tenantflow.portal_api.tenants import (
     PROBLEMS,
     LinkedTenant,
@@ -322,7 +322,7 @@ async def get_deployment(
             raise _no_deployment(app)
         [public] = await _with_latest(session, [deployment])
     etag = _etag(deployment)
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+    if if_none_match is not None and etag_listed(etag, if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
     response.headers["ETag"] = etag
     return public
@@ -394,15 +394,9 @@ def _preconditions(
             "Send If-Match with the deployment's ETag to change it, or If-None-Match: * to "
             "create it.",
         )
-    given = {tag.strip() for tag in if_match.split(",")}
     if deployment is None or not exists:
         raise Problem(412, "There is no deployment to match; create it with If-None-Match: *.")
-    if "*" not in given and _etag(deployment) not in given:
-        raise Problem(
-            412,
-            "The deployment changed since you read it; read it again and retry.",
-            current_etag=_etag(deployment),
-        )
+    require_match(_etag(deployment), if_match, "deployment")
 
 
 async def _references(

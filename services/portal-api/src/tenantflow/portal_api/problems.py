@@ -94,6 +94,22 @@ class Problem(Exception):
         self.extensions = extensions
 
 
+def etag_listed(etag: str, header: str) -> bool:
+    """Whether an If-Match or If-None-Match header names ``etag`` itself."""
+    return etag in {tag.strip() for tag in header.split(",")}
+
+
+def require_match(etag: str, if_match: str, what: str) -> None:
+    """412 with the current ETag unless ``if_match`` names it or is ``*``: the ``what`` changed
+    since it was read."""
+    if not (etag_listed(etag, if_match) or etag_listed("*", if_match)):
+        raise Problem(
+            412,
+            f"The {what} changed since you read it; read it again and retry.",
+            current_etag=etag,
+        )
+
+
 def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 

@@ -42,7 +42,7 @@ from tenantflow.portal_api.models import (
     TenantTrack,
     Track,
 )
-from tenantflow.portal_api.problems import Problem
+from tenantflow.portal_api.problems import Problem, etag_listed, require_match
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -120,18 +120,12 @@ def _answer(
     return tenant.public()
 
 
-def check_if_match(link: TenantLink, if_match: str | None, required: bool) -> None:
+def _check_if_match(link: TenantLink, if_match: str | None, required: bool) -> None:
     if if_match is None:
         if required:
             raise Problem(428, "Send If-Match with the tenant's ETag to confirm this change.")
         return
-    given = {tag.strip() for tag in if_match.split(",")}
-    if "*" not in given and _etag(link) not in given:
-        raise Problem(
-            412,
-            "The tenant changed since you read it; read it again and retry.",
-            current_etag=_etag(link),
-        )
+    require_match(_etag(link), if_match, "tenant")
 
 
 async def _tracks_of(
@@ -310,7 +304,7 @@ async def get_tenant(
         found = await reachable(session, user, tenant)
     limit_tenant(portal, tenant)
     etag = _etag(found.link)
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+    if if_none_match is not None and etag_listed(etag, if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
     response.headers["ETag"] = etag
     return found.public()
@@ -343,7 +337,7 @@ async def activate_intune_writing(
     async with transaction(portal.runtime.sessions) as session:
         tenant = await reachable(session, user, wanted, lock=True)
         limit_tenant(portal, wanted)
-        check_if_match(tenant.link, if_match, required=False)
+        _check_if_match(tenant.link, if_match, required=False)
         if tenant.status is not LinkStatus.LINKED:
             raise Problem(
                 409, f"The tenant is {tenant.status}; link it before activating Intune writing."
@@ -389,7 +383,7 @@ async def unlink_tenant(
     async with transaction(portal.runtime.sessions) as session:
         tenant = await reachable(session, user, wanted, lock=True)
         limit_tenant(portal, wanted)
-        check_if_match(tenant.link, if_match, required=True)
+        _check_if_match(tenant.link, if_match, required=True)
         tracks = list(tenant.tracks.values())
         if not lifecycle.unlink(tenant.tracks[Track.LINK]):
             return _answer(request, response, tenant, 200)

@@ -298,7 +298,7 @@ class Impact:
             parts.append(
                 f"remove {len(self.removed)} assignments (more than {max_removals}): "
                 + ", ".join(describe(a) for a in self.removed[:max_removals])
-                + (" …" if len(self.removed) > max_removals else "")
+                + " …"
             )
         if self.broad:
             parts.append(
