@@ -124,6 +124,13 @@ class IntuneWritingActivationRequested(EventPayload):
     schema_version: ClassVar[int] = 1
     topic: ClassVar[Topic] = Topic.TENANTS
 
+    assignments_source_of_truth: bool = Field(
+        default=False,
+        description="tenantflow is the source of truth for the assignments of the apps it "
+        "deploys: assignments made outside it are replaced (and reported) instead of kept.",
+        examples=[False],
+    )
+
 
 class IntuneWritingEnabled(EventPayload):
     """The Intune writer app is consented with every write permission; writes may flow."""
@@ -141,6 +148,12 @@ class IntuneWritingEnabled(EventPayload):
                 "Organization.Read.All",
             ]
         ],
+    )
+    assignments_source_of_truth: bool = Field(
+        default=False,
+        description="tenantflow is the source of truth for the assignments of the apps it "
+        "deploys: assignments made outside it are replaced (and reported) instead of kept.",
+        examples=[False],
     )
 
 
@@ -699,6 +712,16 @@ class DeploymentChangeApplied(_Deployment, EventPayload):
     )
     applied_at: datetime = Field(
         description="When Graph acknowledged the last write.", examples=["2026-11-22T10:15:30Z"]
+    )
+    replaced_foreign_assignments: list[DesiredAssignment] = Field(
+        default_factory=list,
+        description="Assignments made outside tenantflow that this write replaced: those the "
+        "tenant's source-of-truth mode removed, and any on a target of the desired set.",
+    )
+    kept_foreign_assignments: list[DesiredAssignment] = Field(
+        default_factory=list,
+        description="Assignments made outside tenantflow that were kept as they were (part of "
+        "written_assignments).",
     )
 
 

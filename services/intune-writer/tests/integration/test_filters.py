@@ -44,7 +44,7 @@ async def writer(infra: RunningInfra, emulator: RunningEmulator) -> AsyncIterato
         bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"w{uuid4().hex[:10]}."
     )
     await ensure_topics(kafka)
-    runtime = bootstrap(
+    runtime, _ = bootstrap(
         Settings(
             kafka=kafka,
             database={"url": await create_database(infra.database_url)},  # type: ignore[arg-type]

@@ -16,7 +16,16 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def worker_app(runtime: ServiceRuntime) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+Report = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def worker_app(
+    runtime: ServiceRuntime, reports: dict[str, Report] | None = None
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The worker's ASGI app; ``reports`` are extra read-only JSON documents by path, for
+    operators (such as the writer's /scheduler)."""
+    reports = reports or {}
+
     async def respond(send: Send, status: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
         await send(
@@ -57,6 +66,8 @@ def worker_app(runtime: ServiceRuntime) -> Callable[[Scope, Receive, Send], Awai
         elif scope["path"] == "/readyz":
             checks = await runtime.readiness()
             await respond(send, 200 if all(checks.values()) else 503, checks)
+        elif scope["path"] in reports and scope["method"] == "GET":
+            await respond(send, 200, await reports[scope["path"]]())
         else:
             await respond(send, 404, {"status": 404, "title": "Not Found"})
 

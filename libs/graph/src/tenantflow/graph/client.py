@@ -48,6 +48,13 @@ MICROSOFT_LOGIN = "https://login.microsoftonline.com"
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
 
 
+@dataclass(frozen=True)
+class GraphAnswer:
+    status: int
+    body: dict[str, Any]
+    request_id: str | None
+
+
 class _VerifyingSession(requests.Session):
     """requests lets REQUESTS_CA_BUNDLE override a session's own ``verify``; passing it on each
     request keeps the CA we were given."""
@@ -159,6 +166,10 @@ class GraphClient:
 
     async def send(self, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One Graph call, transient failures retried; a 429 raises ``Throttled`` at once."""
+        return (await self.call(token, method, path, **kwargs)).body
+
+    async def call(self, token: str, method: str, path: str, **kwargs: Any) -> GraphAnswer:
+        """``send``, with Graph's request-id of the answer (errors carry theirs too)."""
         headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
         what = f"{method} {path}"
         for attempt in range(1, self.attempts + 1):
@@ -170,11 +181,13 @@ class GraphClient:
                     raise TransientError(f"Graph unreachable: {what}: {exc!r}") from exc
                 await asyncio.sleep(self.backoff(attempt))
                 continue
+            request_id = response.headers.get("request-id")
             if response.status_code == 429:
                 raise Throttled(
                     retry_after_seconds(response.headers.get("Retry-After"), self.backoff_s),
                     response.headers.get("x-ms-throttle-scope"),
                     what,
+                    request_id,
                 )
             if response.status_code in SERVER_ERRORS:
                 if last:
@@ -191,9 +204,8 @@ class GraphClient:
             if response.status_code in (401, 403) and self.report_denied:
                 await self._report(token, response.status_code, code, message)
             if response.status_code >= 400:
-                raise GraphCallFailed(response.status_code, code, message)
-            result: dict[str, Any] = body
-            return result
+                raise GraphCallFailed(response.status_code, code, message, request_id)
+            return GraphAnswer(response.status_code, body, request_id)
         raise AssertionError("unreachable")
 
     async def _report(self, token: str, status: int, code: str, message: str) -> None:

@@ -95,18 +95,20 @@ def classify_token_error(result: dict[str, Any]) -> TokenRefused | TransientErro
 
 
 class GraphCallFailed(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, request_id: str | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
-        self.status, self.code = status, code
+        self.status, self.code, self.message, self.request_id = status, code, message, request_id
 
 
 class Throttled(TransientError):
     """Graph answered 429: retry after ``retry_after_s`` seconds; ``scope`` is what was
     throttled (x-ms-throttle-scope, e.g. Tenant_Application/ReadWrite/{app}/{tenant})."""
 
-    def __init__(self, retry_after_s: float, scope: str | None, request: str) -> None:
+    def __init__(
+        self, retry_after_s: float, scope: str | None, request: str, request_id: str | None = None
+    ) -> None:
         super().__init__(f"{request}: throttled, retry after {retry_after_s:.3g} s ({scope})")
-        self.retry_after_s, self.scope = retry_after_s, scope
+        self.retry_after_s, self.scope, self.request_id = retry_after_s, scope, request_id
 
 
 def retry_after_seconds(

@@ -394,7 +394,11 @@ def register(runtime: ServiceRuntime, consent: Consent | None = None) -> None:
             .values(intune_writing=True, verified_at=consent._now())
         )
         await ctx.emit(
-            IntuneWritingEnabled(**common, granted_permissions=result.granted_permissions)
+            IntuneWritingEnabled(
+                **common,
+                granted_permissions=result.granted_permissions,
+                assignments_source_of_truth=event.assignments_source_of_truth,
+            )
         )
 
     @changes.handles(DeploymentChangeRequested)

@@ -13,20 +13,40 @@ from tenantflow.graph.credentials import AppCredentials
 from tenantflow.intune_writer import handlers
 from tenantflow.intune_writer.filters import ACTOR, FilterReader
 from tenantflow.intune_writer.models import SCHEMA
+from tenantflow.intune_writer.scheduler import Scheduler, SchedulerSettings
 from tenantflow.intune_writer.settings import Settings
+from tenantflow.intune_writer.throttle import Limits
 
 SERVICE = "intune-writer"
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 
 
-def bootstrap(settings: Settings) -> ServiceRuntime:
+def scheduler_settings(settings: Settings) -> SchedulerSettings:
+    return SchedulerSettings(
+        tenants_per_process=settings.tenants_per_process,
+        changes_per_round=settings.changes_per_round,
+        lease_s=settings.lease_seconds,
+        poll_s=settings.poll_seconds,
+        access_denied_pause_s=settings.access_denied_pause_seconds,
+        backoff_max_s=settings.retry_max_seconds,
+        limits=Limits(
+            writes=settings.intune_app_writes_per_window,
+            requests=settings.intune_app_requests_per_window,
+            window_s=settings.intune_window_seconds,
+        ),
+    )
+
+
+def bootstrap(settings: Settings) -> tuple[ServiceRuntime, Scheduler]:
     runtime = ServiceRuntime.for_service(SERVICE, SCHEMA, MIGRATIONS, settings)
 
     graph = GraphClient(
         settings.login_base_url,
         settings.graph_base_url,
         str(settings.ca_bundle) if settings.ca_bundle else None,
-        attempts=settings.graph_attempts,
+        # the scheduler retries 5xx and timeouts itself, later and within the tenant's budget,
+        # never by waiting in place
+        attempts=1,
         timeout_s=settings.graph_timeout_seconds,
         report_denied=access_denied_reporter(runtime, ACTOR, EnterpriseApp.INTUNE_WRITER),
     )
@@ -44,5 +64,6 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         interval=timedelta(seconds=settings.filter_read_interval_seconds),
         retry=timedelta(seconds=settings.filter_retry_seconds),
     )
-    handlers.register(runtime, filters, settings.poll_seconds)
-    return runtime
+    scheduler = Scheduler(runtime, graph, credentials, scheduler_settings(settings))
+    handlers.register(runtime, filters, scheduler, settings.poll_seconds)
+    return runtime, scheduler

@@ -10,7 +10,8 @@ from tenantflow.intune_writer.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    serve(worker_app(bootstrap(settings)), settings)
+    runtime, scheduler = bootstrap(settings)
+    serve(worker_app(runtime, {"/scheduler": scheduler.report}), settings)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     intune_writer_certificate: Path | None = None
     """PEM certificate registered on the app; with its key, used instead of the secret."""
     intune_writer_private_key: Path | None = None
-    graph_attempts: int = Field(default=4, ge=1)
-    """Tries per Graph call on 5xx, timeouts and dropped connections (jittered backoff)."""
     graph_timeout_seconds: float = Field(default=30.0, gt=0)
     filter_read_interval_seconds: float = Field(default=300.0, gt=0)
     """Every tenant with Intune writing enabled has its assignment filters read this often, so
@@ -28,7 +26,21 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     filter_retry_seconds: float = Field(default=60.0, gt=0)
     """A read that failed (Graph down, access refused) is tried again after this."""
     poll_seconds: float = Field(default=5.0, gt=0)
-    """Longest wait between looks for due reads (a newly enabled tenant wakes it sooner)."""
+    """Longest wait between looks for due reads and due deployments (an event wakes them)."""
+    tenants_per_process: int = Field(default=64, ge=1)
+    """Tenants one writer process serves at once; more tenants, more processes."""
+    changes_per_round: int = Field(default=20, ge=1, le=100)
+    lease_seconds: float = Field(default=30.0, ge=2)
+    """A tenant claimed by a process that died is taken over after this (then Intune's window
+    is waited out once, as the dead process's last writes are unknown)."""
+    intune_app_writes_per_window: int = Field(default=100, ge=1)
+    """Intune's published limit: writes per app per tenant per window (100 per 20 s)."""
+    intune_app_requests_per_window: int = Field(default=1000, ge=1)
+    intune_window_seconds: float = Field(default=20.0, gt=0)
+    access_denied_pause_seconds: float = Field(default=60.0, gt=0)
+    """Graph refused access: the tenant's work waits this long while consent re-checks it."""
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    """Longest wait before retrying a change after a 5xx or timeout (jittered backoff)."""
 
     @model_validator(mode="after")
     def _no_demo_secret_for_microsoft(self) -> Settings:

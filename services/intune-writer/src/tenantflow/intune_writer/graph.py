@@ -1,0 +1,187 @@
+"""The writer's Graph adapter: the Intune calls it makes for one tenant, each within the tenant's
+budget (``throttle.Budget``), with Graph's request ids kept for the change's outcome.
+
+Calls (Graph beta: winGetApp and assignment filters on targets exist only there; GD beta
+api/intune-apps-wingetapp-create.md, intune-apps-mobileappassignment-list.md,
+intune-apps-mobileapp-assign.md, intune-apps-mobileapp-delete.md):
+- GET    /beta/deviceAppManagement/mobileApps?$select=id,notes   find apps by marker (read)
+- POST   /beta/deviceAppManagement/mobileApps                    create the winGetApp (write)
+- GET    /beta/deviceAppManagement/mobileApps/{id}/assignments   what Intune holds (read)
+- POST   /beta/deviceAppManagement/mobileApps/{id}/assign        the whole set (write)
+- DELETE /beta/deviceAppManagement/mobileApps/{id}               remove_app (write)
+
+The stable marker: an app tenantflow creates carries ``tenantflow:{tenant id}/{catalog id}`` in
+its ``notes`` (a plain mobileApp string property Intune shows admins and leaves alone). The app's
+identity is the Graph id recorded once created; the marker finds it when that record was lost
+(the writer died between Graph's answer and its own commit), never its display name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from tenantflow.contracts.events import CatalogApp, GraphError
+from tenantflow.graph.client import GraphAnswer, GraphClient
+from tenantflow.graph.errors import GraphCallFailed, Throttled
+from tenantflow.intune_writer.throttle import Budget
+
+APPS = "/beta/deviceAppManagement/mobileApps"
+MARKER = re.compile(r"tenantflow:([0-9a-fA-F-]{36})/([a-z0-9][a-z0-9.-]{0,63})")
+
+
+def marker(tenant_id: UUID, app: str) -> str:
+    return f"tenantflow:{tenant_id}/{app}"
+
+
+def app_body(tenant_id: UUID, app: CatalogApp) -> dict[str, Any]:
+    """A winGetApp as Graph creates it (packageIdentifier and installExperience are required
+    and fixed for good), with tenantflow's marker in its notes."""
+    return {
+        "@odata.type": "#microsoft.graph.winGetApp",
+        "displayName": app.display_name,
+        "description": app.description or app.display_name,
+        "publisher": app.publisher,
+        "packageIdentifier": app.package_identifier,
+        "installExperience": {
+            "@odata.type": "#microsoft.graph.winGetAppInstallExperience",
+            "runAsAccount": app.run_as_account,
+        },
+        "notes": f"Deployed by tenantflow; keep this line: {marker(tenant_id, app.catalog_id)}",
+    }
+
+
+class NoBudget(Exception):
+    """The tenant's budget has no room for the call now: the work waits, nothing was sent."""
+
+
+@dataclass
+class Calls:
+    """The Graph request ids of one change's calls (its writes, for the outcome)."""
+
+    writes: list[str] = field(default_factory=list)
+    all: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IntuneSession:
+    """One tenant's Intune, as one writer process holds its budget."""
+
+    graph: GraphClient
+    token: str
+    tenant_id: UUID
+    budget: Budget
+    clock: Callable[[], float] = time.monotonic
+    markers: dict[str, UUID] | None = None
+    _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def call(
+        self, calls: Calls, write: bool, method: str, path: str, **kwargs: Any
+    ) -> GraphAnswer:
+        """One call if the budget allows it now (``NoBudget`` otherwise); a 429 hands its
+        Retry-After to the budget and is raised as ``Throttled``."""
+        if not self.budget.take(self.clock(), write):
+            raise NoBudget(path)
+        try:
+            answer = await self.graph.call(self.token, method, path, **kwargs)
+        except Throttled as throttled:
+            self.budget.throttled(self.clock(), throttled.retry_after_s, write)
+            raise
+        except BaseException as exc:
+            self.budget.answered(self.clock(), write)
+            request_id = getattr(exc, "request_id", None)
+            if request_id:
+                calls.all.append(request_id)
+            raise
+        self.budget.answered(self.clock(), write)
+        if answer.request_id:
+            calls.all.append(answer.request_id)
+            if write:
+                calls.writes.append(answer.request_id)
+        return answer
+
+    async def find_marked(self, calls: Calls, app: str) -> UUID | None:
+        """The app carrying tenantflow's marker for ``app``, if any; the tenant's apps are
+        listed once per session."""
+        async with self._listing:
+            return await self._find_marked(calls, app)
+
+    async def _find_marked(self, calls: Calls, app: str) -> UUID | None:
+        if self.markers is None:
+            found: dict[str, UUID] = {}
+            path: str | None = APPS
+            params: dict[str, str] | None = {"$select": "id,notes"}
+            while path:
+                page = (await self.call(calls, False, "GET", path, params=params)).body
+                for item in page.get("value", []):
+                    match = MARKER.search(str(item.get("notes") or ""))
+                    if match and UUID(match.group(1)) == self.tenant_id:
+                        found.setdefault(marker(self.tenant_id, match.group(2)), UUID(item["id"]))
+                link = page.get("@odata.nextLink")
+                path, params = (self.graph.check_link(link), None) if link else (None, None)
+            self.markers = found
+        return self.markers.get(marker(self.tenant_id, app))
+
+    async def create(self, calls: Calls, app: CatalogApp) -> UUID:
+        created = await self.call(calls, True, "POST", APPS, json=app_body(self.tenant_id, app))
+        app_id = UUID(str(created.body["id"]))
+        if self.markers is not None:
+            self.markers[marker(self.tenant_id, app.catalog_id)] = app_id
+        return app_id
+
+    async def assignments(self, calls: Calls, app_id: UUID) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        path: str | None = f"{APPS}/{app_id}/assignments"
+        while path:
+            page = (await self.call(calls, False, "GET", path)).body
+            items.extend(page.get("value", []))
+            link = page.get("@odata.nextLink")
+            path = self.graph.check_link(link) if link else None
+        return items
+
+    async def assign(self, calls: Calls, app_id: UUID, body: list[dict[str, Any]]) -> None:
+        await self.call(
+            calls, True, "POST", f"{APPS}/{app_id}/assign", json={"mobileAppAssignments": body}
+        )
+
+    async def delete(self, calls: Calls, app_id: UUID) -> None:
+        await self.call(calls, True, "DELETE", f"{APPS}/{app_id}")
+
+    def forget(self, app: str) -> None:
+        if self.markers is not None:
+            self.markers.pop(marker(self.tenant_id, app), None)
+
+
+def _intune_inner(message: str) -> tuple[str | None, str]:
+    """Intune's error inside Graph's message: {"ErrorCode", "Message": "<JSON>"} or the JSON
+    itself ({"_version": 3, "Message": ...}); (None, message) when it is plain text."""
+    code: str | None = None
+    for _ in range(3):  # at most two levels of JSON-in-a-string, as Intune nests them
+        try:
+            inner = json.loads(message)
+        except ValueError:
+            break
+        if not isinstance(inner, dict):
+            break
+        code = str(inner["ErrorCode"]) if inner.get("ErrorCode") else code
+        if not isinstance(inner.get("Message"), str):
+            break
+        message = inner["Message"]
+    return code, message
+
+
+def graph_error_of(failure: GraphCallFailed) -> GraphError:
+    """Graph's error, parsed for people: Intune's inner code and message when it nested one."""
+    inner_code, message = _intune_inner(failure.message)
+    return GraphError(
+        status=failure.status,
+        code=inner_code or failure.code or None,
+        message=message[:2000] or str(failure),
+        request_id=failure.request_id,
+    )

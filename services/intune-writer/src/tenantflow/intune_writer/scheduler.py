@@ -1,0 +1,563 @@
+"""The scheduler: due deployments written to Intune, tenant by tenant, within Intune's limits.
+
+Each writer process claims tenants that have due deployments (a lease in ``writer_tenants``,
+taken with SKIP LOCKED, so a tenant's budget is only ever spent by one process; several
+processes share the tenants, and one that joins takes unclaimed tenants, with no partition
+rebalance involved). Each claimed tenant is served by its own task, so a throttled or slow
+tenant delays no other. A task works in rounds: renew the lease, take due deployments (as many
+as the budget has writes for), apply each (Graph I/O with no transaction open), then record
+every outcome and its events in one transaction. When the budget is spent or Graph answered
+429, the tenant is released with the time it may be called again (a Retry-After is kept
+exactly, never shortened); the process wakes for it then.
+
+Crash safety: desired state is durable before the scheduler sees it; before a round writes,
+the targets it may write are recorded as tenantflow's (``managed_keys``); an app's Graph id is
+recorded as soon as Graph created it, and the marker finds it if that record was lost. A lease
+that expired without release (its process died) is taken over with the window counted as
+full, as the dead process's last writes are unknown. Anything unrecorded is redone; /assign
+with the whole set is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tenantflow.bus.db import transaction
+from tenantflow.bus.errors import TransientError, is_transient
+from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.contracts.events import (
+    CatalogApp,
+    DeploymentChangeApplied,
+    DeploymentChangeFailed,
+    DeploymentChangeSuperseded,
+    DesiredAssignment,
+    GraphError,
+)
+from tenantflow.graph.client import GraphClient
+from tenantflow.graph.credentials import AppCredentials
+from tenantflow.graph.errors import GraphCallFailed, Throttled, TokenRefused
+from tenantflow.intune_writer import reconcile
+from tenantflow.intune_writer.filters import ACTOR
+from tenantflow.intune_writer.graph import Calls, IntuneSession, NoBudget, graph_error_of
+from tenantflow.intune_writer.models import (
+    Change,
+    ChangeState,
+    Deployment,
+    TenantState,
+    WriterTenant,
+)
+from tenantflow.intune_writer.throttle import Budget, Limits
+
+log = logging.getLogger(__name__)
+
+# the statements name the service's schema (models.SCHEMA) as it is: a constant
+
+CLAIM = """
+    WITH due AS (
+        SELECT t.tenant_id, t.lease_owner AS previous_owner
+        FROM intune_writer.writer_tenants t
+        WHERE t.state = 'active'
+          AND (t.not_before IS NULL OR t.not_before <= :now)
+          AND (t.lease_until IS NULL OR t.lease_until < :now)
+          AND EXISTS (SELECT 1 FROM intune_writer.deployments d
+                      WHERE d.tenant_id = t.tenant_id AND d.due_at <= :now)
+        ORDER BY t.not_before NULLS FIRST
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+    )
+    UPDATE intune_writer.writer_tenants t
+    SET lease_owner = :owner, lease_until = :until
+    FROM due WHERE t.tenant_id = due.tenant_id
+    RETURNING t.tenant_id, t.budget, due.previous_owner"""
+
+NEXT_DUE = """
+    SELECT min(GREATEST(COALESCE(t.not_before, d.next_due), COALESCE(t.lease_until, d.next_due),
+                        d.next_due))
+    FROM intune_writer.writer_tenants t
+    CROSS JOIN LATERAL (SELECT min(due_at) AS next_due FROM intune_writer.deployments d
+                        WHERE d.tenant_id = t.tenant_id AND d.due_at IS NOT NULL) d
+    WHERE t.state = 'active' AND d.next_due IS NOT NULL"""
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    tenants_per_process: int = 64
+    """Tenants one process serves at once (each its own task)."""
+    changes_per_round: int = 20
+    lease_s: float = 30.0
+    """A claimed tenant is renewed every round; a round is cut at half of this."""
+    poll_s: float = 5.0
+    access_denied_pause_s: float = 60.0
+    """Graph refused access (401/403, AADSTS700016): consent re-checks; the tenant's work waits
+    this long, or until consent revokes it for good."""
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A due deployment as a round took it."""
+
+    tenant_id: UUID
+    app: str
+    revision: int
+    change_id: UUID
+    catalog_app: CatalogApp
+    desired: list[DesiredAssignment]
+    remove_app: bool
+    intune_app_id: UUID | None
+    managed_keys: list[str]
+    attempts: int
+
+    @classmethod
+    def of(cls, row: Deployment) -> Work:
+        return cls(
+            tenant_id=row.tenant_id,
+            app=row.app,
+            revision=row.desired_revision,
+            change_id=row.desired_change,
+            catalog_app=CatalogApp.model_validate(row.catalog_app),
+            desired=[DesiredAssignment.model_validate(a) for a in row.desired],
+            remove_app=row.remove_app,
+            intune_app_id=row.intune_app_id,
+            managed_keys=list(row.managed_keys),
+            attempts=row.attempts,
+        )
+
+
+@dataclass(frozen=True)
+class Applied:
+    work: Work
+    intune_app_id: UUID | None
+    plan: reconcile.Plan | None
+    request_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Failed:
+    work: Work
+    error: GraphError
+    request_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Not done this round: ``delay_s`` None leaves it due (budget, 429: the tenant waits)."""
+
+    work: Work
+    delay_s: float | None = None
+    error: str | None = None
+    forget_app: bool = False
+    """Graph no longer has the recorded app (deleted in Intune): find or create it again."""
+
+
+Outcome = Applied | Failed | Deferred
+
+
+class LeaseLost(Exception):
+    """Another process holds the tenant now (or it was parked): this task stops."""
+
+
+@dataclass
+class Scheduler:
+    runtime: ServiceRuntime
+    graph: GraphClient
+    credentials: AppCredentials
+    settings: SchedulerSettings = field(default_factory=SchedulerSettings)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    monotonic: Callable[[], float] = time.monotonic
+    random: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wake = asyncio.Event()
+        self.tasks: dict[UUID, asyncio.Task[None]] = {}
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim due tenants and serve each in its own task, until cancelled."""
+        try:
+            while True:
+                self.wake.clear()
+                free = self.settings.tenants_per_process - len(self.tasks)
+                for tenant_id, budget, previous in await self._claim(free) if free > 0 else []:
+                    task = asyncio.create_task(self._serve(tenant_id, budget, previous))
+                    self.tasks[tenant_id] = task
+                    task.add_done_callback(functools.partial(self._done, tenant_id))
+                delay = await self._next_due()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
+        finally:
+            tasks = list(self.tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def report(self) -> dict[str, Any]:
+        return await report(self.runtime, self.settings.limits, self.owner)
+
+    def _done(self, tenant_id: UUID, _: asyncio.Task[None]) -> None:
+        self.tasks.pop(tenant_id, None)
+        self.wake.set()  # room for another tenant, or this one has more
+
+    async def _claim(self, limit: int) -> list[tuple[UUID, dict[str, Any] | None, str | None]]:
+        now = self.clock()
+        async with transaction(self.runtime.sessions) as session:
+            connection = await session.connection()
+            rows = await connection.execute(
+                text(CLAIM),
+                {
+                    "now": now,
+                    "limit": limit,
+                    "owner": self.owner,
+                    "until": now + timedelta(seconds=self.settings.lease_s),
+                },
+            )
+            return [(row.tenant_id, row.budget, row.previous_owner) for row in rows]
+
+    async def _next_due(self) -> float:
+        async with self.runtime.sessions() as session:
+            next_due = (await (await session.connection()).execute(text(NEXT_DUE))).scalar()
+        if next_due is None:
+            return self.settings.poll_s
+        wait = float((next_due - self.clock()).total_seconds())
+        return min(self.settings.poll_s, max(0.01, wait))
+
+    # --- one tenant ----------------------------------------------------------------------
+
+    async def _serve(
+        self, tenant_id: UUID, state: dict[str, Any] | None, previous_owner: str | None
+    ) -> None:
+        now = self.monotonic()
+        budget = Budget.restore(state, self.settings.limits, now, self.clock().timestamp())
+        if previous_owner is not None:
+            log.warning("taking over %s from %s, whose lease ran out", tenant_id, previous_owner)
+            budget.blackout(now)
+        try:
+            token = await self.graph.token(self.credentials, str(tenant_id))
+        except TokenRefused as refused:
+            log.warning("no token for %s: %s", tenant_id, refused)
+            await self._release(tenant_id, budget, self.settings.access_denied_pause_s)
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await self._release(tenant_id, budget, self.settings.backoff_initial_s)
+            return
+        intune = IntuneSession(self.graph, token, tenant_id, budget, clock=self.monotonic)
+        released = False
+        try:
+            while True:
+                wait = budget.wait(self.monotonic(), write=True)
+                if wait > 0:
+                    break
+                room = min(self.settings.changes_per_round, budget.writes_left(self.monotonic()))
+                work, source_of_truth = await self._take_round(tenant_id, max(1, room))
+                if not work:
+                    break
+                outcomes = await self._round(intune, work, source_of_truth)
+                pause = await self._record(tenant_id, outcomes, budget)
+                if pause:
+                    wait = pause
+                    break
+            await self._release(tenant_id, budget, wait)
+            released = True
+        except LeaseLost:
+            released = True
+        finally:
+            if not released:  # cancelled, or a failure: hand the tenant on cleanly
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._release(tenant_id, budget, 0.0))
+
+    async def _take_round(self, tenant_id: UUID, limit: int) -> tuple[list[Work], bool]:
+        now = self.clock()
+        async with transaction(self.runtime.sessions) as session:
+            tenant = await self._renew(session, tenant_id)
+            rows = await session.exec(
+                select(Deployment)
+                .where(col(Deployment.tenant_id) == tenant_id)
+                .where(col(Deployment.due_at) <= now)
+                .order_by(col(Deployment.due_at))
+                .limit(limit)
+                .with_for_update()
+            )
+            work = []
+            for row in rows.all():
+                # from here on, tenantflow may have written these targets
+                desired_keys = {DesiredAssignment.model_validate(a).target.key for a in row.desired}
+                row.managed_keys = sorted(set(row.managed_keys) | desired_keys)
+                session.add(row)
+                work.append(Work.of(row))
+            return work, tenant.source_of_truth
+
+    async def _renew(self, session: AsyncSession, tenant_id: UUID) -> WriterTenant:
+        tenant = await session.get(WriterTenant, tenant_id, with_for_update=True)
+        if tenant is None or tenant.lease_owner != self.owner:
+            raise LeaseLost(tenant_id)
+        if tenant.state != TenantState.ACTIVE:
+            tenant.lease_owner = tenant.lease_until = None
+            session.add(tenant)
+            raise LeaseLost(tenant_id)
+        tenant.lease_until = self.clock() + timedelta(seconds=self.settings.lease_s)
+        session.add(tenant)
+        return tenant
+
+    async def _round(
+        self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
+    ) -> list[Outcome]:
+        tasks = [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in work]
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.lease_s / 2)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        outcomes: list[Outcome] = []
+        for w, task in zip(work, tasks, strict=True):
+            if task in done and task.exception() is None:
+                outcomes.append(task.result())
+            else:
+                error = "round cut short" if task in pending else repr(task.exception())
+                outcomes.append(Deferred(w, self._backoff(w.attempts), error))
+        return outcomes
+
+    async def _apply(self, intune: IntuneSession, work: Work, source_of_truth: bool) -> Outcome:
+        """Make Intune hold ``work``'s desired state; Graph I/O only, no transaction."""
+        calls = Calls()
+        app_id: UUID | None = None
+        try:
+            app_id = work.intune_app_id or await intune.find_marked(calls, work.app)
+            if app_id is None and not work.desired:
+                return Applied(work, None, None, calls.writes)  # nothing to remove
+            if app_id is None:
+                app_id = await intune.create(calls, work.catalog_app)
+                await self._record_app(work, app_id)
+            current = await intune.assignments(calls, app_id)
+            plan = reconcile.plan(work.desired, current, work.managed_keys, source_of_truth)
+            if not plan.unchanged:
+                await intune.assign(calls, app_id, plan.body)
+            if work.remove_app and not work.desired and not plan.foreign_kept:
+                await intune.delete(calls, app_id)
+                intune.forget(work.app)
+                return Applied(work, None, plan, calls.writes)
+            return Applied(work, app_id, plan, calls.writes)
+        except (NoBudget, Throttled):
+            return Deferred(work)
+        except GraphCallFailed as failure:
+            if failure.status == 404 and app_id is not None:
+                intune.forget(work.app)
+                return Deferred(work, 0.0, str(failure), forget_app=True)
+            if failure.status in (401, 403):
+                # reported to consent by the client's hook; the tenant's work waits
+                return Deferred(work, self.settings.access_denied_pause_s, str(failure))
+            return Failed(work, graph_error_of(failure), calls.all)
+        except TransientError as exc:
+            return Deferred(work, self._backoff(work.attempts), str(exc))
+
+    def _backoff(self, attempts: int) -> float:
+        """Jittered: between half and all of initial * 2^attempts, at most the maximum."""
+        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2**attempts)
+        return self.random.uniform(ceiling / 2, ceiling)
+
+    async def _record_app(self, work: Work, app_id: UUID) -> None:
+        async with transaction(self.runtime.sessions) as session:
+            await session.exec(
+                update(Deployment)
+                .where(col(Deployment.tenant_id) == work.tenant_id)
+                .where(col(Deployment.app) == work.app)
+                .values(intune_app_id=app_id)
+            )
+
+    # --- recording -----------------------------------------------------------------------
+
+    async def _record(
+        self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget
+    ) -> float | None:
+        """Every outcome of a round and its events, in one transaction; the pause the tenant
+        needs now (access refused), if any."""
+        now = self.clock()
+        pause = None
+        async with transaction(self.runtime.sessions) as session:
+            await self._renew(session, tenant_id)
+            for outcome in outcomes:
+                row = await session.get(
+                    Deployment, (outcome.work.tenant_id, outcome.work.app), with_for_update=True
+                )
+                if row is None:
+                    continue  # unlinked meanwhile: its changes were failed as dropped
+                newer = row.desired_revision > outcome.work.revision
+                if isinstance(outcome, Deferred):
+                    if outcome.delay_s is not None and not newer:
+                        row.due_at = now + timedelta(seconds=outcome.delay_s)
+                        row.attempts += 1
+                    if outcome.forget_app:
+                        row.intune_app_id = None
+                    if outcome.delay_s == self.settings.access_denied_pause_s:
+                        pause = outcome.delay_s
+                    row.last_error = outcome.error
+                else:
+                    row.due_at = now if newer else None
+                    row.attempts, row.last_error = 0, None
+                    if isinstance(outcome, Applied):
+                        row.applied_revision = outcome.work.revision
+                        row.intune_app_id = outcome.intune_app_id
+                        row.managed_keys = sorted({a.target.key for a in outcome.work.desired})
+                    else:
+                        row.last_error = outcome.error.message
+                    await self._conclude(session, outcome, now)
+                session.add(row)
+            tenant = await session.get(WriterTenant, tenant_id)
+            assert tenant is not None
+            tenant.budget = budget.state(self.monotonic(), now.timestamp())
+            session.add(tenant)
+        return pause
+
+    async def _conclude(
+        self, session: AsyncSession, outcome: Applied | Failed, now: datetime
+    ) -> None:
+        """The change's outcome event, and Superseded for the older changes it coalesced."""
+        work = outcome.work
+        waiting = await session.exec(
+            select(Change)
+            .where(col(Change.tenant_id) == work.tenant_id)
+            .where(col(Change.app) == work.app)
+            .where(col(Change.state) == ChangeState.VERIFIED)
+            .where(col(Change.revision) <= work.revision)
+            .with_for_update()
+        )
+        common = {"tenant_id": work.tenant_id, "actor": ACTOR, "app": work.app}
+        for change in waiting.all():
+            cause = {"correlation_id": change.change_id, "causation_id": change.verified_event}
+            if change.change_id != work.change_id:
+                change.state = ChangeState.SUPERSEDED
+                event: Any = DeploymentChangeSuperseded(
+                    **common,
+                    **cause,
+                    revision=change.revision,
+                    superseded_by_revision=work.revision,
+                    superseded_by_change=work.change_id,
+                )
+            elif isinstance(outcome, Applied):
+                change.state = ChangeState.APPLIED
+                event = _applied(outcome, now, common, cause)
+            else:
+                change.state = ChangeState.FAILED
+                event = DeploymentChangeFailed(
+                    **common,
+                    **cause,
+                    revision=work.revision,
+                    reason="graph_error",
+                    detail=f"Graph answered {outcome.error.status} {outcome.error.code}: "
+                    f"{outcome.error.message}"[:2000],
+                    retryable=False,
+                    graph_error=outcome.error,
+                    graph_request_ids=outcome.request_ids,
+                )
+            change.updated_at = now
+            session.add(change)
+            await self.runtime.outbox.add(session, event)
+
+    async def _release(self, tenant_id: UUID, budget: Budget, wait_s: float) -> None:
+        now = self.clock()
+        async with transaction(self.runtime.sessions) as session:
+            await session.exec(
+                update(WriterTenant)
+                .where(col(WriterTenant.tenant_id) == tenant_id)
+                .where(col(WriterTenant.lease_owner) == self.owner)
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    not_before=now + timedelta(seconds=wait_s) if wait_s > 0 else None,
+                    budget=budget.state(self.monotonic(), now.timestamp()),
+                )
+            )
+        if wait_s > 0:
+            self.wake.set()  # recompute when to look next
+
+
+def _applied(
+    outcome: Applied, now: datetime, common: dict[str, Any], cause: dict[str, Any]
+) -> DeploymentChangeApplied:
+    plan = outcome.plan
+
+    def foreign(wires: list[dict[str, Any]]) -> list[DesiredAssignment]:
+        return [a for a in map(reconcile.desired_of, wires) if a is not None]
+
+    return DeploymentChangeApplied(
+        **common,
+        **cause,
+        revision=outcome.work.revision,
+        intune_app_id=outcome.intune_app_id,
+        assignments_before=plan.before if plan else [],
+        written_assignments=plan.written if plan and outcome.intune_app_id else [],
+        unchanged=plan.unchanged if plan else True,
+        graph_request_ids=outcome.request_ids,
+        applied_at=now,
+        replaced_foreign_assignments=foreign(plan.foreign_removed) if plan else [],
+        kept_foreign_assignments=foreign(plan.foreign_kept) if plan else [],
+    )
+
+
+REPORT = """
+    SELECT t.tenant_id, t.state, t.state_reason, t.not_before, t.lease_owner, t.lease_until,
+           t.budget->>'write_limit' AS write_limit,
+           count(d.app) FILTER (WHERE d.due_at IS NOT NULL) AS waiting,
+           min(d.due_at) AS next_due, max(d.attempts) AS most_attempts
+    FROM intune_writer.writer_tenants t
+    LEFT JOIN intune_writer.deployments d ON d.tenant_id = t.tenant_id
+    GROUP BY t.tenant_id
+    HAVING count(d.app) FILTER (WHERE d.due_at IS NOT NULL) > 0 OR t.state <> 'active'
+        OR t.not_before > now()
+    ORDER BY t.tenant_id"""
+
+
+async def report(runtime: ServiceRuntime, limits: Limits, owner: str) -> dict[str, Any]:
+    """The scheduler as operators read it (every process's tenants: the state is shared):
+    each tenant with waiting work or a pause, when it may next be written to, and the write
+    limit it has learned."""
+
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    async with runtime.sessions() as session:
+        rows = (await (await session.connection()).execute(text(REPORT))).all()
+    return {
+        "process": owner,
+        "published_limit": {
+            "writes": limits.writes,
+            "requests": limits.requests,
+            "window_seconds": limits.window_s,
+        },
+        "tenants": [
+            {
+                "tenant_id": str(row.tenant_id),
+                "state": row.state,
+                "state_reason": row.state_reason,
+                "waiting_deployments": row.waiting,
+                "next_due": iso(row.next_due),
+                "next_allowed_call": iso(row.not_before),
+                "learned_write_limit": int(row.write_limit or limits.writes),
+                "served_by": row.lease_owner,
+                "lease_until": iso(row.lease_until),
+                "most_attempts": row.most_attempts,
+            }
+            for row in rows
+        ],
+    }

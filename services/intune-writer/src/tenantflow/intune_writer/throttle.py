@@ -1,0 +1,192 @@
+"""One tenant's Intune budget as the writer spends it: Intune's published limits, what it learned.
+
+Microsoft publishes Intune's limits for mobileApps and their assignments as counts per 20 s:
+100 writes and 1,000 requests per app per tenant (GD includes/throttling-intune-applications.md,
+shared/reference/graph-wire-formats.md §5). The writer keeps both as sliding windows of its own
+calls, so it never sends the call Intune would refuse, and stops the tenant's calls until a
+429's Retry-After has passed, never earlier.
+
+A tenant whose real limit is lower than the published one (another app sharing the tenant's
+200 writes, a limit Microsoft lowered) answers 429 before the window is full. The budget then
+learns: the writes it had in the window when refused are the limit now (at least half of what it
+assumed, so one stray 429 does not collapse it). It recovers slowly: each whole window without a
+429 gives back 5% of the published limit.
+
+Pure code with an injected clock (seconds, any origin), persisted whole between the processes
+that take the tenant in turn (``state`` / ``restore``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+RECOVERY_SHARE = 0.05
+IN_FLIGHT_WAIT_S = 0.05
+
+
+@dataclass(frozen=True)
+class Limits:
+    writes: int = 100
+    requests: int = 1000
+    window_s: float = 20.0
+
+
+@dataclass
+class Window:
+    """The times of the calls made in the last ``window_s``; a call counts from when it was
+    answered, so the writer's window never ends before Intune's own does."""
+
+    window_s: float
+    times: list[float] = field(default_factory=list)
+
+    def expire(self, now: float) -> None:
+        cutoff = now - self.window_s
+        if self.times and self.times[0] <= cutoff:
+            self.times = [at for at in self.times if at > cutoff]
+
+    def count(self, now: float) -> int:
+        self.expire(now)
+        return len(self.times)
+
+    def wait(self, limit: int, now: float) -> float:
+        """Seconds until one more call fits under ``limit``."""
+        self.expire(now)
+        if limit <= 0:
+            return IN_FLIGHT_WAIT_S  # the calls in flight fill it: look again once answered
+        if len(self.times) < limit:
+            return 0.0
+        oldest_blocking = sorted(self.times)[len(self.times) - limit]
+        return max(0.0, oldest_blocking + self.window_s - now)
+
+    def add(self, at: float) -> None:
+        self.times.append(at)
+        if len(self.times) > 1 and self.times[-2] > at:
+            self.times.sort()
+
+
+@dataclass
+class Budget:
+    """What one writer app may still send to one tenant, and from when."""
+
+    limits: Limits = field(default_factory=Limits)
+    write_limit: int = 0
+    """The writes per window assumed now: the published limit, or less once learned."""
+    not_before: float = 0.0
+    """No call before this (a Retry-After, or a takeover after a crash)."""
+    last_throttled: float | None = None
+    last_recovered: float | None = None
+    in_flight_writes: int = 0
+    in_flight_requests: int = 0
+
+    def __post_init__(self) -> None:
+        if self.write_limit <= 0:
+            self.write_limit = self.limits.writes
+        self.writes = Window(self.limits.window_s)
+        self.requests = Window(self.limits.window_s)
+
+    # --- deciding ------------------------------------------------------------------------
+
+    def wait(self, now: float, write: bool) -> float:
+        """Seconds until a call (a write when ``write``) may be sent; 0 when it may now."""
+        self._recover(now)
+        wait = max(0.0, self.not_before - now)
+        requests_limit = self.limits.requests - self.in_flight_requests
+        wait = max(wait, self.requests.wait(requests_limit, now))
+        if write:
+            wait = max(wait, self.writes.wait(self.write_limit - self.in_flight_writes, now))
+        return wait
+
+    def writes_left(self, now: float) -> int:
+        """How many writes could be sent right now."""
+        if self.wait(now, write=False) > 0:
+            return 0
+        left = self.write_limit - self.writes.count(now) - self.in_flight_writes
+        requests_left = self.limits.requests - self.requests.count(now) - self.in_flight_requests
+        return max(0, min(left, requests_left))
+
+    # --- spending ------------------------------------------------------------------------
+
+    def take(self, now: float, write: bool) -> bool:
+        """Reserve a call if it may be sent now; ``answered`` (or ``throttled``) ends it."""
+        if self.wait(now, write) > 0:
+            return False
+        self.in_flight_requests += 1
+        self.in_flight_writes += write
+        return True
+
+    def answered(self, now: float, write: bool) -> None:
+        """A reserved call was answered (whatever the answer): it counts from now."""
+        self.in_flight_requests -= 1
+        self.in_flight_writes -= write
+        self.requests.add(now)
+        if write:
+            self.writes.add(now)
+
+    def throttled(self, now: float, retry_after_s: float, write: bool) -> None:
+        """A reserved call got 429: nothing before its Retry-After; a write's 429 before the
+        window was full teaches a lower limit. Intune charges nothing for a refused call."""
+        self.in_flight_requests -= 1
+        self.in_flight_writes -= write
+        self.not_before = max(self.not_before, now + retry_after_s)
+        self.last_throttled = now
+        if write:
+            seen = self.writes.count(now)
+            if seen < self.write_limit:
+                self.write_limit = max(1, seen, math.ceil(self.write_limit / 2))
+
+    def blackout(self, now: float) -> None:
+        """The previous owner of this tenant died mid-work: writes it sent that were not
+        recorded may be in Intune's window, so the window counts as full for its length."""
+        self.not_before = max(self.not_before, now + self.limits.window_s)
+
+    def _recover(self, now: float) -> None:
+        if self.write_limit >= self.limits.writes:
+            return
+        since = max(self.last_throttled or 0.0, self.last_recovered or 0.0)
+        if now - since >= self.limits.window_s:
+            step = max(1, math.ceil(self.limits.writes * RECOVERY_SHARE))
+            self.write_limit = min(self.limits.writes, self.write_limit + step)
+            self.last_recovered = now
+
+    # --- persisting ----------------------------------------------------------------------
+
+    def state(self, now: float, epoch: float) -> dict[str, Any]:
+        """What the next owner needs, times as seconds since ``epoch`` (a wall clock)."""
+        self.writes.expire(now)
+        self.requests.expire(now)
+
+        def wall(at: float | None) -> float | None:
+            return None if at is None else at - now + epoch
+
+        return {
+            "write_limit": self.write_limit,
+            "not_before": wall(self.not_before) if self.not_before > now else None,
+            "last_throttled": wall(self.last_throttled),
+            "last_recovered": wall(self.last_recovered),
+            "writes": [wall(at) for at in self.writes.times],
+            "requests": [wall(at) for at in self.requests.times],
+        }
+
+    @classmethod
+    def restore(
+        cls, state: dict[str, Any] | None, limits: Limits, now: float, epoch: float
+    ) -> Budget:
+        """The budget ``state`` describes, on this process's clock (``now`` is ``epoch``)."""
+        budget = cls(limits)
+        if not state:
+            return budget
+
+        def local(at: float | None) -> float | None:
+            return None if at is None else at - epoch + now
+
+        budget.write_limit = max(
+            1, min(limits.writes, int(state.get("write_limit") or limits.writes))
+        )
+        budget.not_before = local(state.get("not_before")) or 0.0
+        budget.last_throttled = local(state.get("last_throttled"))
+        budget.last_recovered = local(state.get("last_recovered"))
+        budget.writes.times = sorted(float(local(at) or 0.0) for at in state.get("writes", []))
+        budget.requests.times = sorted(float(local(at) or 0.0) for at in state.get("requests", []))
+        return budget
