@@ -137,8 +137,9 @@ def _settings_of(wire: Any) -> AssignmentSettings | None:
         return None
     restart = wire.get("restartSettings") or None
     install = wire.get("installTimeSettings") or None
+    notifications = wire.get("notifications")
     settings = AssignmentSettings(
-        notifications=wire.get("notifications"),
+        notifications=None if notifications == DEFAULT_NOTIFICATIONS else notifications,
         restart=RestartSettings(
             grace_period_minutes=restart["gracePeriodInMinutes"],
             countdown_minutes=restart["countdownDisplayBeforeRestartInMinutes"],

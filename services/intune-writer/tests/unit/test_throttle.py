@@ -1,0 +1,113 @@
+"""The writer's budget for one tenant: Intune's windows, Retry-After kept exactly, the limit
+learned from 429s and recovered slowly; on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantflow.intune_writer.throttle import Budget, Limits
+
+pytestmark = pytest.mark.unit
+
+LIMITS = Limits(writes=100, requests=1000, window_s=20.0)
+
+
+def spend(budget: Budget, at: float, writes: int) -> int:
+    """Send up to ``writes`` writes at ``at``, each answered at once; how many went."""
+    sent = 0
+    for _ in range(writes):
+        if not budget.take(at, write=True):
+            break
+        budget.answered(at, write=True)
+        sent += 1
+    return sent
+
+
+def test_at_most_the_published_writes_in_any_window_and_the_next_once_the_oldest_ages_out() -> None:
+    budget = Budget(LIMITS)
+    assert spend(budget, 0.0, 60) == 60
+    assert spend(budget, 5.0, 60) == 40
+    assert budget.wait(5.0, write=True) == pytest.approx(15.0)
+    assert spend(budget, 19.99, 1) == 0
+    assert spend(budget, 20.0, 100) == 60  # the 60 of t=0 aged out, the 40 of t=5 did not
+    assert budget.wait(20.0, write=True) == pytest.approx(5.0)
+    assert budget.wait(20.0, write=False) == 0  # reads have their own room
+
+
+def test_calls_in_flight_count_before_they_are_answered() -> None:
+    budget = Budget(Limits(writes=2, requests=10, window_s=20.0))
+    assert budget.take(0.0, write=True)
+    assert budget.take(0.0, write=True)
+    assert not budget.take(0.0, write=True)
+    budget.answered(0.5, write=True)
+    budget.answered(0.5, write=True)
+    assert budget.wait(1.0, write=True) == pytest.approx(19.5)  # counted from the answer
+
+
+def test_retry_after_is_kept_exactly_never_shortened() -> None:
+    budget = Budget(LIMITS)
+    assert budget.take(10.0, write=True)
+    budget.throttled(10.0, 7.5, write=True)
+    assert budget.wait(17.49, write=False) == pytest.approx(0.01)
+    assert not budget.take(17.49, write=False)
+    assert budget.take(17.5, write=False)
+    budget.throttled(17.5, 1.0, write=False)  # a later, shorter Retry-After counts from now
+    assert budget.not_before == pytest.approx(18.5)
+
+
+def test_a_429_before_the_window_is_full_teaches_the_lower_limit() -> None:
+    budget = Budget(LIMITS)
+    assert spend(budget, 0.0, 50) == 50
+    assert budget.take(1.0, write=True)
+    budget.throttled(1.0, 19.0, write=True)  # the tenant's real limit is 50
+    assert budget.write_limit == 50
+    assert spend(budget, 20.0, 100) == 50  # once the window has passed: 50, not 100
+
+
+def test_a_stray_429_at_most_halves_the_limit() -> None:
+    budget = Budget(LIMITS)
+    assert spend(budget, 0.0, 3) == 3
+    assert budget.take(0.0, write=True)
+    budget.throttled(0.0, 1.0, write=True)
+    assert budget.write_limit == 50
+
+
+def test_the_limit_recovers_slowly_one_quiet_window_at_a_time() -> None:
+    budget = Budget(LIMITS)
+    spend(budget, 0.0, 50)
+    budget.take(0.0, write=True)
+    budget.throttled(0.0, 20.0, write=True)
+    assert budget.write_limit == 50
+    budget.wait(19.0, write=True)
+    assert budget.write_limit == 50  # not a whole window yet
+    budget.wait(20.0, write=True)
+    assert budget.write_limit == 55
+    budget.wait(30.0, write=True)
+    assert budget.write_limit == 55
+    budget.wait(40.0, write=True)
+    assert budget.write_limit == 60
+    for at in range(60, 400, 20):
+        budget.wait(float(at), write=True)
+    assert budget.write_limit == 100  # never above the published limit
+
+
+def test_a_takeover_after_a_crash_waits_one_window() -> None:
+    budget = Budget(LIMITS)
+    budget.blackout(100.0)
+    assert budget.wait(100.0, write=True) == pytest.approx(20.0)
+    assert budget.take(120.0, write=True)
+
+
+def test_the_state_moves_between_processes_on_their_own_clocks() -> None:
+    budget = Budget(LIMITS)
+    spend(budget, 1000.0, 40)
+    budget.take(1001.0, write=True)
+    budget.throttled(1001.0, 3.0, write=True)
+    state = budget.state(now=1001.0, epoch=1_700_000_000.0)
+
+    # another process, whose monotonic clock reads 5.0 at the same wall-clock moment
+    taken = Budget.restore(state, LIMITS, now=5.0, epoch=1_700_000_000.0)
+    assert taken.write_limit == budget.write_limit
+    assert taken.wait(5.0, write=True) == pytest.approx(3.0)
+    assert taken.writes.count(5.0) == 40
+    assert taken.writes_left(8.0) == budget.write_limit - 40
