@@ -3,7 +3,8 @@ real Kafka and PostgreSQL, against the emulated Entra ID and Graph. A tenant is 
 writing activated through the API; its groups and assignment filters reach the portal from
 Graph; an operator's change is validated against them and verified by consent; a change by a
 user the tenant does not allow, or after the Intune writer's consent was revoked, is rejected
-with the reason on the change's timeline."""
+with the reason on the change's timeline. An accepted change is applied by the writer: Intune holds
+exactly the desired set, and the portal shows the change applied."""
 
 from __future__ import annotations
 
@@ -219,13 +220,39 @@ async def test_an_operators_change_is_validated_against_graph_data_and_verified(
         )
         assert created.status_code == 202, created.text
         change = await change_status(
-            operator, created.headers["location"], {"verified", "rejected"}
+            operator, created.headers["location"], {"applied", "failed", "rejected"}
         )
+        shown = (await operator.get(deployment)).json()
     assert wrong_platform.status_code == 422
     assert wrong_platform.json()["errors"][0]["type"] == "filter_platform"
-    assert change["status"] == "verified", change
-    assert [step["status"] for step in change["timeline"]] == ["requested", "verified"]
+    assert change["status"] == "applied", change
+    assert [step["status"] for step in change["timeline"]] == ["requested", "verified", "applied"]
     assert change["requested_by"]["object_id"] == str(tenant.operator)
+
+    # Intune holds the app, created once, with exactly the desired set
+    with stack.emulator.client() as control:
+        [app] = control.get(f"/_emulator/tenants/{tenant.id}").json()["intune_apps"]
+    assert shown["intune_app_id"] == app["id"]
+    held = {
+        (a["target"]["@odata.type"], a["target"]["groupId"]): (
+            a["intent"],
+            a["target"]["deviceAndAppManagementAssignmentFilterId"],
+            a["target"]["deviceAndAppManagementAssignmentFilterType"],
+        )
+        for a in app["assignments"]
+    }
+    assert held == {
+        ("#microsoft.graph.groupAssignmentTarget", str(tenant.groups[0])): (
+            "required",
+            str(tenant.windows_filter),
+            "include",
+        ),
+        ("#microsoft.graph.exclusionGroupAssignmentTarget", str(tenant.groups[1])): (
+            "required",
+            None,
+            "none",
+        ),
+    }
 
 
 async def test_a_user_the_tenant_does_not_allow_is_rejected_by_consent(stack: Stack) -> None:
