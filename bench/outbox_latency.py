@@ -1,4 +1,5 @@
-"""Outbox relay latency: from the commit of a state change to its delivery to a consumer.
+"""Outbox relay latency: from the commit of a state change to its delivery to a consumer; and
+one consumer instance's saturation throughput.
 
 Two services, two processes, as in production: a producing service commits events one per
 transaction (the outbox row with its state change) and its relay publishes them (woken by NOTIFY,
@@ -6,13 +7,20 @@ acks=all, idempotent producer); a consuming service handles them through its inb
 handler start minus commit return, per event, both read from the same monotonic clock, on real
 Kafka and PostgreSQL (fsync on). Prints the figures and writes JSON to bench/results/.
 
+Saturation: ``--saturation`` events (20,000) are put on the topic first, across 50 tenants;
+then one consumer instance handles them all, each through its inbox with a follow-up event
+stored in its outbox, as real consumers do. The figure is events handled per second, from the
+first handled to the last.
+
     uv run python bench/outbox_latency.py [--events 1000] [--rate 100] [--warmup 200]
+                                          [--saturation 20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -24,20 +32,31 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+from tenantflow.bus.broker import producer_kwargs
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.db import transaction
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 from tenantflow.contracts.common import UserActor
-from tenantflow.contracts.events import TenantLinkRequested
+from tenantflow.contracts.envelope import Envelope
+from tenantflow.contracts.events import TenantLinkRequested, TenantUnlinked
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.infra import LocalInfra
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "libs/bus/tests/integration/migrations"
 TENANTS = 50
+
+
+def _same(event: TenantLinkRequested) -> dict[str, Any]:
+    return {
+        "tenant_id": event.tenant_id,
+        "actor": event.actor,
+        "correlation_id": event.correlation_id,
+    }
 
 
 def runtime(service: str, bootstrap: str, database_url: str) -> ServiceRuntime:
@@ -133,6 +152,71 @@ async def consume(infra: LocalInfra, events: int, rate: float, warmup: int) -> d
     }
 
 
+async def saturate(infra: LocalInfra, events: int) -> dict[str, Any]:
+    """One consumer instance working through ``events`` that are all there before it starts."""
+    service = runtime("saturated", infra.bootstrap_servers, infra.database_url)
+    tenants = [uuid4() for _ in range(TENANTS)]
+    backlog = [
+        TenantLinkRequested(
+            tenant_id=tenants[n % TENANTS],
+            actor=UserActor(tenant_id=tenants[n % TENANTS], object_id=uuid4()),
+            correlation_id=uuid4(),
+        )
+        for n in range(events)
+    ]
+    producer = AIOKafkaProducer(**producer_kwargs(service.kafka, "bench-backlog"))
+    await producer.start()
+    try:
+        sent = []
+        for event in backlog:
+            envelope = Envelope(data=event, source="/tenantflow/bench")
+            sent.append(
+                await producer.send(
+                    service.kafka.topic_prefix + envelope.topic,
+                    envelope.value(),
+                    key=envelope.key,
+                    headers=envelope.headers(),
+                )
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    handled: list[int] = []
+    done = asyncio.Event()
+    consumer = service.consumer("saturation", Topic.TENANTS)
+
+    @consumer.handles(TenantLinkRequested)
+    async def handle(event: TenantLinkRequested, ctx: HandlerContext) -> None:
+        await ctx.emit(TenantUnlinked(**_same(event)))
+        ctx.after_commit(lambda: handled.append(time.monotonic_ns()))
+
+    def finished() -> None:
+        if len(handled) >= events:
+            done.set()
+
+    started = time.monotonic_ns()
+    await service.start()
+    try:
+        while not done.is_set():
+            finished()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.2)
+            if time.monotonic_ns() - started > 300e9:
+                raise TimeoutError(f"{len(handled)} of {events} handled in 300 s")
+    finally:
+        await service.stop()
+    seconds = (max(handled) - min(handled)) / 1e9
+    return {
+        "benchmark": "consumer_saturation",
+        "events": events,
+        "events_per_s": round(events / seconds),
+        "seconds": round(seconds, 2),
+        "polls_in_one_transaction": consumer.polls_together,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--produce":
         bootstrap, database_url, total, rate, out = sys.argv[2:7]
@@ -142,12 +226,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="events committed per second")
     parser.add_argument("--warmup", type=int, default=200, help="events sent first, not counted")
+    parser.add_argument("--saturation", type=int, default=20_000, help="backlog for throughput")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tenantflow-bench-") as workdir:
         infra = LocalInfra(workdir=Path(workdir), durable=True, bound_to_parent=True)
         infra.start()
         try:
             result = asyncio.run(consume(infra, args.events, args.rate, args.warmup))
+            saturation = asyncio.run(saturate(infra, args.saturation))
         finally:
             infra.stop()
     print(
@@ -155,11 +241,17 @@ def main() -> None:
         f"median {result['median_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
         f"max {result['max_ms']} ms"
     )
+    print(
+        f"one consumer instance, saturated: {saturation['events_per_s']} events/s "
+        f"({saturation['events']} events in {saturation['seconds']} s, "
+        f"{saturation['polls_in_one_transaction']} polls each in one transaction)"
+    )
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     (results / f"outbox_latency_{args.rate:g}_per_s.json").write_text(
         json.dumps(result, indent=2) + "\n"
     )
+    (results / "consumer_saturation.json").write_text(json.dumps(saturation, indent=2) + "\n")
 
 
 if __name__ == "__main__":

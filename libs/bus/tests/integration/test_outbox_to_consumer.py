@@ -13,9 +13,9 @@ from aiokafka.structs import TopicPartition
 from sqlalchemy import func, select
 
 from tenantflow.bus.broker import connection_kwargs
-from tenantflow.bus.consumer import HandlerContext, Outcome
+from tenantflow.bus.consumer import ConsumerSettings, HandlerContext, Outcome
 from tenantflow.bus.db import migrate, transaction
-from tenantflow.bus.errors import TransientError
+from tenantflow.bus.errors import PermanentError, TransientError
 from tenantflow.bus.relay import OutboxRelay
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.bus.tables import bus_tables
@@ -23,7 +23,7 @@ from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import DeadLettered, TenantLinkRequested, TenantLinkVerified
 from tenantflow.contracts.topics import Topic
-from tenantflow.devinfra.testing import eventually, read_topic
+from tenantflow.devinfra.testing import eventually, publish, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +327,54 @@ async def test_events_added_together_are_published_in_order_whole(
     assert [envelope.data for envelope in decoded] == events
     assert {record.key for record in records} == {str(tenant).encode()}
     assert all(envelope.source == runtime.outbox.source for envelope in decoded)
+
+
+async def test_a_polls_records_are_handled_together_and_a_poison_one_alone_is_dead_lettered(
+    runtime: ServiceRuntime,
+) -> None:
+    tenant = uuid4()
+    events = [link_requested(tenant) for _ in range(300)]  # one tenant: one partition, in order
+    poison = events[150].correlation_id
+    seen: list[UUID] = []
+    runtime.consumer_settings = ConsumerSettings(max_records=100)
+    consumer = runtime.consumer("links", Topic.TENANTS)
+
+    @consumer.handles(TenantLinkRequested)
+    async def verify(event: TenantLinkRequested, ctx: HandlerContext) -> None:
+        seen.append(event.correlation_id)
+        if event.correlation_id == poison:
+            raise PermanentError("this one can never be handled")
+        await ctx.emit(
+            TenantLinkVerified(
+                tenant_id=event.tenant_id,
+                actor=event.actor,
+                correlation_id=event.correlation_id,
+                display_name="Contoso",
+                default_domain="contoso.onmicrosoft.com",
+                granted_permissions=["Directory.Read.All"],
+                authorized_by="global_administrator",
+            )
+        )
+
+    await publish(runtime.kafka, *events)  # all there before the first poll
+    await runtime.start()
+    await eventually(
+        lambda: consumer.stats[Outcome.HANDLED] == len(events) - 1, what="all but the poison"
+    )
+    letters = await read_topic(runtime.kafka, Topic.DEAD_LETTER, count=1)
+    assert [decode(r.headers, r.value).data.correlation_id for r in letters] == [poison]
+    follow_ups = await read_topic(runtime.kafka, Topic.TENANTS, count=2 * len(events) - 1)
+    verified = [
+        decode(r.headers, r.value).data
+        for r in follow_ups
+        if decode(r.headers, r.value).data.event_type == TenantLinkVerified.event_type
+    ]
+    # each handled exactly once in effect, in order: what a rolled-back poll did is gone
+    assert [v.correlation_id for v in verified] == [
+        e.correlation_id for e in events if e.correlation_id != poison
+    ]
+    assert consumer.stats[Outcome.DEAD_LETTERED] == 1
+    # polls without the poison went in one transaction each; only the poisoned one (at most
+    # 100 records) was handled again, one by one
+    assert consumer.polls_together >= 1
+    assert len(seen) <= len(events) + 100

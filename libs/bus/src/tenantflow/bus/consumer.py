@@ -1,8 +1,12 @@
 """At-least-once, idempotent event consumption with dead-lettering.
 
-For each record, in one PostgreSQL transaction: claim the event id in the inbox (a duplicate
-stops here), run the handler, store the events it emits in the outbox. The Kafka offset is
-committed only after that transaction committed. Failures:
+Records come a poll at a time. A poll's records are handled together, in one PostgreSQL
+transaction: claim their event ids in the inbox (one statement; duplicates stop there), run each
+record's handler in order, store the events they emit in the outbox. If anything in it fails, it
+is rolled back whole and the poll's records are handled one by one instead, each in its own
+transaction, so a poison record is dead-lettered alone and the others pass. The Kafka offsets
+are committed only after the transaction that handled their records committed. Failures of a
+record on its own:
 
 - undecodable, an unsupported version, or ``PermanentError``: dead-lettered at once;
 - infrastructure (``errors.is_transient``): retried with backoff until it passes, never skipped;
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=EventPayload)
 NIL_TENANT = UUID(int=0)
+BATCH_TIMEOUT_MS = 200
+"""How long a poll waits for records when none are buffered (records that arrive end it)."""
 
 
 class Record(Protocol):
@@ -80,6 +86,8 @@ class ConsumerSettings:
     (``errors.is_transient``) are retried without limit instead."""
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
+    max_records: int = 500
+    """Records handled together, at most, from one poll."""
 
 
 @dataclass
@@ -90,6 +98,8 @@ class HandlerContext:
     envelope: Envelope[EventPayload]
     outbox: Outbox
     committed: list[Callable[[], None]] = field(default_factory=list)
+    emitted: list[Envelope[EventPayload]] = field(default_factory=list)
+    """Stored in the outbox, in order, with one statement before the transaction commits."""
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the handler's transaction committed (not if it rolls back):
@@ -111,7 +121,8 @@ class HandlerContext:
             traceparent=self.envelope.traceparent,
             tracestate=self.envelope.tracestate,
         )
-        return await self.outbox.add(self.session, follow_up)
+        self.emitted.append(follow_up)
+        return follow_up
 
 
 Handler = Callable[[Any, HandlerContext], Awaitable[None]]
@@ -141,6 +152,8 @@ class EventConsumer:
     def __post_init__(self) -> None:
         self._inbox = bus_tables(self.outbox.schema).inbox
         self.stats: Counter[Outcome] = Counter()
+        self.polls_together = 0
+        """Polls whose records were handled in one transaction (the others, one by one)."""
         self.offsets = OffsetCommitter(self.name)
 
     def handles(
@@ -176,19 +189,40 @@ class EventConsumer:
             decoder=whole_message,
             no_reply=True,
             title=self.name,
-            **{**CONSUMER_SETTINGS, "ack_policy": AckPolicy.MANUAL},
+            batch=True,
+            max_records=self.settings.max_records,
+            batch_timeout_ms=BATCH_TIMEOUT_MS,
+            **{
+                **CONSUMER_SETTINGS,
+                "max_poll_records": self.settings.max_records,
+                "ack_policy": AckPolicy.MANUAL,
+            },
         )
 
         @subscriber  # type: ignore[untyped-decorator]  # FastStream's decorator is untyped
         async def consume(message: Any) -> None:
-            record: Any = message.raw_message
+            records: Sequence[Any] = message.raw_message
+            done = 0
             try:
-                await self.process(record)
+                if await self.process_together(records):
+                    done = len(records)
+                else:
+                    for record in records:
+                        await self.process(record)
+                        done += 1
             except BaseException:
-                # not processed: rewind, so this consumer reads the message again
-                message.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                # not processed: rewind each partition to its first record not processed, so
+                # this consumer reads them again
+                rewound: set[TopicPartition] = set()
+                for record in records[done:]:
+                    partition = TopicPartition(record.topic, record.partition)
+                    if partition not in rewound:
+                        message.consumer.seek(partition, record.offset)
+                        rewound.add(partition)
                 raise
-            self.offsets.processed(message.consumer, record)
+            finally:
+                for record in records[:done]:
+                    self.offsets.processed(message.consumer, record)
 
     # --- processing ------------------------------------------------------------------------
 
@@ -196,6 +230,77 @@ class EventConsumer:
         outcome = await self._process(record)
         self.stats[outcome] += 1
         return outcome
+
+    async def process_together(self, records: Sequence[Record]) -> bool:
+        """Handle ``records`` in one transaction (see the module's docstring); False, with
+        nothing done, when they must be handled one by one instead: a single record, one that
+        must be dead-lettered, or a failure of any handler."""
+        if len(records) < 2:
+            return False
+        prepared: list[tuple[Envelope[EventPayload], Handler] | None] = []
+        for record in records:
+            try:
+                event_type, version = read_type(record.headers)
+            except EnvelopeError:
+                return False
+            registered = self._handlers.get((event_type, version))
+            if registered is None:
+                if any(known_type == event_type for known_type, _ in self._handlers):
+                    return False  # an unsupported version: dead-lettered on its own
+                prepared.append(None)
+                continue
+            payload_type, handler = registered
+            try:
+                prepared.append(
+                    (decode(record.headers, record.value, accept=[payload_type]), handler)
+                )
+            except EnvelopeError:
+                return False
+        outcomes: list[Outcome] = []
+        committed: list[Callable[[], None]] = []
+        emitted: list[Envelope[EventPayload]] = []
+        try:
+            async with transaction(self.sessions) as session:
+                ids = [item[0].id for item in prepared if item is not None]
+                claimed = await self._claim_many(session, ids)
+                for item in prepared:
+                    if item is None:
+                        outcomes.append(Outcome.IGNORED)
+                        continue
+                    envelope, handler = item
+                    if envelope.id not in claimed:
+                        outcomes.append(Outcome.DUPLICATE)
+                        continue
+                    claimed.discard(envelope.id)  # the same event twice in one poll: once
+                    # each handler sees the database as the ones before it left it
+                    await session.flush()
+                    session.expire_all()
+                    ctx = HandlerContext(session, envelope, self.outbox)
+                    await handler(envelope.data, ctx)
+                    committed.extend(ctx.committed)
+                    emitted.extend(ctx.emitted)
+                    outcomes.append(Outcome.HANDLED)
+                await self.outbox.add_many(session, emitted)
+        except Exception as exc:
+            log.info("%s: %d records handled one by one: %r", self.name, len(records), exc)
+            return False
+        for callback in committed:
+            callback()
+        self.stats.update(outcomes)
+        self.polls_together += 1
+        return True
+
+    async def _claim_many(self, session: AsyncSession, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        connection = await session.connection()
+        claimed = await connection.execute(
+            insert(self._inbox)
+            .values([{"consumer": self.name, "event_id": event_id} for event_id in event_ids])
+            .on_conflict_do_nothing()
+            .returning(self._inbox.c.event_id)
+        )
+        return set(claimed.scalars())
 
     async def _process(self, record: Record) -> Outcome:
         try:
@@ -227,6 +332,7 @@ class EventConsumer:
                         return Outcome.DUPLICATE
                     ctx = HandlerContext(session, envelope, self.outbox)
                     await handler(envelope.data, ctx)
+                    await self.outbox.add_many(session, ctx.emitted)
                 for callback in ctx.committed:
                     callback()
                 return Outcome.HANDLED

@@ -56,14 +56,19 @@ class Outbox:
         return envelope
 
     async def add_many(
-        self, db: AsyncSession | AsyncConnection, events: Sequence[EventPayload]
+        self,
+        db: AsyncSession | AsyncConnection,
+        events: Sequence[EventPayload | Envelope[EventPayload]],
     ) -> None:
         """Store ``events``, in order, in the caller's transaction with one statement whose
         values travel as arrays: a sync that changes thousands of groups pays neither a round
         trip nor a compilation per event."""
         if not events:
             return
-        rows = [self._row(self.envelope(event)) for event in events]
+        rows = [
+            self._row(event if isinstance(event, Envelope) else self.envelope(event))
+            for event in events
+        ]
         connection = await db.connection() if isinstance(db, AsyncSession) else db
         await connection.execute(
             text(ADD_MANY.format(schema=self.schema)),
