@@ -93,6 +93,14 @@ def test_items_are_answered_on_their_own_with_depends_on(emulator: RunningEmulat
     assert by_id["4"]["status"] == 424
     assert by_id["5"]["status"] == 204
 
+    # each item ran as a request of its own: its own request id, in its error and in the log
+    request_id = by_id["2"]["body"]["error"]["innerError"]["request-id"]
+    assert request_id
+    assert request_id != response.headers["request-id"]
+    with emulator.client() as control:
+        [logged] = control.get("/_emulator/requests", params={"request_id": request_id}).json()
+    assert (logged["path"], logged["status"], logged["in_batch"]) == ("/v1.0/users", 403, True)
+
 
 def test_more_than_20_requests_is_a_400(emulator: RunningEmulator) -> None:
     _, _, graph = writer_graph(emulator)

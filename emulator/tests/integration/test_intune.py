@@ -93,12 +93,20 @@ def test_seeded_app_and_its_assignments(intune: Intune) -> None:
         assignments = graph.get(
             f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}/assignments"
         ).json()["value"]
+        beta = graph.get(
+            f"/beta/deviceAppManagement/mobileApps/{intune.firefox}/assignments"
+        ).json()["value"]
     assert app["@odata.type"] == "#microsoft.graph.winGetApp"
     assert app["packageIdentifier"] == "9NZVDKPMR9RD"
     assert app["isAssigned"] is True
     [assignment] = assignments
     assert assignment["intent"] == "required"
+    # v1.0's targets have no filter properties; beta's do
     assert assignment["target"] == {
+        "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+        "groupId": str(intune.sales),
+    }
+    assert beta[0]["target"] == {
         "@odata.type": "#microsoft.graph.groupAssignmentTarget",
         "groupId": str(intune.sales),
         "deviceAndAppManagementAssignmentFilterId": None,
@@ -107,7 +115,7 @@ def test_seeded_app_and_its_assignments(intune: Intune) -> None:
 
 
 def test_assign_replaces_the_whole_set_and_an_empty_list_clears_it(intune: Intune) -> None:
-    url = f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}"
+    url = f"/beta/deviceAppManagement/mobileApps/{intune.firefox}"
     with intune.graph() as graph:
         assert (
             graph.post(
@@ -276,4 +284,55 @@ def test_intune_writes_are_throttled_at_100_per_20_seconds(intune: Intune) -> No
     # the first hundred went, until the first of them is 20 s old
     assert throttled.status_code == 429
     assert 1 <= int(throttled.headers["Retry-After"]) <= 20
+    # <Scope>/<Limit>/<ApplicationId>/<TenantId>, and why (GD concepts/throttling-limits.md)
+    app_id = intune.emulator.apps["intune-writer"]["client_id"]
+    assert throttled.headers["x-ms-throttle-scope"] == (
+        f"Tenant_Application/Write/{app_id}/{intune.tenant}"
+    )
+    assert throttled.headers["x-ms-throttle-information"] == "WriteLimitExceeded"
     assert read.status_code == 200  # reads have their own, larger budget
+
+
+def test_assignments_are_expanded_on_an_app_and_on_the_list(intune: Intune) -> None:
+    apps = "/beta/deviceAppManagement/mobileApps"
+    with intune.graph() as graph:
+        one = graph.get(f"{apps}/{intune.firefox}", params={"$expand": "assignments"}).json()
+        listed = graph.get(
+            apps, params={"$expand": "assignments", "$select": "id,notes"}
+        ).json()["value"]
+        plain = graph.get(f"{apps}/{intune.firefox}").json()
+        unknown = graph.get(f"{apps}/{intune.firefox}", params={"$expand": "categoriez"})
+    assert [a["target"]["groupId"] for a in one["assignments"]] == [str(intune.sales)]
+    [app] = listed
+    assert set(app) == {"id", "@odata.type", "notes", "assignments"}
+    assert app["assignments"] == one["assignments"]
+    assert "assignments" not in plain  # only when asked for
+    assert unknown.status_code == 400  # never silently ignored
+
+
+def test_v1_has_neither_filters_on_targets_nor_wingetapps(intune: Intune) -> None:
+    filtered = {
+        "intent": "available",
+        "target": group_target(intune.finance, intune.filter),
+    }
+    with intune.graph() as graph:
+        assigned = graph.post(
+            f"/v1.0/deviceAppManagement/mobileApps/{intune.firefox}/assign",
+            json={"mobileAppAssignments": [filtered]},
+        )
+        created = graph.post(
+            "/v1.0/deviceAppManagement/mobileApps",
+            json={
+                "@odata.type": "#microsoft.graph.winGetApp",
+                "displayName": "Company Portal",
+                "packageIdentifier": "9WZDNCRFJ3PZ",
+                "installExperience": {"runAsAccount": "user"},
+            },
+        )
+        unchanged = graph.get(
+            f"/beta/deviceAppManagement/mobileApps/{intune.firefox}/assignments"
+        ).json()["value"]
+    assert assigned.status_code == 400
+    assert "deviceAndAppManagementAssignmentFilterId" in assigned.json()["error"]["message"]
+    assert created.status_code == 400
+    assert [a["target"]["groupId"] for a in unchanged] == [str(intune.sales)]

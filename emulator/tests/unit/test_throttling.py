@@ -27,7 +27,9 @@ def test_intune_writes_per_app_and_tenant() -> None:
         assert throttling.intune("app", "tenant", "POST") is None
     throttled = throttling.intune("app", "tenant", "POST")
     assert throttled is not None
-    assert throttled.scope == "Tenant_Application/IntuneWrite/app/tenant"
+    # <Scope>/<Limit>/<ApplicationId>/<TenantId>, as Graph documents the header
+    assert throttled.scope == "Tenant_Application/Write/app/tenant"
+    assert throttled.information == "WriteLimitExceeded"
     assert throttled.retry_after_s == pytest.approx(20.0)  # when the window's first write ages out
     assert throttling.retry_after(throttled) == "20"
     assert throttling.intune("app", "tenant", "GET") is None  # reads have their own budget
@@ -57,7 +59,7 @@ def test_intune_writes_per_tenant_across_apps() -> None:
             assert throttling.intune(app, "tenant", "PATCH") is None
     throttled = throttling.intune("c", "tenant", "DELETE")
     assert throttled is not None
-    assert throttled.scope == "Tenant/IntuneWrite/tenant"
+    assert throttled.scope == "Tenant/Write/c/tenant"
 
 
 def test_a_refused_request_costs_nothing() -> None:

@@ -349,7 +349,9 @@ class Emulator:
             routes=[
                 *control,
                 *graph_routes,
-                *batch_routes(graph_app, self.faults),
+                # each request of a batch has its own request id and its own log entry, as
+                # Graph runs each on its own; faults are picked for the batch's items apart
+                *batch_routes(Observe(graph_app, self.log, Faults(), in_batch=True), self.faults),
                 *routes(self.entra),
                 *unknown_graph_routes(),
             ]

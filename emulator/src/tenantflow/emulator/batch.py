@@ -93,7 +93,13 @@ def batch_routes(inner: ASGIApp, faults: Faults) -> list[Route]:
                     k: v
                     for k, v in answer.headers.items()
                     if k.lower()
-                    in ("content-type", "retry-after", "location", "x-ms-throttle-scope")
+                    in (
+                        "content-type",
+                        "retry-after",
+                        "location",
+                        "x-ms-throttle-scope",
+                        "x-ms-throttle-information",
+                    )
                 }
                 body: Any = answer.json() if answer.content else None
                 rule = (

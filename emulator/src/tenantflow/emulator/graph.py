@@ -174,7 +174,10 @@ def odata_list(
     items: list[dict[str, Any]],
     filterable: set[str],
     directory_object: bool = True,
+    expanded: frozenset[str] = frozenset(),
 ) -> JSONResponse:
+    """A page of ``items`` as Graph lists them; ``expanded`` navigation properties are kept
+    whatever $select says (OData returns what $expand asked for)."""
     query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
     offset = 0
     if "$skiptoken" in request.query_params:
@@ -207,6 +210,7 @@ def odata_list(
     page = items[offset : offset + top]
     if "$select" in query:
         wanted = {name.strip() for name in query["$select"].split(",")} | {"id", "@odata.type"}
+        wanted |= expanded
         page = [{k: v for k, v in item.items() if k in wanted} for item in page]
     body: dict[str, Any] = {
         "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{context}"
@@ -476,6 +480,7 @@ class Graph:
                 headers={
                     "Retry-After": self.throttling.retry_after(throttled),
                     "x-ms-throttle-scope": throttled.scope,
+                    "x-ms-throttle-information": throttled.information,
                 },
                 inner={"code": "429", "message": "Please retry after", "status": "429"},
             )

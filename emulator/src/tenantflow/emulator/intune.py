@@ -135,6 +135,64 @@ def _winget_fields(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+FILTER_FIELDS = (
+    "deviceAndAppManagementAssignmentFilterId",
+    "deviceAndAppManagementAssignmentFilterType",
+)
+"""Assignment filters on targets exist only on beta: v1.0's deviceAndAppManagementAssignment
+Target has no properties and groupAssignmentTarget only groupId (GD v1.0 resources/
+intune-shared-deviceandappmanagementassignmenttarget.md, intune-shared-groupassignmenttarget.md;
+beta: intune-shared-deviceandappmanagementassignmenttarget.md). v1.0 has no winGetApp either
+(GD api-reference/v1.0 has no intune-apps-wingetapp.md). How v1.0 refuses them is not
+documented: 400 BadRequest with OData's message for a property or type the version's model does
+not have is inferred; reading, v1.0 leaves the filter properties out."""
+
+
+def _version(request: Request) -> str:
+    return request.url.path.split("/")[1]
+
+
+def _for_version(assignment: dict[str, Any], version: str) -> dict[str, Any]:
+    if version == "beta":
+        return assignment
+    target = {k: v for k, v in assignment["target"].items() if k not in FILTER_FIELDS}
+    return {**assignment, "target": target}
+
+
+def _v1_refuses_filters(wanted: list[Any], request: Request) -> None:
+    if _version(request) == "beta":
+        return
+    for assignment in wanted:
+        target = assignment.get("target") if isinstance(assignment, dict) else None
+        for name in FILTER_FIELDS:
+            if isinstance(target, dict) and name in target:
+                kind = str(target.get("@odata.type", "")).lstrip("#")
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"The property '{name}' does not exist on type '{kind}'. Make sure to only "
+                    "use property names that are defined by the type.",
+                )
+
+
+def _expanded(request: Request) -> frozenset[str]:
+    """$expand of a mobileApp: its assignments (a navigation property of mobileApp, GD beta
+    resources/intune-apps-mobileapp.md "Relationships"); anything else is refused as OData
+    refuses an unknown property (the message is OData's, inferred for Intune)."""
+    wanted = {
+        name.strip() for name in request.query_params.get("$expand", "").split(",") if name.strip()
+    }
+    unknown = wanted - {"assignments"}
+    if unknown:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"Could not find a property named '{sorted(unknown)[0]}' on type "
+            "'microsoft.graph.mobileApp'.",
+        )
+    return frozenset(wanted)
+
+
 def _refresh_is_assigned(caller: Caller, app_id: UUID) -> None:
     app = caller.tenant.mobile_apps[app_id]
     app["isAssigned"] = bool(caller.tenant.app_assignments.get(app_id))
@@ -149,28 +207,46 @@ def _comparable(value: Any) -> Any:
 
 
 def intune_routes(graph: Graph) -> list[Route]:
+    def with_assignments(caller: Caller, app: dict[str, Any], request: Request) -> dict[str, Any]:
+        assignments = caller.tenant.app_assignments.get(UUID(app["id"]), [])
+        version = _version(request)
+        return {**app, "assignments": [_for_version(a, version) for a in assignments]}
+
     async def list_apps(request: Request, caller: Caller) -> Response:
         _require(caller, READ_APPS, request)
+        expanded = _expanded(request)
+        apps = list(caller.tenant.mobile_apps.values())
+        if expanded:
+            apps = [with_assignments(caller, app, request) for app in apps]
         return odata_list(
             request,
             "deviceAppManagement/mobileApps",
-            list(caller.tenant.mobile_apps.values()),
+            apps,
             {"id", "displayName", "isAssigned", "@odata.type"},
             directory_object=False,
+            expanded=expanded,
         )
 
     async def get_app(request: Request, caller: Caller) -> Response:
         _require(caller, READ_APPS, request)
+        expanded = _expanded(request)
         _, app = _app_or_404(caller, request)
+        if expanded:
+            app = with_assignments(caller, app, request)
         return odata_entity(
-            "deviceAppManagement/mobileApps", app, request, frozenset({"@odata.type", "id"})
+            "deviceAppManagement/mobileApps",
+            app,
+            request,
+            frozenset({"@odata.type", "id"}) | expanded,
         )
 
     async def create_app(request: Request, caller: Caller) -> Response:
         _require(caller, WRITE_APPS, request)
         body = await _json_body(request)
         kind = str(body.get("@odata.type", "")).lstrip("#")
-        if kind not in CREATABLE:
+        if kind not in CREATABLE or (
+            kind == "microsoft.graph.winGetApp" and _version(request) != "beta"
+        ):
             raise GraphError(400, "BadRequest", f"Cannot create a mobileApp of type '{kind}'.")
         if not body.get("displayName"):
             raise GraphError(400, "BadRequest", "displayName is required.")
@@ -211,10 +287,11 @@ def intune_routes(graph: Graph) -> list[Route]:
     async def list_assignments(request: Request, caller: Caller) -> Response:
         _require(caller, READ_APPS, request)
         app_id, _ = _app_or_404(caller, request)
+        version = _version(request)
         return odata_list(
             request,
             f"deviceAppManagement/mobileApps('{app_id}')/assignments",
-            caller.tenant.app_assignments.get(app_id, []),
+            [_for_version(a, version) for a in caller.tenant.app_assignments.get(app_id, [])],
             {"id"},
             directory_object=False,
         )
@@ -222,8 +299,10 @@ def intune_routes(graph: Graph) -> list[Route]:
     async def create_assignment(request: Request, caller: Caller) -> Response:
         _require(caller, WRITE_APPS, request)
         app_id, _ = _app_or_404(caller, request)
+        body = await _json_body(request)
+        _v1_refuses_filters([body], request)
         try:
-            assignment = assignment_json(app_id, await _json_body(request))
+            assignment = assignment_json(app_id, body)
         except ValueError as exc:
             raise GraphError(400, "BadRequest", str(exc)) from exc
         current = caller.tenant.app_assignments.setdefault(app_id, [])
@@ -231,7 +310,7 @@ def intune_routes(graph: Graph) -> list[Route]:
             raise GraphError(409, "Conflict", "An assignment for this target already exists.")
         current.append(assignment)
         _refresh_is_assigned(caller, app_id)
-        return JSONResponse(assignment, status_code=201)
+        return JSONResponse(_for_version(assignment, _version(request)), status_code=201)
 
     async def delete_assignment(request: Request, caller: Caller) -> Response:
         _require(caller, WRITE_APPS, request)
@@ -252,6 +331,7 @@ def intune_routes(graph: Graph) -> list[Route]:
         wanted = body.get("mobileAppAssignments")
         if not isinstance(wanted, list):
             raise GraphError(400, "BadRequest", "mobileAppAssignments is required.")
+        _v1_refuses_filters(wanted, request)
         try:
             replacement = [assignment_json(app_id, dict(a)) for a in wanted]
         except (ValueError, TypeError) as exc:

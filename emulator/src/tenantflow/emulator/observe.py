@@ -102,8 +102,10 @@ FAULT_CODES = {
 class Observe:
     """Request ids on every response, one log entry per request, and faults by rule."""
 
-    def __init__(self, app: ASGIApp, log: RequestLog, faults: Faults) -> None:
-        self.app, self.log, self.faults = app, log, faults
+    def __init__(
+        self, app: ASGIApp, log: RequestLog, faults: Faults, in_batch: bool = False
+    ) -> None:
+        self.app, self.log, self.faults, self.in_batch = app, log, faults, in_batch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,6 +134,7 @@ class Observe:
             "request_id": request_id,
             "fault": None,
             "retry_after": None,
+            "in_batch": self.in_batch,
         }
 
         async def send_observed(message: Message) -> None:

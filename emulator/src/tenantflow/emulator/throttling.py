@@ -87,6 +87,10 @@ class TokenBucket:
 class Throttled:
     retry_after_s: float
     scope: str
+    information: str
+    """x-ms-throttle-information: why (GD concepts/throttling-limits.md names
+    WriteLimitExceeded and ResourceUnitLimitExceeded; RequestLimitExceeded for a request
+    count is ours, as Microsoft gives only examples)."""
 
 
 @dataclass(frozen=True)
@@ -153,16 +157,18 @@ class Throttling:
             return None
         now = self.clock()
         limits = self.limits
+        # x-ms-throttle-scope is <Scope>/<Limit>/<ApplicationId>/<TenantId> (GD
+        # concepts/throttling-limits.md, "Throttled responses requests")
         checks = [
             (
                 ("intune-any", app_id, tenant_id),
                 limits.intune_app_requests,
-                f"Tenant_Application/Intune/{app_id}/{tenant_id}",
+                f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}",
             ),
             (
                 ("intune-any", tenant_id),
                 limits.intune_tenant_requests,
-                f"Tenant/Intune/{tenant_id}",
+                f"Tenant/ReadWrite/{app_id}/{tenant_id}",
             ),
         ]
         if method in WRITE_METHODS:
@@ -170,12 +176,12 @@ class Throttling:
                 (
                     ("intune-write", app_id, tenant_id),
                     limits.intune_app_writes,
-                    f"Tenant_Application/IntuneWrite/{app_id}/{tenant_id}",
+                    f"Tenant_Application/Write/{app_id}/{tenant_id}",
                 ),
                 (
                     ("intune-write", tenant_id),
                     limits.intune_tenant_writes,
-                    f"Tenant/IntuneWrite/{tenant_id}",
+                    f"Tenant/Write/{app_id}/{tenant_id}",
                 ),
                 *checks,
             ]
@@ -203,7 +209,13 @@ class Throttling:
         for budget, scope in budgets:
             wait = budget.wait_for(cost, now)
             if wait > 0:
-                return Throttled(wait, scope)
+                if scope.split("/")[1] == "Write":
+                    information = "WriteLimitExceeded"
+                elif isinstance(budget, TokenBucket):
+                    information = "ResourceUnitLimitExceeded"
+                else:
+                    information = "RequestLimitExceeded"
+                return Throttled(wait, scope, information)
         for budget, _ in budgets:
             budget.spend(cost, now)
         return None
