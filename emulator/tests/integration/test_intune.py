@@ -297,9 +297,8 @@ def test_assignments_are_expanded_on_an_app_and_on_the_list(intune: Intune) -> N
     apps = "/beta/deviceAppManagement/mobileApps"
     with intune.graph() as graph:
         one = graph.get(f"{apps}/{intune.firefox}", params={"$expand": "assignments"}).json()
-        listed = graph.get(
-            apps, params={"$expand": "assignments", "$select": "id,notes"}
-        ).json()["value"]
+        expanded = {"$expand": "assignments", "$select": "id,notes"}
+        listed = graph.get(apps, params=expanded).json()["value"]
         plain = graph.get(f"{apps}/{intune.firefox}").json()
         unknown = graph.get(f"{apps}/{intune.firefox}", params={"$expand": "categoriez"})
     assert [a["target"]["groupId"] for a in one["assignments"]] == [str(intune.sales)]
