@@ -4,7 +4,8 @@ budget (``throttle.Budget``), with Graph's request ids kept for the change's out
 Calls (Graph beta: winGetApp and assignment filters on targets exist only there; GD beta
 api/intune-apps-wingetapp-create.md, intune-apps-mobileappassignment-list.md,
 intune-apps-mobileapp-assign.md, intune-apps-mobileapp-delete.md):
-- GET    /beta/deviceAppManagement/mobileApps?$select=id,notes   find apps by marker (read)
+- GET    /beta/deviceAppManagement/mobileApps?$select=id,notes   find apps by marker (read);
+         with &$expand=assignments, every app's assignments at once (a round of many changes)
 - POST   /beta/deviceAppManagement/mobileApps                    create the winGetApp (write)
 - GET    /beta/deviceAppManagement/mobileApps/{id}/assignments   what Intune holds (read)
 - POST   /beta/deviceAppManagement/mobileApps/{id}/assign        the whole set (write)
@@ -33,6 +34,8 @@ from tenantflow.graph.errors import GraphCallFailed, Throttled
 from tenantflow.intune_writer.throttle import Budget
 
 APPS = "/beta/deviceAppManagement/mobileApps"
+PAGE = 999
+"""Apps per page of a listing: Graph's usual maximum $top."""
 MARKER = re.compile(r"tenantflow:([0-9a-fA-F-]{36})/([a-z0-9][a-z0-9.-]{0,63})")
 
 
@@ -79,6 +82,8 @@ class IntuneSession:
     budget: Budget
     clock: Callable[[], float] = time.monotonic
     markers: dict[str, UUID] | None = None
+    held: dict[UUID, list[dict[str, Any]]] | None = None
+    """Every app's assignments as the last inventory read them (None: read per app)."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def call(
@@ -114,28 +119,52 @@ class IntuneSession:
 
     async def _find_marked(self, calls: Calls, app: str) -> UUID | None:
         if self.markers is None:
-            found: dict[str, UUID] = {}
-            path: str | None = APPS
-            params: dict[str, str] | None = {"$select": "id,notes"}
-            while path:
-                page = (await self.call(calls, False, "GET", path, params=params)).body
-                for item in page.get("value", []):
-                    match = MARKER.search(str(item.get("notes") or ""))
-                    if match and UUID(match.group(1)) == self.tenant_id:
-                        found.setdefault(marker(self.tenant_id, match.group(2)), UUID(item["id"]))
-                link = page.get("@odata.nextLink")
-                path, params = (self.graph.check_link(link), None) if link else (None, None)
-            self.markers = found
+            await self._list(calls, with_assignments=False)
+        assert self.markers is not None
         return self.markers.get(marker(self.tenant_id, app))
+
+    async def inventory(self, calls: Calls) -> None:
+        """Read every app of the tenant with its assignments and marker: for a round of many
+        changes, a few pages instead of a read per app."""
+        async with self._listing:
+            await self._list(calls, with_assignments=True)
+
+    async def _list(self, calls: Calls, with_assignments: bool) -> None:
+        found: dict[str, UUID] = {}
+        held: dict[UUID, list[dict[str, Any]]] = {}
+        path: str | None = APPS
+        query = {"$select": "id,notes", "$top": str(PAGE)}
+        if with_assignments:
+            query["$expand"] = "assignments"
+        params: dict[str, str] | None = query
+        while path:
+            page = (await self.call(calls, False, "GET", path, params=params)).body
+            for item in page.get("value", []):
+                app_id = UUID(str(item["id"]))
+                match = MARKER.search(str(item.get("notes") or ""))
+                if match and UUID(match.group(1)) == self.tenant_id:
+                    found.setdefault(marker(self.tenant_id, match.group(2)), app_id)
+                if with_assignments:
+                    held[app_id] = list(item.get("assignments") or [])
+            link = page.get("@odata.nextLink")
+            path, params = (self.graph.check_link(link), None) if link else (None, None)
+        self.markers = found
+        if with_assignments:
+            self.held = held
 
     async def create(self, calls: Calls, app: CatalogApp) -> UUID:
         created = await self.call(calls, True, "POST", APPS, json=app_body(self.tenant_id, app))
         app_id = UUID(str(created.body["id"]))
         if self.markers is not None:
             self.markers[marker(self.tenant_id, app.catalog_id)] = app_id
+        if self.held is not None:
+            self.held[app_id] = []
         return app_id
 
     async def assignments(self, calls: Calls, app_id: UUID) -> list[dict[str, Any]]:
+        """What Intune holds for the app: from this round's inventory, or read now."""
+        if self.held is not None and app_id in self.held:
+            return self.held[app_id]
         items: list[dict[str, Any]] = []
         path: str | None = f"{APPS}/{app_id}/assignments"
         while path:

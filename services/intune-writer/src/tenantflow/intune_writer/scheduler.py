@@ -96,11 +96,16 @@ NEXT_DUE = """
     WHERE t.state = 'active' AND d.next_due IS NOT NULL"""
 
 
+INVENTORY_FROM = 10
+"""A round of this many changes reads the tenant's apps with their assignments in one listing
+instead of one read per app."""
+
+
 @dataclass(frozen=True)
 class SchedulerSettings:
     tenants_per_process: int = 64
     """Tenants one process serves at once (each its own task)."""
-    changes_per_round: int = 20
+    changes_per_round: int = 100
     lease_s: float = 30.0
     """A claimed tenant is renewed every round; a round is cut at half of this."""
     poll_s: float = 5.0
@@ -324,6 +329,14 @@ class Scheduler:
     async def _round(
         self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
     ) -> list[Outcome]:
+        intune.held = None  # what Intune holds is read afresh each round
+        if len(work) >= INVENTORY_FROM:
+            try:
+                await intune.inventory(Calls())
+            except (NoBudget, Throttled):
+                return [Deferred(w) for w in work]
+            except (GraphCallFailed, TransientError) as exc:
+                log.warning("inventory of %s failed, reading per app: %s", intune.tenant_id, exc)
         tasks = [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in work]
         done, pending = await asyncio.wait(tasks, timeout=self.settings.lease_s / 2)
         for task in pending:

@@ -29,7 +29,8 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     """Longest wait between looks for due reads and due deployments (an event wakes them)."""
     tenants_per_process: int = Field(default=64, ge=1)
     """Tenants one writer process serves at once; more tenants, more processes."""
-    changes_per_round: int = Field(default=20, ge=1, le=100)
+    changes_per_round: int = Field(default=100, ge=1, le=1000)
+    """Changes of one tenant taken together (at most the writes its budget has left)."""
     lease_seconds: float = Field(default=30.0, ge=2)
     """A tenant claimed by a process that died is taken over after this (then Intune's window
     is waited out once, as the dead process's last writes are unknown)."""
