@@ -8,7 +8,8 @@ intune-apps-mobileapp-assign.md, intune-apps-mobileapp-delete.md):
          with &$expand=assignments, every app's assignments at once (a round of many changes)
 - POST   /beta/deviceAppManagement/mobileApps                    create the winGetApp (write)
 - GET    /beta/deviceAppManagement/mobileApps/{id}/assignments   what Intune holds (read)
-- POST   /beta/deviceAppManagement/mobileApps/{id}/assign        the whole set (write)
+- POST   /beta/deviceAppManagement/mobileApps/{id}/assign        the whole set (write), sent
+         in JSON batches of up to 20 (POST /beta/$batch; GD concepts/json-batching.md)
 - DELETE /beta/deviceAppManagement/mobileApps/{id}               remove_app (write)
 
 The stable marker: an app tenantflow creates carries ``tenantflow:{tenant id}/{catalog id}`` in
@@ -28,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from tenantflow.bus.errors import TransientError
 from tenantflow.contracts.events import CatalogApp, GraphError
 from tenantflow.graph.client import GraphAnswer, GraphClient
-from tenantflow.graph.errors import GraphCallFailed, Throttled
+from tenantflow.graph.errors import GraphCallFailed, Throttled, graph_error, retry_after_seconds
 from tenantflow.intune_writer.throttle import Budget
 
 APPS = "/beta/deviceAppManagement/mobileApps"
@@ -60,6 +62,17 @@ def app_body(tenant_id: UUID, app: CatalogApp) -> dict[str, Any]:
     }
 
 
+Queued = tuple[UUID, list[dict[str, Any]], "asyncio.Future[str | None]"]
+BATCH = 20
+"""Requests per JSON batch: Graph's maximum."""
+LINGER_S = 0.005
+"""How long a write waits for others to share its batch."""
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
 class NoBudget(Exception):
     """The tenant's budget has no room for the call now: the work waits, nothing was sent."""
 
@@ -85,6 +98,9 @@ class IntuneSession:
     held: dict[UUID, list[dict[str, Any]]] | None = None
     """Every app's assignments as the last inventory read them (None: read per app)."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _queued: list[Queued] = field(default_factory=list)
+    _flusher: asyncio.TimerHandle | None = None
+    _sending: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def call(
         self, calls: Calls, write: bool, method: str, path: str, **kwargs: Any
@@ -175,9 +191,78 @@ class IntuneSession:
         return items
 
     async def assign(self, calls: Calls, app_id: UUID, body: list[dict[str, Any]]) -> None:
-        await self.call(
-            calls, True, "POST", f"{APPS}/{app_id}/assign", json={"mobileAppAssignments": body}
-        )
+        """POST …/assign with the whole set, sent in a JSON batch with the round's other
+        writes (up to 20 a call): Intune counts and throttles each on its own, and one HTTP
+        call carries twenty. The change's request id is the batch's (Graph gives items none)."""
+        if not self.budget.take(self.clock(), write=True):
+            raise NoBudget(f"{APPS}/{app_id}/assign")
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((app_id, body, answer))
+        if len(self._queued) >= BATCH:
+            self._flush()
+        elif self._flusher is None:
+            self._flusher = asyncio.get_running_loop().call_later(LINGER_S, self._flush)
+        request_id = await answer
+        if request_id:
+            calls.all.append(request_id)
+            calls.writes.append(request_id)
+
+    def _flush(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        queued, self._queued = self._queued, []
+        if queued:
+            task = asyncio.create_task(self._send_batch(queued))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send_batch(self, queued: list[Queued]) -> None:
+        requests = [
+            {
+                "id": str(n),
+                "method": "POST",
+                "url": f"{APPS.removeprefix('/beta')}/{app_id}/assign",
+                "headers": {"Content-Type": "application/json"},
+                "body": {"mobileAppAssignments": body},
+            }
+            for n, (app_id, body, _) in enumerate(queued)
+        ]
+        try:
+            batch = await self.graph.call(
+                self.token, "POST", "/beta/$batch", json={"requests": requests}
+            )
+        except BaseException as exc:
+            for _, _, answer in queued:  # whether Intune saw them is unknown: count them
+                if isinstance(exc, Throttled):
+                    self.budget.throttled(self.clock(), exc.retry_after_s, write=True)
+                else:
+                    self.budget.answered(self.clock(), write=True)
+                if not answer.done():
+                    answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        items = {str(item.get("id")): item for item in batch.body.get("responses", [])}
+        for n, (app_id, _, answer) in enumerate(queued):
+            item = items.get(str(n), {"status": 500, "body": None, "headers": {}})
+            status, headers = int(item["status"]), dict(item.get("headers") or {})
+            what = f"POST {APPS}/{app_id}/assign"
+            if status == 429:
+                wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
+                self.budget.throttled(self.clock(), wait, write=True)
+                answer.set_exception(
+                    Throttled(wait, _header(headers, "x-ms-throttle-scope"), what, batch.request_id)
+                )
+                continue
+            self.budget.answered(self.clock(), write=True)
+            if status < 400:
+                answer.set_result(batch.request_id)
+            elif status >= 500:
+                answer.set_exception(TransientError(f"{what}: Graph answered {status}"))
+            else:
+                code, message = graph_error(item.get("body"))
+                answer.set_exception(GraphCallFailed(status, code, message, batch.request_id))
 
     async def delete(self, calls: Calls, app_id: UUID) -> None:
         await self.call(calls, True, "DELETE", f"{APPS}/{app_id}")

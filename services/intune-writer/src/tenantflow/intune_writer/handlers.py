@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
@@ -45,6 +45,41 @@ from tenantflow.intune_writer.models import (
 from tenantflow.intune_writer.scheduler import Scheduler
 
 CONNECTOR_REVOKED = "directory_connector_revoked"
+
+# the hot path as plain statements (the schema is models.SCHEMA, a constant): a backlog of
+# thousands of changes is ingested at the bus's pace, not at the ORM's
+STORE_REQUEST = text("""
+    INSERT INTO intune_writer.changes
+        (change_id, tenant_id, app, revision, state, requested, updated_at)
+    VALUES (:change, :tenant, :app, :revision, 'requested', CAST(:requested AS jsonb), :at)
+    ON CONFLICT (change_id) DO NOTHING""")
+VERIFY = text("""
+    WITH verified AS (
+        UPDATE intune_writer.changes c
+        SET state = 'verified', verified_event = :event, updated_at = :at
+        WHERE c.change_id = :change AND c.state = 'requested'
+          AND NOT EXISTS (SELECT 1 FROM intune_writer.writer_tenants t
+                          WHERE t.tenant_id = c.tenant_id AND t.state = 'unlinked'
+                            AND t.updated_at >= c.updated_at)
+        RETURNING c.tenant_id, c.app, c.revision, c.change_id, c.requested,
+                  (SELECT t.state FROM intune_writer.writer_tenants t
+                   WHERE t.tenant_id = c.tenant_id) AS tenant_state
+    ), desired AS (
+        INSERT INTO intune_writer.deployments AS d
+            (tenant_id, app, catalog_app, desired, desired_revision, desired_change,
+             remove_app, due_at, attempts)
+        SELECT tenant_id, app, requested -> 'catalog_app', requested -> 'desired_assignments',
+               revision, change_id, COALESCE((requested ->> 'remove_app')::boolean, false),
+               :at, 0
+        FROM verified
+        ON CONFLICT (tenant_id, app) DO UPDATE
+        SET catalog_app = excluded.catalog_app, desired = excluded.desired,
+            desired_revision = excluded.desired_revision,
+            desired_change = excluded.desired_change, remove_app = excluded.remove_app,
+            due_at = excluded.due_at, attempts = 0
+        WHERE d.desired_revision < excluded.desired_revision
+    )
+    SELECT tenant_state FROM verified""")
 
 
 def register(
@@ -153,18 +188,17 @@ def register(
     @deployments.handles(DeploymentChangeRequested)
     async def store_request(event: DeploymentChangeRequested, ctx: HandlerContext) -> None:
         """Keep the change's desired set until consent's verdict on it."""
-        await ctx.session.exec(
-            insert(Change)
-            .values(
-                change_id=event.correlation_id,
-                tenant_id=event.tenant_id,
-                app=event.app,
-                revision=event.revision,
-                state=ChangeState.REQUESTED,
-                requested=event.model_dump(mode="json"),
-                updated_at=ctx.envelope.time,
-            )
-            .on_conflict_do_nothing()
+        connection = await ctx.session.connection()
+        await connection.execute(
+            STORE_REQUEST,
+            {
+                "change": event.correlation_id,
+                "tenant": event.tenant_id,
+                "app": event.app,
+                "revision": event.revision,
+                "requested": event.model_dump_json(),
+                "at": ctx.envelope.time,
+            },
         )
 
     @deployments.handles(DeploymentChangeRejected)
@@ -179,7 +213,22 @@ def register(
     @deployments.handles(DeploymentChangeVerified)
     async def schedule_verified(event: DeploymentChangeVerified, ctx: HandlerContext) -> None:
         """The change may be written: its desired set becomes the deployment's desired state
-        (unless a newer revision is there already) and the deployment is due now."""
+        (unless a newer revision is there already) and the deployment is due now. One
+        statement when nothing is unusual (the path every change takes); the unusual cases
+        (never requested, already handled, an unlinked tenant) are told apart after it."""
+        connection = await ctx.session.connection()
+        verified = await connection.execute(
+            VERIFY,
+            {"change": event.correlation_id, "event": ctx.event_id, "at": ctx.envelope.time},
+        )
+        row = verified.first()
+        if row is not None:
+            if row.tenant_state in (None, TenantState.UNLINKED):
+                # the tenants topic is behind (a first activation, or a relink after the
+                # unlink this change was requested after): consent verified writing is on
+                await set_state(ctx, event.tenant_id, TenantState.ACTIVE, None)
+            ctx.after_commit(scheduler.wake.set)
+            return
         change = await ctx.session.get(Change, event.correlation_id, with_for_update=True)
         if change is None:
             raise PermanentError(
