@@ -165,7 +165,7 @@ def changes(tenant: Tenant, revision: int = 1) -> list[EventPayload]:
                 desired_assignments=[
                     DesiredAssignment(
                         target=AssignmentTarget(kind="group", group_id=tenant.group),
-                        intent="required",  # type: ignore[arg-type]
+                        intent="required",
                     )
                 ],
             )
