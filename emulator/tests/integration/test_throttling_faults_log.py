@@ -123,3 +123,16 @@ def test_the_request_log_records_app_tenant_and_status(emulator: RunningEmulator
     assert entry["method"] == "GET"
     assert entry["client_app"] == emulator.apps["directory-connector"]["client_id"]
     assert entry["request_id"] == response.headers["request-id"]
+
+
+@pytest.mark.usefixtures("clean_faults")
+def test_a_fault_for_one_tenant_leaves_the_others_alone(emulator: RunningEmulator) -> None:
+    slow, slow_graph = tenant_with_connector(emulator)
+    _, other_graph = tenant_with_connector(emulator)
+    with emulator.client() as control:
+        control.post(
+            "/_emulator/faults", json={"path": "/organization", "status": 503, "tenant": slow}
+        ).raise_for_status()
+    with slow_graph, other_graph:
+        assert slow_graph.get("/v1.0/organization").status_code == 503
+        assert other_graph.get("/v1.0/organization").status_code == 200

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import math
 import re
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +38,11 @@ class FaultRule(BaseModel):
         default=False,
         description="Inside $batch: the write is applied, but its item answers 429.",
     )
+    tenant: str | None = Field(
+        default=None,
+        description="Only requests whose bearer token is for this tenant (its tid): one slow "
+        "or failing tenant among healthy ones.",
+    )
     matched: int = 0
     fired: int = 0
 
@@ -45,8 +52,12 @@ class FaultRule(BaseModel):
         re.compile(pattern)
         return pattern
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method in ("*", method)) and re.search(self.path, path) is not None
+    def matches(self, method: str, path: str, tenant: str | None = None) -> bool:
+        return (
+            self.method in ("*", method)
+            and (self.tenant is None or self.tenant == tenant)
+            and re.search(self.path, path) is not None
+        )
 
     def should_fire(self) -> bool:
         """Exactly ``share`` of the matching requests, spread evenly (deterministic)."""
@@ -61,13 +72,35 @@ class FaultRule(BaseModel):
 class Faults:
     rules: list[FaultRule] = field(default_factory=list)
 
-    def pick(self, method: str, path: str, batch: bool = False) -> FaultRule | None:
+    def pick(
+        self,
+        method: str,
+        path: str,
+        batch: bool = False,
+        tenant: Callable[[], str | None] = lambda: None,
+    ) -> FaultRule | None:
+        """The first rule that matches and fires; ``tenant`` tells the request's tenant, asked
+        only when a rule names one."""
         for rule in self.rules:
             if rule.batch_write_429 != batch:
                 continue
-            if rule.matches(method, path) and rule.should_fire():
+            if rule.matches(method, path, tenant() if rule.tenant else None) and rule.should_fire():
                 return rule
         return None
+
+
+def token_tenant(scope: Scope) -> str | None:
+    """The tid of the request's bearer token, read without verifying it (to pick faults only;
+    Graph's routes verify the token)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            try:
+                payload = value[7:].split(b".")[1]
+                claims = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+            except (IndexError, ValueError):
+                return None
+            return str(claims.get("tid")) if isinstance(claims, dict) else None
+    return None
 
 
 @dataclass
@@ -147,7 +180,11 @@ class Observe:
             await send(message)
 
         try:
-            rule = None if path.startswith(CONTROL_PREFIX) else self.faults.pick(method, path)
+            rule = (
+                None
+                if path.startswith(CONTROL_PREFIX)
+                else self.faults.pick(method, path, tenant=lambda: token_tenant(scope))
+            )
             if rule is not None:
                 entry["fault"] = rule.id
                 if rule.latency_ms:

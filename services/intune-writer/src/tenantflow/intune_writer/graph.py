@@ -65,8 +65,6 @@ def app_body(tenant_id: UUID, app: CatalogApp) -> dict[str, Any]:
 Queued = tuple[UUID, list[dict[str, Any]], "asyncio.Future[str | None]"]
 BATCH = 20
 """Requests per JSON batch: Graph's maximum."""
-LINGER_S = 0.005
-"""How long a write waits for others to share its batch."""
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -99,7 +97,7 @@ class IntuneSession:
     """Every app's assignments as the last inventory read them (None: read per app)."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _queued: list[Queued] = field(default_factory=list)
-    _flusher: asyncio.TimerHandle | None = None
+    _flusher: asyncio.Handle | None = None
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def call(
@@ -201,7 +199,9 @@ class IntuneSession:
         if len(self._queued) >= BATCH:
             self._flush()
         elif self._flusher is None:
-            self._flusher = asyncio.get_running_loop().call_later(LINGER_S, self._flush)
+            # the round's other writes reach here in the same turn of the loop: send what has
+            # gathered once that turn is over, waiting for nothing
+            self._flusher = asyncio.get_running_loop().call_soon(self._flush)
         request_id = await answer
         if request_id:
             calls.all.append(request_id)

@@ -85,7 +85,7 @@ CLAIM = """
     UPDATE intune_writer.writer_tenants t
     SET lease_owner = :owner, lease_until = :until
     FROM due WHERE t.tenant_id = due.tenant_id
-    RETURNING t.tenant_id, t.budget, due.previous_owner"""
+    RETURNING t.tenant_id, t.budget, t.source_of_truth, due.previous_owner"""
 
 NEXT_DUE = """
     SELECT min(GREATEST(COALESCE(t.not_before, d.next_due), COALESCE(t.lease_until, d.next_due),
@@ -177,6 +177,16 @@ class Deferred:
 Outcome = Applied | Failed | Deferred
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A tenant this process leased, its budget, and its first round of changes."""
+
+    tenant_id: UUID
+    budget: Budget
+    work: list[Work]
+    source_of_truth: bool
+
+
 class LeaseLost(Exception):
     """Another process holds the tenant now (or it was parked): this task stops."""
 
@@ -204,10 +214,10 @@ class Scheduler:
             while True:
                 self.wake.clear()
                 free = self.settings.tenants_per_process - len(self.tasks)
-                for tenant_id, budget, previous in await self._claim(free) if free > 0 else []:
-                    task = asyncio.create_task(self._serve(tenant_id, budget, previous))
-                    self.tasks[tenant_id] = task
-                    task.add_done_callback(functools.partial(self._done, tenant_id))
+                for claimed in await self._claim(free) if free > 0 else []:
+                    task = asyncio.create_task(self._serve(claimed))
+                    self.tasks[claimed.tenant_id] = task
+                    task.add_done_callback(functools.partial(self._done, claimed.tenant_id))
                 delay = await self._next_due()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), delay)
@@ -224,8 +234,10 @@ class Scheduler:
         self.tasks.pop(tenant_id, None)
         self.wake.set()  # room for another tenant, or this one has more
 
-    async def _claim(self, limit: int) -> list[tuple[UUID, dict[str, Any] | None, str | None]]:
-        now = self.clock()
+    async def _claim(self, limit: int) -> list[Claimed]:
+        """Lease up to ``limit`` due tenants, and take each one's first round of changes in the
+        same transaction (one commit less before the first write)."""
+        now, moment = self.clock(), self.monotonic()
         async with transaction(self.runtime.sessions) as session:
             connection = await session.connection()
             rows = await connection.execute(
@@ -237,7 +249,24 @@ class Scheduler:
                     "until": now + timedelta(seconds=self.settings.lease_s),
                 },
             )
-            return [(row.tenant_id, row.budget, row.previous_owner) for row in rows]
+            claimed = []
+            for row in rows.all():
+                budget = Budget.restore(row.budget, self.settings.limits, moment, now.timestamp())
+                if row.previous_owner is not None:
+                    log.warning(
+                        "taking over %s from %s, whose lease ran out",
+                        row.tenant_id,
+                        row.previous_owner,
+                    )
+                    budget.blackout(moment)
+                work = []
+                if budget.wait(moment, write=True) == 0:
+                    work = await self._take(session, row.tenant_id, self._room(budget), now)
+                claimed.append(Claimed(row.tenant_id, budget, work, row.source_of_truth))
+            return claimed
+
+    def _room(self, budget: Budget) -> int:
+        return max(1, min(self.settings.changes_per_round, budget.writes_left(self.monotonic())))
 
     async def _next_due(self) -> float:
         async with self.runtime.sessions() as session:
@@ -249,14 +278,8 @@ class Scheduler:
 
     # --- one tenant ----------------------------------------------------------------------
 
-    async def _serve(
-        self, tenant_id: UUID, state: dict[str, Any] | None, previous_owner: str | None
-    ) -> None:
-        now = self.monotonic()
-        budget = Budget.restore(state, self.settings.limits, now, self.clock().timestamp())
-        if previous_owner is not None:
-            log.warning("taking over %s from %s, whose lease ran out", tenant_id, previous_owner)
-            budget.blackout(now)
+    async def _serve(self, claimed: Claimed) -> None:
+        tenant_id, budget = claimed.tenant_id, claimed.budget
         try:
             token = await self.graph.token(self.credentials, str(tenant_id))
         except TokenRefused as refused:
@@ -269,17 +292,20 @@ class Scheduler:
             await self._release(tenant_id, budget, self.settings.backoff_initial_s)
             return
         intune = IntuneSession(self.graph, token, tenant_id, budget, clock=self.monotonic)
+        work, source_of_truth = claimed.work, claimed.source_of_truth
         released = False
         try:
+            wait = 0.0
             while True:
-                wait = budget.wait(self.monotonic(), write=True)
-                if wait > 0:
-                    break
-                room = min(self.settings.changes_per_round, budget.writes_left(self.monotonic()))
-                work, source_of_truth = await self._take_round(tenant_id, max(1, room))
                 if not work:
-                    break
+                    wait = budget.wait(self.monotonic(), write=True)
+                    if wait > 0:
+                        break
+                    work, source_of_truth = await self._take_round(tenant_id, self._room(budget))
+                    if not work:
+                        break
                 outcomes = await self._round(intune, work, source_of_truth)
+                work = []
                 pause = await self._record(tenant_id, outcomes, budget)
                 if pause:
                     wait = pause
@@ -294,25 +320,30 @@ class Scheduler:
                     await asyncio.shield(self._release(tenant_id, budget, 0.0))
 
     async def _take_round(self, tenant_id: UUID, limit: int) -> tuple[list[Work], bool]:
-        now = self.clock()
         async with transaction(self.runtime.sessions) as session:
             tenant = await self._renew(session, tenant_id)
-            rows = await session.exec(
-                select(Deployment)
-                .where(col(Deployment.tenant_id) == tenant_id)
-                .where(col(Deployment.due_at) <= now)
-                .order_by(col(Deployment.due_at))
-                .limit(limit)
-                .with_for_update()
-            )
-            work = []
-            for row in rows.all():
-                # from here on, tenantflow may have written these targets
-                desired_keys = {DesiredAssignment.model_validate(a).target.key for a in row.desired}
-                row.managed_keys = sorted(set(row.managed_keys) | desired_keys)
-                session.add(row)
-                work.append(Work.of(row))
-            return work, tenant.source_of_truth
+            return await self._take(session, tenant_id, limit, self.clock()), tenant.source_of_truth
+
+    async def _take(
+        self, session: AsyncSession, tenant_id: UUID, limit: int, now: datetime
+    ) -> list[Work]:
+        """The tenant's due deployments, oldest first; their targets are tenantflow's from
+        here on, since it may write them."""
+        rows = await session.exec(
+            select(Deployment)
+            .where(col(Deployment.tenant_id) == tenant_id)
+            .where(col(Deployment.due_at) <= now)
+            .order_by(col(Deployment.due_at))
+            .limit(limit)
+            .with_for_update()
+        )
+        work = []
+        for row in rows.all():
+            desired_keys = {DesiredAssignment.model_validate(a).target.key for a in row.desired}
+            row.managed_keys = sorted(set(row.managed_keys) | desired_keys)
+            session.add(row)
+            work.append(Work.of(row))
+        return work
 
     async def _renew(self, session: AsyncSession, tenant_id: UUID) -> WriterTenant:
         tenant = await session.get(WriterTenant, tenant_id, with_for_update=True)
