@@ -89,18 +89,23 @@ class Faults:
         return None
 
 
-def token_tenant(scope: Scope) -> str | None:
-    """The tid of the request's bearer token, read without verifying it (to pick faults only;
-    Graph's routes verify the token)."""
+def token_claims(scope: Scope) -> dict[str, str]:
+    """The tid and appid of the request's bearer token, read without verifying it (to pick
+    faults and name the caller in the log only; Graph's routes verify the token)."""
     for name, value in scope["headers"]:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             try:
                 payload = value[7:].split(b".")[1]
                 claims = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
             except (IndexError, ValueError):
-                return None
-            return str(claims.get("tid")) if isinstance(claims, dict) else None
-    return None
+                return {}
+            if isinstance(claims, dict):
+                return {k: str(claims[k]) for k in ("tid", "appid") if k in claims}
+    return {}
+
+
+def token_tenant(scope: Scope) -> str | None:
+    return token_claims(scope).get("tid")
 
 
 @dataclass
@@ -214,4 +219,10 @@ class Observe:
         finally:
             entry["client_app"] = state.get("client_app")
             entry["tenant"] = state.get("tenant")
+            if entry["fault"] and entry["tenant"] is None:
+                # answered before Graph's routes read the token: the log names the caller from
+                # the token as sent (unverified, for the log only)
+                claims = token_claims(scope)
+                entry["tenant"] = claims.get("tid")
+                entry["client_app"] = claims.get("appid")
             self.log.entries.append(entry)

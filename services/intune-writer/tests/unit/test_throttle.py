@@ -10,6 +10,7 @@ from tenantflow.intune_writer.throttle import Budget, Limits
 pytestmark = pytest.mark.unit
 
 LIMITS = Limits(writes=100, requests=1000, window_s=20.0)
+WRITE_SCOPE = "Tenant_Application/Write/app/tenant"
 
 
 def spend(budget: Budget, at: float, writes: int) -> int:
@@ -59,7 +60,7 @@ def test_a_429_before_the_window_is_full_teaches_the_lower_limit() -> None:
     budget = Budget(LIMITS)
     assert spend(budget, 0.0, 50) == 50
     assert budget.take(1.0, write=True)
-    budget.throttled(1.0, 19.0, write=True)  # the tenant's real limit is 50
+    budget.throttled(1.0, 19.0, True, WRITE_SCOPE)  # the tenant's real limit is 50
     assert budget.write_limit == 50
     assert spend(budget, 20.0, 100) == 50  # once the window has passed: 50, not 100
 
@@ -68,15 +69,26 @@ def test_a_stray_429_at_most_halves_the_limit() -> None:
     budget = Budget(LIMITS)
     assert spend(budget, 0.0, 3) == 3
     assert budget.take(0.0, write=True)
-    budget.throttled(0.0, 1.0, write=True)
+    budget.throttled(0.0, 1.0, True, WRITE_SCOPE)
     assert budget.write_limit == 50
+
+
+def test_a_429_that_names_no_write_limit_is_waited_out_and_teaches_nothing() -> None:
+    budget = Budget(LIMITS)
+    for n, scope in enumerate((None, "Tenant_Application/ReadWrite/app/tenant", "garbage")):
+        now = 10.0 * n
+        assert spend(budget, now, 3) == 3
+        assert budget.take(now, write=True)
+        budget.throttled(now, 2.0, True, scope)
+        assert budget.write_limit == 100
+        assert budget.wait(now + 1.0, write=True) == pytest.approx(1.0)  # waited out all the same
 
 
 def test_the_limit_recovers_slowly_one_quiet_window_at_a_time() -> None:
     budget = Budget(LIMITS)
     spend(budget, 0.0, 50)
     budget.take(0.0, write=True)
-    budget.throttled(0.0, 20.0, write=True)
+    budget.throttled(0.0, 20.0, True, WRITE_SCOPE)
     assert budget.write_limit == 50
     budget.wait(19.0, write=True)
     assert budget.write_limit == 50  # not a whole window yet
@@ -102,7 +114,7 @@ def test_the_state_moves_between_processes_on_their_own_clocks() -> None:
     budget = Budget(LIMITS)
     spend(budget, 1000.0, 40)
     budget.take(1001.0, write=True)
-    budget.throttled(1001.0, 3.0, write=True)
+    budget.throttled(1001.0, 3.0, True, WRITE_SCOPE)
     state = budget.state(now=1001.0, epoch=1_700_000_000.0)
 
     # another process, whose monotonic clock reads 5.0 at the same wall-clock moment

@@ -28,6 +28,7 @@ def scheduler_settings(settings: Settings) -> SchedulerSettings:
         lease_s=settings.lease_seconds,
         poll_s=settings.poll_seconds,
         access_denied_pause_s=settings.access_denied_pause_seconds,
+        backoff_initial_s=settings.retry_initial_seconds,
         backoff_max_s=settings.retry_max_seconds,
         limits=Limits(
             writes=settings.intune_app_writes_per_window,

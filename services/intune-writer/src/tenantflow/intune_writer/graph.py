@@ -110,7 +110,7 @@ class IntuneSession:
         try:
             answer = await self.graph.call(self.token, method, path, **kwargs)
         except Throttled as throttled:
-            self.budget.throttled(self.clock(), throttled.retry_after_s, write)
+            self.budget.throttled(self.clock(), throttled.retry_after_s, write, throttled.scope)
             raise
         except BaseException as exc:
             self.budget.answered(self.clock(), write)
@@ -235,7 +235,7 @@ class IntuneSession:
         except BaseException as exc:
             for _, _, answer in queued:  # whether Intune saw them is unknown: count them
                 if isinstance(exc, Throttled):
-                    self.budget.throttled(self.clock(), exc.retry_after_s, write=True)
+                    self.budget.throttled(self.clock(), exc.retry_after_s, True, exc.scope)
                 else:
                     self.budget.answered(self.clock(), write=True)
                 if not answer.done():
@@ -250,10 +250,9 @@ class IntuneSession:
             what = f"POST {APPS}/{app_id}/assign"
             if status == 429:
                 wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
-                self.budget.throttled(self.clock(), wait, write=True)
-                answer.set_exception(
-                    Throttled(wait, _header(headers, "x-ms-throttle-scope"), what, batch.request_id)
-                )
+                scope = _header(headers, "x-ms-throttle-scope")
+                self.budget.throttled(self.clock(), wait, True, scope)
+                answer.set_exception(Throttled(wait, scope, what, batch.request_id))
                 continue
             self.budget.answered(self.clock(), write=True)
             if status < 400:

@@ -188,7 +188,11 @@ class Claimed:
 
 
 class LeaseLost(Exception):
-    """Another process holds the tenant now (or it was parked): this task stops."""
+    """Another process holds the tenant now: this task stops."""
+
+
+class Parked(LeaseLost):
+    """The tenant was parked (revoked) since it was claimed: this task stops."""
 
 
 @dataclass
@@ -312,6 +316,11 @@ class Scheduler:
                     break
             await self._release(tenant_id, budget, wait)
             released = True
+        except Parked:
+            # consent or writing was revoked meanwhile: hand the tenant back cleanly (its
+            # budget kept, no takeover wait) for when it is enabled again
+            await self._release(tenant_id, budget, 0.0)
+            released = True
         except LeaseLost:
             released = True
         finally:
@@ -350,9 +359,7 @@ class Scheduler:
         if tenant is None or tenant.lease_owner != self.owner:
             raise LeaseLost(tenant_id)
         if tenant.state != TenantState.ACTIVE:
-            tenant.lease_owner = tenant.lease_until = None
-            session.add(tenant)
-            raise LeaseLost(tenant_id)
+            raise Parked(tenant_id)
         tenant.lease_until = self.clock() + timedelta(seconds=self.settings.lease_s)
         session.add(tenant)
         return tenant

@@ -40,6 +40,8 @@ class Settings(ServiceSettings, MicrosoftEndpoints):
     intune_window_seconds: float = Field(default=20.0, gt=0)
     access_denied_pause_seconds: float = Field(default=60.0, gt=0)
     """Graph refused access: the tenant's work waits this long while consent re-checks it."""
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    """First wait before retrying a change after a 5xx or timeout; doubled each time."""
     retry_max_seconds: float = Field(default=300.0, gt=0)
     """Longest wait before retrying a change after a 5xx or timeout (jittered backoff)."""
 

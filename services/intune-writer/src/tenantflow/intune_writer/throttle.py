@@ -26,6 +26,13 @@ RECOVERY_SHARE = 0.05
 IN_FLIGHT_WAIT_S = 0.05
 
 
+def write_limit_scope(scope: str | None) -> bool:
+    """Whether x-ms-throttle-scope names a write limit: <Scope>/<Limit>/<AppId>/<TenantId>
+    with Limit Write (GD concepts/throttling-limits.md)."""
+    parts = (scope or "").split("/")
+    return len(parts) >= 2 and parts[1] == "Write"
+
+
 @dataclass(frozen=True)
 class Limits:
     writes: int = 100
@@ -124,14 +131,18 @@ class Budget:
         if write:
             self.writes.add(now)
 
-    def throttled(self, now: float, retry_after_s: float, write: bool) -> None:
-        """A reserved call got 429: nothing before its Retry-After; a write's 429 before the
-        window was full teaches a lower limit. Intune charges nothing for a refused call."""
+    def throttled(
+        self, now: float, retry_after_s: float, write: bool, scope: str | None = None
+    ) -> None:
+        """A reserved call got 429: nothing before its Retry-After. A 429 of a write limit
+        (x-ms-throttle-scope <Scope>/Write/<app>/<tenant>) before the window was full teaches
+        a lower limit; a 429 that names no write limit (a service under load) is waited out
+        and teaches nothing. Intune charges nothing for a refused call."""
         self.in_flight_requests -= 1
         self.in_flight_writes -= write
         self.not_before = max(self.not_before, now + retry_after_s)
-        self.last_throttled = now
-        if write:
+        if write and write_limit_scope(scope):
+            self.last_throttled = now
             seen = self.writes.count(now)
             if seen < self.write_limit:
                 self.write_limit = max(1, seen, math.ceil(self.write_limit / 2))
