@@ -48,6 +48,18 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
 
 
 @asynccontextmanager
+async def snapshot(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """A read of one moment: every statement sees the same committed state (REPEATABLE READ,
+    read only), so a row and the rows read after it are never from either side of another
+    transaction's commit."""
+    async with sessions() as session:
+        await session.connection(
+            execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        )
+        yield session
+
+
+@asynccontextmanager
 async def transaction(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One unit of work: committed when the block ends, rolled back when it raises."""
     async with sessions() as session, session.begin():

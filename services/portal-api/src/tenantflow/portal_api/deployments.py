@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tenantflow.bus.db import transaction
+from tenantflow.bus.db import snapshot, transaction
 from tenantflow.contracts.events import (
     AssignmentTarget,
     DeploymentChangeRequested,
@@ -281,7 +281,7 @@ async def list_deployments(
         statement = statement.where(col(Deployment.removed).is_(False))
     if cursor is not None:
         statement = statement.where(col(Deployment.app) > cursors.decode(cursor, CATALOG_ID))
-    async with portal.runtime.sessions() as session:
+    async with snapshot(portal.runtime.sessions) as session:
         await reachable(session, user, wanted)
         limit_tenant(portal, wanted)
         rows = list((await session.exec(statement)).all())
@@ -314,7 +314,7 @@ async def get_deployment(
     """One deployment: desired and last applied assignments, the latest change's status, and
     the version (ETag) to send as If-Match when changing it."""
     wanted = tenant_id_of(tenant_id)
-    async with portal.runtime.sessions() as session:
+    async with snapshot(portal.runtime.sessions) as session:
         await reachable(session, user, wanted)
         limit_tenant(portal, wanted)
         deployment = await session.get(Deployment, (wanted, app))
@@ -349,7 +349,7 @@ async def get_change(change_id: str, user: PortalUser, portal: PortalDep) -> Cha
         .join(Account, col(Account.id) == col(TenantLink.account_id))
         .where(DeploymentChange.change_id == wanted, Account.home_tenant_id == user.tenant_id)
     )
-    async with portal.runtime.sessions() as session:
+    async with snapshot(portal.runtime.sessions) as session:
         change = (await session.exec(statement)).first()
     if change is None:
         raise missing

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tenantflow.bus.db import transaction
+from tenantflow.bus.db import snapshot, transaction
 from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.events import (
     IntuneWritingActivationRequested,
@@ -273,7 +273,7 @@ async def list_tenants(
     )
     if cursor is not None:
         statement = statement.where(col(TenantLink.tenant_id) > _decode_cursor(cursor))
-    async with portal.runtime.sessions() as session:
+    async with snapshot(portal.runtime.sessions) as session:
         links = list((await session.exec(statement)).all())
         more = len(links) > limit
         tenants = await _tracks_of(session, links[:limit], lock=False)
@@ -300,7 +300,7 @@ async def get_tenant(
     """The link's status (pending, linked, rejected, revoked, unlinked) with the reason and what
     to do about it, who asked and when, and the Intune writing status. ETag for If-Match."""
     tenant = tenant_id_of(tenant_id)
-    async with portal.runtime.sessions() as session:
+    async with snapshot(portal.runtime.sessions) as session:
         found = await reachable(session, user, tenant)
     limit_tenant(portal, tenant)
     etag = _etag(found.link)
