@@ -15,6 +15,7 @@ from portal_kit import (
     User,
     api,
     link_requests,
+    outbox_of,
     publish,
     request_link,
     running_portal,
@@ -29,6 +30,7 @@ from tenantflow.contracts.events import (
     ConsentRevoked,
     DeadLettered,
     EnterpriseApp,
+    IntuneWritingActivationRequested,
     IntuneWritingEnabled,
     TenantLinkVerified,
     VerificationFailure,
@@ -437,3 +439,64 @@ async def test_one_account_per_home_tenant(portal: Portal, user: User, admin_tok
             select(func.count()).select_from(Account).where(Account.home_tenant_id == user.tenant)
         )
     assert accounts == 1
+
+
+async def test_intune_writing_as_source_of_truth_is_asked_for_and_switched_by_asking_again(
+    portal: Portal, user: User, admin_token: str
+) -> None:
+    async with api(portal, admin_token) as client:
+        requested = await request_link(portal, client, user)
+        await publish(
+            portal,
+            TenantLinkVerified(
+                tenant_id=user.tenant,
+                actor=requested.data.actor,
+                correlation_id=requested.data.correlation_id,
+                display_name="Contoso",
+                default_domain=None,
+                granted_permissions=["Directory.Read.All"],
+                authorized_by="global_administrator",  # type: ignore[arg-type]
+            ),
+        )
+        await until(client, user, "linked")
+        path = f"/v1/tenants/{user.tenant}/intune"
+        first = await client.post(path, json={"assignments_source_of_truth": True})
+        unknown = await client.post(path, json={"source_of_truth": True})
+
+        async def intune_change() -> TenantTrack:
+            async with portal.runtime.sessions() as session:
+                return (
+                    await session.exec(
+                        select(TenantTrack).where(
+                            TenantTrack.tenant_id == user.tenant,
+                            TenantTrack.track == Track.INTUNE_WRITING,
+                        )
+                    )
+                ).scalar_one()
+
+        pending = await intune_change()
+        await publish(
+            portal,
+            IntuneWritingEnabled(
+                tenant_id=user.tenant,
+                actor=requested.data.actor,
+                correlation_id=pending.change_id,  # type: ignore[arg-type]
+                granted_permissions=["DeviceManagementApps.ReadWrite.All"],
+                assignments_source_of_truth=True,
+            ),
+        )
+        enabled = await until(client, user, "enabled", intune=True)
+        same = await client.post(path, json={"assignments_source_of_truth": True})
+        switched = await client.post(path)  # the default: keep assignments made elsewhere
+        again = await intune_change()
+    assert first.status_code == 202
+    assert unknown.status_code == 422
+    assert pending.assignments_source_of_truth is True
+    assert enabled["intune_writing"]["assignments_source_of_truth"] is True
+    assert same.status_code == 200  # nothing to do
+    assert switched.status_code == 202
+    assert switched.json()["intune_writing"]["status"] == "pending"
+    assert switched.json()["intune_writing"]["assignments_source_of_truth"] is False
+    assert again.change_id != pending.change_id
+    sent = await outbox_of(portal, user.tenant, IntuneWritingActivationRequested)
+    assert [e.assignments_source_of_truth for e in sent] == [True, False]

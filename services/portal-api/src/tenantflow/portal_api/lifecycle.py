@@ -93,6 +93,8 @@ INTUNE_WRITING: Lifecycle[IntuneWritingStatus] = Lifecycle(
             IntuneWritingStatus.OFF: IntuneWritingStatus.PENDING,
             IntuneWritingStatus.REJECTED: IntuneWritingStatus.PENDING,
             IntuneWritingStatus.REVOKED: IntuneWritingStatus.PENDING,
+            # enabled, asked again with other terms (the source-of-truth mode): verified anew
+            IntuneWritingStatus.ENABLED: IntuneWritingStatus.PENDING,
         },
         Step.VERIFY: {IntuneWritingStatus.PENDING: IntuneWritingStatus.ENABLED},
         Step.REJECT: {IntuneWritingStatus.PENDING: IntuneWritingStatus.REJECTED},

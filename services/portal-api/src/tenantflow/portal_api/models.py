@@ -124,6 +124,8 @@ class TenantTrack(PortalTable, table=True):
     requested_by_object_id: UUID | None = None
     requested_by_name: str | None = None
     requested_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    assignments_source_of_truth: bool = False
+    """Intune writing only: what the current request asked for (see IntuneActivation)."""
 
 
 # --- API models --------------------------------------------------------------------------------
@@ -193,6 +195,23 @@ class IntuneWritingPublic(VerdictPublic, _IntuneWritingHead):
     # bases in this order so the status comes first in the JSON
     requested_by: RequesterPublic | None
     requested_at: datetime | None
+    assignments_source_of_truth: bool = ApiField(
+        description="tenantflow is the source of truth for the assignments of the apps it "
+        "deploys: assignments made outside it are replaced (and reported) instead of kept."
+    )
+
+
+class IntuneActivation(BaseModel):
+    """How tenantflow writes in this tenant; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+    assignments_source_of_truth: bool = ApiField(
+        default=False,
+        description="Make tenantflow the source of truth for the assignments of the apps it "
+        "deploys: assignments made outside tenantflow (in the Intune console, by scripts) are "
+        "then replaced and reported on the change, instead of kept. Asking again with another "
+        "value while enabled has it verified and applied anew.",
+    )
 
 
 class _TenantHead(BaseModel):
@@ -233,6 +252,7 @@ class TenantPublic(VerdictPublic, _TenantHead):
                 **VerdictPublic.of_track(intune).model_dump(),
                 requested_by=RequesterPublic.of(intune),
                 requested_at=intune.requested_at,
+                assignments_source_of_truth=intune.assignments_source_of_truth,
             ),
         )
 

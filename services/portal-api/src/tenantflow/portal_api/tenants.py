@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -33,6 +33,7 @@ from tenantflow.portal_api.auth import Principal
 from tenantflow.portal_api.deps import AdminUser, PortalDep, PortalUser, json_body, limit_tenant
 from tenantflow.portal_api.models import (
     Account,
+    IntuneActivation,
     IntuneWritingStatus,
     LinkStatus,
     TenantLink,
@@ -328,11 +329,14 @@ async def activate_intune_writing(
     request: Request,
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
+    activation: Annotated[IntuneActivation | None, Body()] = None,
 ) -> TenantPublic:
     """Let tenantflow write Intune app assignments in this linked tenant. Consent verifies the
     Intune writer enterprise app's admin consent and write permissions (asked for only now:
     least privilege) and that you may activate it. Asking again while pending returns the same
-    request."""
+    request; asking again while enabled with another ``assignments_source_of_truth`` has it
+    verified anew (writing goes on meanwhile, in the mode enabled before)."""
+    terms = activation or IntuneActivation()
     wanted = tenant_id_of(tenant_id)
     async with transaction(portal.runtime.sessions) as session:
         tenant = await reachable(session, user, wanted, lock=True)
@@ -343,15 +347,20 @@ async def activate_intune_writing(
                 409, f"The tenant is {tenant.status}; link it before activating Intune writing."
             )
         intune = tenant.tracks[Track.INTUNE_WRITING]
-        if not lifecycle.request(intune, user, datetime.now(UTC)):
-            enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
+        enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
+        same_terms = intune.assignments_source_of_truth == terms.assignments_source_of_truth
+        if (enabled and same_terms) or not lifecycle.request(intune, user, datetime.now(UTC)):
             return _answer(request, response, tenant, 200 if enabled else 202)
+        intune.assignments_source_of_truth = terms.assignments_source_of_truth
         tenant.changed(session, intune)
         assert intune.change_id is not None
         await portal.runtime.outbox.add(
             session,
             IntuneWritingActivationRequested(
-                tenant_id=wanted, actor=actor(user), correlation_id=intune.change_id
+                tenant_id=wanted,
+                actor=actor(user),
+                correlation_id=intune.change_id,
+                assignments_source_of_truth=terms.assignments_source_of_truth,
             ),
         )
         await session.flush()
