@@ -1,5 +1,7 @@
 """The emulator, driven by clients no one here wrote: Microsoft's own Python Graph SDKs
-(msgraph-sdk for v1.0, msgraph-beta-sdk for beta).
+(msgraph-sdk for v1.0, msgraph-beta-sdk for beta), including the Intune routes the writer uses
+(a winGetApp created, assigned with a filter and winGet settings, read back expanded, listed
+with $select and $expand; Intune's refusal parsed).
 
 Paging with its PageIterator, delta with its request builders (and $select honoured), lookups by
 the documented alternate key, errors parsed as its ODataError, its retry handler on the
@@ -282,3 +284,150 @@ async def test_a_soft_deleted_user_keeps_its_memberships_until_deleted_for_good(
     changes, _ = await tenant.beta_groups_round(link)
     [removed] = _members_delta(changes)
     assert (removed["id"], removed["@removed"]) == (user, {"reason": "deleted"})
+
+
+# --- Intune, as the writer uses it (beta: winGetApp and filters on targets are beta's) --------
+
+
+class IntuneTenant:
+    def __init__(self, emulator: RunningEmulator) -> None:
+        self.id, self.group, self.filter = uuid4(), uuid4(), uuid4()
+        emulator.seed(
+            {
+                "id": str(self.id),
+                "display_name": "Fabrikam",
+                "verified_domains": [f"t{self.id.hex[:8]}.example"],
+                "enterprise_apps": [
+                    {
+                        "app_id": emulator.apps["intune-writer"]["client_id"],
+                        "permissions": ["DeviceManagementApps.ReadWrite.All"],
+                    },
+                    {
+                        "app_id": emulator.apps["directory-connector"]["client_id"],
+                        "permissions": ["Directory.Read.All"],
+                    },
+                ],
+                "assignment_filters": [{"id": str(self.filter), "display_name": "Windows 11"}],
+            }
+        )
+        self.beta = self._client(emulator, "intune-writer")
+        self.stranger = self._client(emulator, "directory-connector")
+
+    def _client(self, emulator: RunningEmulator, app: str) -> BetaServiceClient:
+        http = GraphClientFactory.create_with_default_middleware(
+            api_version=APIVersion.beta,
+            client=httpx.AsyncClient(verify=ssl.create_default_context(cafile=emulator.ca)),
+        )
+        adapter = BetaRequestAdapter(
+            BaseBearerTokenAuthenticationProvider(
+                EmulatorTokens(emulator.app_token(app, str(self.id)))
+            ),
+            client=http,
+        )
+        adapter.base_url = f"{emulator.url}/beta"
+        return BetaServiceClient(request_adapter=adapter)
+
+
+async def test_the_beta_sdk_creates_a_winget_app_assigns_it_and_reads_it_expanded(
+    emulator: RunningEmulator,
+) -> None:
+    from msgraph_beta.generated.device_app_management.mobile_apps.item.assign.assign_post_request_body import (  # noqa: E501
+        AssignPostRequestBody,
+    )
+    from msgraph_beta.generated.device_app_management.mobile_apps.item.mobile_app_item_request_builder import (  # noqa: E501
+        MobileAppItemRequestBuilder,
+    )
+    from msgraph_beta.generated.device_app_management.mobile_apps.mobile_apps_request_builder import (  # noqa: E501
+        MobileAppsRequestBuilder,
+    )
+    from msgraph_beta.generated.models.device_and_app_management_assignment_filter_type import (
+        DeviceAndAppManagementAssignmentFilterType,
+    )
+    from msgraph_beta.generated.models.group_assignment_target import GroupAssignmentTarget
+    from msgraph_beta.generated.models.install_intent import InstallIntent
+    from msgraph_beta.generated.models.mobile_app_assignment import MobileAppAssignment
+    from msgraph_beta.generated.models.run_as_account_type import RunAsAccountType
+    from msgraph_beta.generated.models.win_get_app import WinGetApp
+    from msgraph_beta.generated.models.win_get_app_assignment_settings import (
+        WinGetAppAssignmentSettings,
+    )
+    from msgraph_beta.generated.models.win_get_app_install_experience import (
+        WinGetAppInstallExperience,
+    )
+    from msgraph_beta.generated.models.win_get_app_notification import WinGetAppNotification
+
+    tenant = IntuneTenant(emulator)
+    apps = tenant.beta.device_app_management.mobile_apps
+    created = await apps.post(
+        WinGetApp(
+            display_name="7-Zip",
+            publisher="Igor Pavlov",
+            package_identifier="7zip.7zip",
+            install_experience=WinGetAppInstallExperience(run_as_account=RunAsAccountType.System),
+            notes="tenantflow:marker",
+        )
+    )
+    assert isinstance(created, WinGetApp)
+    assert created.id is not None
+    assert created.install_experience is not None
+    assert created.install_experience.run_as_account is RunAsAccountType.System
+    await apps.by_mobile_app_id(created.id).assign.post(
+        AssignPostRequestBody(
+            mobile_app_assignments=[
+                MobileAppAssignment(
+                    intent=InstallIntent.Required,
+                    target=GroupAssignmentTarget(
+                        group_id=str(tenant.group),
+                        device_and_app_management_assignment_filter_id=str(tenant.filter),
+                        device_and_app_management_assignment_filter_type=(
+                            DeviceAndAppManagementAssignmentFilterType.Include
+                        ),
+                    ),
+                    settings=WinGetAppAssignmentSettings(
+                        notifications=WinGetAppNotification.HideAll
+                    ),
+                )
+            ]
+        )
+    )
+    expand = MobileAppItemRequestBuilder.MobileAppItemRequestBuilderGetQueryParameters(
+        expand=["assignments"]
+    )
+    read = await apps.by_mobile_app_id(created.id).get(
+        RequestConfiguration(query_parameters=expand)
+    )
+    listed = await apps.get(
+        RequestConfiguration(
+            query_parameters=MobileAppsRequestBuilder.MobileAppsRequestBuilderGetQueryParameters(
+                select=["id", "notes"], expand=["assignments"]
+            )
+        )
+    )
+    assert read is not None
+    [assignment] = read.assignments or []
+    assert assignment.intent is InstallIntent.Required
+    assert isinstance(assignment.target, GroupAssignmentTarget)
+    assert assignment.target.group_id == str(tenant.group)
+    assert assignment.target.device_and_app_management_assignment_filter_type is (
+        DeviceAndAppManagementAssignmentFilterType.Include
+    )
+    assert isinstance(assignment.settings, WinGetAppAssignmentSettings)
+    assert assignment.settings.notifications is WinGetAppNotification.HideAll
+    assert listed is not None
+    [app] = listed.value or []
+    assert app.notes == "tenantflow:marker"
+    assert [a.id for a in app.assignments or []] == [assignment.id]
+
+
+async def test_an_intune_refusal_parses_as_an_odata_error(emulator: RunningEmulator) -> None:
+    from msgraph_beta.generated.models.o_data_errors.o_data_error import (
+        ODataError as BetaODataError,
+    )
+
+    tenant = IntuneTenant(emulator)
+    with pytest.raises(BetaODataError) as refused:
+        await tenant.stranger.device_app_management.mobile_apps.get()
+    assert refused.value.response_status_code == 403
+    assert refused.value.error is not None
+    assert refused.value.error.code == "Forbidden"
+    assert "DeviceManagementApps" in (refused.value.error.message or "")
