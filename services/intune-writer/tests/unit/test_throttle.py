@@ -35,6 +35,15 @@ def test_at_most_the_published_writes_in_any_window_and_the_next_once_the_oldest
     assert budget.wait(20.0, write=False) == 0  # reads have their own room
 
 
+def test_how_long_until_several_writes_fit() -> None:
+    budget = Budget(LIMITS)
+    for at in range(100):  # a write every 0.1 s
+        assert spend(budget, at / 10, 1) == 1
+    assert budget.wait(10.0, write=True) == pytest.approx(10.0)  # the first ages out at 20 s
+    assert budget.wait(10.0, True, count=20) == pytest.approx(11.9)  # the 20th at 21.9 s
+    assert budget.wait(10.0, True, count=500) == pytest.approx(19.9)  # at most the limit
+
+
 def test_calls_in_flight_count_before_they_are_answered() -> None:
     budget = Budget(Limits(writes=2, requests=10, window_s=20.0))
     assert budget.take(0.0, write=True)

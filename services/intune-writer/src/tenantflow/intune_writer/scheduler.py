@@ -29,19 +29,21 @@ import random
 import socket
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text, update
+from sqlalchemy import func, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import TransientError, is_transient
 from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.events import (
     CatalogApp,
     DeploymentChangeApplied,
@@ -87,6 +89,29 @@ CLAIM = """
     FROM due WHERE t.tenant_id = due.tenant_id
     RETURNING t.tenant_id, t.budget, t.source_of_truth, due.previous_owner"""
 
+TAKE = text("""
+    WITH due AS (
+        SELECT tenant_id, app FROM intune_writer.deployments
+        WHERE tenant_id = :tenant AND due_at <= :now
+        ORDER BY due_at LIMIT :limit
+        FOR UPDATE
+    )
+    UPDATE intune_writer.deployments d
+    SET managed_keys = (
+        SELECT COALESCE(jsonb_agg(DISTINCT k ORDER BY k), '[]'::jsonb)
+        FROM (
+            SELECT jsonb_array_elements_text(d.managed_keys) AS k
+            UNION
+            SELECT COALESCE(a -> 'target' ->> 'group_id', a -> 'target' ->> 'kind')
+            FROM jsonb_array_elements(d.desired) AS a
+        ) AS keys
+    )
+    FROM due
+    WHERE d.tenant_id = due.tenant_id AND d.app = due.app
+    RETURNING d.*""")
+"""A round's deployments; a desired target's key is its group id or its kind, as
+``AssignmentTarget.key`` has it."""
+
 NEXT_DUE = """
     SELECT min(GREATEST(COALESCE(t.not_before, d.next_due), COALESCE(t.lease_until, d.next_due),
                         d.next_due))
@@ -96,6 +121,9 @@ NEXT_DUE = """
     WHERE t.state = 'active' AND d.next_due IS NOT NULL"""
 
 
+GATHER = 20
+"""A tenant out of writes comes back when this many fit again (one JSON batch), or as many as
+it has waiting, rather than for each write the window frees."""
 INVENTORY_FROM = 10
 """A round of this many changes reads the tenant's apps with their assignments in one listing
 instead of one read per app."""
@@ -133,7 +161,8 @@ class Work:
     attempts: int
 
     @classmethod
-    def of(cls, row: Deployment) -> Work:
+    def of(cls, row: Any) -> Work:
+        """From a ``deployments`` row (the ORM's or a plain one)."""
         return cls(
             tenant_id=row.tenant_id,
             app=row.app,
@@ -265,7 +294,9 @@ class Scheduler:
                     budget.blackout(moment)
                 work = []
                 if budget.wait(moment, write=True) == 0:
-                    work = await self._take(session, row.tenant_id, self._room(budget), now)
+                    # one batch's worth: the tenants claimed together start sooner
+                    first = min(self._room(budget), GATHER)
+                    work = await self._take(session, row.tenant_id, first, now)
                 claimed.append(Claimed(row.tenant_id, budget, work, row.source_of_truth))
             return claimed
 
@@ -304,6 +335,9 @@ class Scheduler:
                 if not work:
                     wait = budget.wait(self.monotonic(), write=True)
                     if wait > 0:
+                        # back when a batch's worth of writes fits, not a write at a time
+                        due = await self._due_count(tenant_id)
+                        wait = budget.wait(self.monotonic(), True, min(due, GATHER)) or wait
                         break
                     work, source_of_truth = await self._take_round(tenant_id, self._room(budget))
                     if not work:
@@ -328,6 +362,16 @@ class Scheduler:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(tenant_id, budget, 0.0))
 
+    async def _due_count(self, tenant_id: UUID) -> int:
+        async with self.runtime.sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(Deployment)
+                .where(col(Deployment.tenant_id) == tenant_id)
+                .where(col(Deployment.due_at).is_not(None))
+            )
+        return int(count or 0)
+
     async def _take_round(self, tenant_id: UUID, limit: int) -> tuple[list[Work], bool]:
         async with transaction(self.runtime.sessions) as session:
             tenant = await self._renew(session, tenant_id)
@@ -336,23 +380,11 @@ class Scheduler:
     async def _take(
         self, session: AsyncSession, tenant_id: UUID, limit: int, now: datetime
     ) -> list[Work]:
-        """The tenant's due deployments, oldest first; their targets are tenantflow's from
-        here on, since it may write them."""
-        rows = await session.exec(
-            select(Deployment)
-            .where(col(Deployment.tenant_id) == tenant_id)
-            .where(col(Deployment.due_at) <= now)
-            .order_by(col(Deployment.due_at))
-            .limit(limit)
-            .with_for_update()
-        )
-        work = []
-        for row in rows.all():
-            desired_keys = {DesiredAssignment.model_validate(a).target.key for a in row.desired}
-            row.managed_keys = sorted(set(row.managed_keys) | desired_keys)
-            session.add(row)
-            work.append(Work.of(row))
-        return work
+        """The tenant's due deployments, oldest first, in one statement; their desired
+        targets are tenantflow's from here on (``managed_keys``), since it may write them."""
+        connection = await session.connection()
+        rows = await connection.execute(TAKE, {"tenant": tenant_id, "now": now, "limit": limit})
+        return sorted((Work.of(row) for row in rows), key=lambda w: w.app)
 
     async def _renew(self, session: AsyncSession, tenant_id: UUID) -> WriterTenant:
         tenant = await session.get(WriterTenant, tenant_id, with_for_update=True)
@@ -441,16 +473,41 @@ class Scheduler:
     async def _record(
         self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget
     ) -> float | None:
-        """Every outcome of a round and its events, in one transaction; the pause the tenant
-        needs now (access refused), if any."""
+        """Every outcome of a round and its events, in one transaction with a few statements
+        (the round's deployments and waiting changes read at once, the events stored at once);
+        the pause the tenant needs now (access refused), if any."""
         now = self.clock()
         pause = None
+        apps = [outcome.work.app for outcome in outcomes]
         async with transaction(self.runtime.sessions) as session:
-            await self._renew(session, tenant_id)
+            tenant = await self._renew(session, tenant_id)
+            rows = {
+                row.app: row
+                for row in (
+                    await session.exec(
+                        select(Deployment)
+                        .where(col(Deployment.tenant_id) == tenant_id)
+                        .where(col(Deployment.app).in_(apps))
+                        .with_for_update()
+                    )
+                ).all()
+            }
+            waiting: dict[str, list[Change]] = defaultdict(list)
+            concluded = [o.work.app for o in outcomes if not isinstance(o, Deferred)]
+            if concluded:
+                for change in (
+                    await session.exec(
+                        select(Change)
+                        .where(col(Change.tenant_id) == tenant_id)
+                        .where(col(Change.app).in_(concluded))
+                        .where(col(Change.state) == ChangeState.VERIFIED)
+                        .with_for_update()
+                    )
+                ).all():
+                    waiting[change.app].append(change)
+            events: list[EventPayload] = []
             for outcome in outcomes:
-                row = await session.get(
-                    Deployment, (outcome.work.tenant_id, outcome.work.app), with_for_update=True
-                )
+                row = rows.get(outcome.work.app)
                 if row is None:
                     continue  # unlinked meanwhile: its changes were failed as dropped
                 newer = row.desired_revision > outcome.work.revision
@@ -472,29 +529,24 @@ class Scheduler:
                         row.managed_keys = sorted({a.target.key for a in outcome.work.desired})
                     else:
                         row.last_error = outcome.error.message
-                    await self._conclude(session, outcome, now)
+                    events += self._conclude(waiting[outcome.work.app], outcome, now)
                 session.add(row)
-            tenant = await session.get(WriterTenant, tenant_id)
-            assert tenant is not None
+            await self.runtime.outbox.add_many(session, events)
             tenant.budget = budget.state(self.monotonic(), now.timestamp())
             session.add(tenant)
         return pause
 
-    async def _conclude(
-        self, session: AsyncSession, outcome: Applied | Failed, now: datetime
-    ) -> None:
-        """The change's outcome event, and Superseded for the older changes it coalesced."""
+    def _conclude(
+        self, waiting: Sequence[Change], outcome: Applied | Failed, now: datetime
+    ) -> list[EventPayload]:
+        """The change's outcome event, and Superseded for the older changes it coalesced
+        (``waiting``: the deployment's verified changes, locked)."""
         work = outcome.work
-        waiting = await session.exec(
-            select(Change)
-            .where(col(Change.tenant_id) == work.tenant_id)
-            .where(col(Change.app) == work.app)
-            .where(col(Change.state) == ChangeState.VERIFIED)
-            .where(col(Change.revision) <= work.revision)
-            .with_for_update()
-        )
         common = {"tenant_id": work.tenant_id, "actor": ACTOR, "app": work.app}
-        for change in waiting.all():
+        events: list[EventPayload] = []
+        for change in sorted(waiting, key=lambda c: c.revision):
+            if change.revision > work.revision:
+                continue  # verified after this round took its deployment: still to write
             cause = {"correlation_id": change.change_id, "causation_id": change.verified_event}
             if change.change_id != work.change_id:
                 change.state = ChangeState.SUPERSEDED
@@ -522,8 +574,8 @@ class Scheduler:
                     graph_request_ids=outcome.request_ids,
                 )
             change.updated_at = now
-            session.add(change)
-            await self.runtime.outbox.add(session, event)
+            events.append(event)
+        return events
 
     async def _release(self, tenant_id: UUID, budget: Budget, wait_s: float) -> None:
         now = self.clock()

@@ -57,14 +57,16 @@ class Window:
         self.expire(now)
         return len(self.times)
 
-    def wait(self, limit: int, now: float) -> float:
-        """Seconds until one more call fits under ``limit``."""
+    def wait(self, limit: int, now: float, count: int = 1) -> float:
+        """Seconds until ``count`` more calls fit under ``limit``."""
         self.expire(now)
         if limit <= 0:
             return IN_FLIGHT_WAIT_S  # the calls in flight fill it: look again once answered
-        if len(self.times) < limit:
+        count = min(count, limit)
+        excess = len(self.times) + count - limit
+        if excess <= 0:
             return 0.0
-        oldest_blocking = sorted(self.times)[len(self.times) - limit]
+        oldest_blocking = sorted(self.times)[excess - 1]
         return max(0.0, oldest_blocking + self.window_s - now)
 
     def add(self, at: float) -> None:
@@ -95,14 +97,16 @@ class Budget:
 
     # --- deciding ------------------------------------------------------------------------
 
-    def wait(self, now: float, write: bool) -> float:
-        """Seconds until a call (a write when ``write``) may be sent; 0 when it may now."""
+    def wait(self, now: float, write: bool, count: int = 1) -> float:
+        """Seconds until ``count`` calls (writes when ``write``) may be sent; 0 when they may
+        now."""
         self._recover(now)
         wait = max(0.0, self.not_before - now)
         requests_limit = self.limits.requests - self.in_flight_requests
-        wait = max(wait, self.requests.wait(requests_limit, now))
+        wait = max(wait, self.requests.wait(requests_limit, now, count))
         if write:
-            wait = max(wait, self.writes.wait(self.write_limit - self.in_flight_writes, now))
+            writes_limit = self.write_limit - self.in_flight_writes
+            wait = max(wait, self.writes.wait(writes_limit, now, count))
         return wait
 
     def writes_left(self, now: float) -> int:
