@@ -43,6 +43,7 @@ bench: ## benchmarks: print figures, write JSON to bench/results/
 	$(UV) run --frozen python bench/emulator_throughput.py
 	$(UV) run --frozen python bench/link_latency.py
 	$(UV) run --frozen python bench/deployment_latency.py
+	$(UV) run --frozen python bench/intune_writer.py
 	$(UV) run --frozen python bench/directory_sync.py
 
 infra-up:

@@ -434,7 +434,8 @@ async def scripted(emulator: RunningEmulator, tenants: list[Tenant]) -> dict[str
         for tenant in tenants:
             token = emulator.app_token("intune-writer", str(tenant.id))
             headers = {"Authorization": f"Bearer {token}"}
-            listed = await call(headers, "GET", apps, params={"$select": "id,displayName"})
+            query = {"$select": "id,displayName", "$top": "999"}
+            listed = await call(headers, "GET", apps, params=query)
             ids = {a["displayName"]: a["id"] for a in listed.json()["value"]}
             wanted = {
                 "intent": "required",
