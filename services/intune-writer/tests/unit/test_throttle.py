@@ -93,21 +93,21 @@ def test_a_429_that_names_no_write_limit_is_waited_out_and_teaches_nothing() -> 
         assert budget.wait(now + 1.0, write=True) == pytest.approx(1.0)  # waited out all the same
 
 
-def test_the_limit_recovers_slowly_one_quiet_window_at_a_time() -> None:
+def test_the_limit_recovers_slowly_two_quiet_windows_at_a_time() -> None:
     budget = Budget(LIMITS)
     spend(budget, 0.0, 50)
     budget.take(0.0, write=True)
     budget.throttled(0.0, 20.0, True, WRITE_SCOPE)
     assert budget.write_limit == 50
-    budget.wait(19.0, write=True)
-    assert budget.write_limit == 50  # not a whole window yet
-    budget.wait(20.0, write=True)
-    assert budget.write_limit == 55
-    budget.wait(30.0, write=True)
-    assert budget.write_limit == 55
+    budget.wait(39.0, write=True)
+    assert budget.write_limit == 50  # not two whole windows yet
     budget.wait(40.0, write=True)
+    assert budget.write_limit == 55
+    budget.wait(60.0, write=True)
+    assert budget.write_limit == 55
+    budget.wait(80.0, write=True)
     assert budget.write_limit == 60
-    for at in range(60, 400, 20):
+    for at in range(100, 800, 20):
         budget.wait(float(at), write=True)
     assert budget.write_limit == 100  # never above the published limit
 
@@ -132,3 +132,18 @@ def test_the_state_moves_between_processes_on_their_own_clocks() -> None:
     assert taken.wait(5.0, write=True) == pytest.approx(3.0)
     assert taken.writes.count(5.0) == 40
     assert taken.writes_left(8.0) == budget.write_limit - 40
+
+
+def test_writes_near_the_limit_and_beyond_what_was_learned_go_in_small_batches() -> None:
+    budget = Budget(LIMITS)
+    assert budget.batch_size(0.0, 20) == 20
+    spend(budget, 0.0, 50)
+    assert budget.batch_size(0.0, 20) == 5  # past half the limit: a lower real one costs little
+    budget.take(0.0, write=True)
+    budget.throttled(0.0, 20.0, True, WRITE_SCOPE)  # learned: 50
+    assert not budget.probing(0.0)
+    budget.wait(40.0, write=True)  # two quiet windows: 55 allowed again
+    assert budget.write_limit == 55
+    spend(budget, 40.0, 50)
+    assert budget.probing(40.0)  # beyond the 50 learned: one write at a time
+    assert budget.batch_size(40.0, 20) == 1

@@ -99,6 +99,7 @@ class IntuneSession:
     _queued: list[Queued] = field(default_factory=list)
     _flusher: asyncio.Handle | None = None
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
+    _batching: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def call(
         self, calls: Calls, write: bool, method: str, path: str, **kwargs: Any
@@ -196,7 +197,7 @@ class IntuneSession:
             raise NoBudget(f"{APPS}/{app_id}/assign")
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._queued.append((app_id, body, answer))
-        if len(self._queued) >= BATCH:
+        if len(self._queued) >= self.budget.batch_size(self.clock(), BATCH):
             self._flush()
         elif self._flusher is None:
             # the round's other writes reach here in the same turn of the loop: send what has
@@ -218,6 +219,17 @@ class IntuneSession:
             task.add_done_callback(self._sending.discard)
 
     async def _send_batch(self, queued: list[Queued]) -> None:
+        # one batch at a time per tenant: when Intune's real limit is lower than assumed, one
+        # batch meets it, and what waits behind it is held back by the Retry-After
+        async with self._batching:
+            if self.budget.not_before > self.clock():
+                for app_id, _, answer in queued:
+                    self.budget.unused(write=True)
+                    answer.set_exception(NoBudget(f"{APPS}/{app_id}/assign"))
+                return
+            await self._send_batch_now(queued)
+
+    async def _send_batch_now(self, queued: list[Queued]) -> None:
         requests = [
             {
                 "id": str(n),

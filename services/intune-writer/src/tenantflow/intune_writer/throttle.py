@@ -9,8 +9,8 @@ calls, so it never sends the call Intune would refuse, and stops the tenant's ca
 A tenant whose real limit is lower than the published one (another app sharing the tenant's
 200 writes, a limit Microsoft lowered) answers 429 before the window is full. The budget then
 learns: the writes it had in the window when refused are the limit now (at least half of what it
-assumed, so one stray 429 does not collapse it). It recovers slowly: each whole window without a
-429 gives back 5% of the published limit.
+assumed, so one stray 429 does not collapse it). It recovers slowly: every two whole windows
+without such a 429 give back 5% of the published limit.
 
 Pure code with an injected clock (seconds, any origin), persisted whole between the processes
 that take the tenant in turn (``state`` / ``restore``).
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RECOVERY_SHARE = 0.05
+RECOVERY_WINDOWS = 2
+"""Quiet windows (no 429 of a write limit) before each step back up."""
 IN_FLIGHT_WAIT_S = 0.05
 
 
@@ -86,6 +88,8 @@ class Budget:
     """No call before this (a Retry-After, or a takeover after a crash)."""
     last_throttled: float | None = None
     last_recovered: float | None = None
+    proven: int | None = None
+    """The write limit last learned from a 429: above it, the limit is being probed."""
     in_flight_writes: int = 0
     in_flight_requests: int = 0
 
@@ -109,6 +113,21 @@ class Budget:
             wait = max(wait, self.writes.wait(writes_limit, now, count))
         return wait
 
+    def probing(self, now: float) -> bool:
+        """Whether one more write goes beyond the limit last learned (recovering): such writes
+        go one at a time, so a probe that finds the limit still there costs one 429."""
+        if self.proven is None or self.write_limit <= self.proven:
+            return False
+        return self.writes.count(now) + self.in_flight_writes >= self.proven
+
+    def batch_size(self, now: float, largest: int) -> int:
+        """Writes to send together now: ``largest`` while well inside the limit, fewer near
+        it (a limit lower than assumed refuses at most a few), one when probing."""
+        if self.probing(now):
+            return 1
+        used = self.writes.count(now) + self.in_flight_writes
+        return largest if used < self.write_limit // 2 else max(1, largest // 4)
+
     def writes_left(self, now: float) -> int:
         """How many writes could be sent right now."""
         if self.wait(now, write=False) > 0:
@@ -126,6 +145,11 @@ class Budget:
         self.in_flight_requests += 1
         self.in_flight_writes += write
         return True
+
+    def unused(self, write: bool) -> None:
+        """A reserved call was not sent after all."""
+        self.in_flight_requests -= 1
+        self.in_flight_writes -= write
 
     def answered(self, now: float, write: bool) -> None:
         """A reserved call was answered (whatever the answer): it counts from now."""
@@ -150,6 +174,7 @@ class Budget:
             seen = self.writes.count(now)
             if seen < self.write_limit:
                 self.write_limit = max(1, seen, math.ceil(self.write_limit / 2))
+                self.proven = self.write_limit
 
     def blackout(self, now: float) -> None:
         """The previous owner of this tenant died mid-work: writes it sent that were not
@@ -160,7 +185,7 @@ class Budget:
         if self.write_limit >= self.limits.writes:
             return
         since = max(self.last_throttled or 0.0, self.last_recovered or 0.0)
-        if now - since >= self.limits.window_s:
+        if now - since >= RECOVERY_WINDOWS * self.limits.window_s:
             step = max(1, math.ceil(self.limits.writes * RECOVERY_SHARE))
             self.write_limit = min(self.limits.writes, self.write_limit + step)
             self.last_recovered = now
@@ -180,6 +205,7 @@ class Budget:
             "not_before": wall(self.not_before) if self.not_before > now else None,
             "last_throttled": wall(self.last_throttled),
             "last_recovered": wall(self.last_recovered),
+            "proven": self.proven,
             "writes": [wall(at) for at in self.writes.times],
             "requests": [wall(at) for at in self.requests.times],
         }
@@ -202,6 +228,7 @@ class Budget:
         budget.not_before = local(state.get("not_before")) or 0.0
         budget.last_throttled = local(state.get("last_throttled"))
         budget.last_recovered = local(state.get("last_recovered"))
+        budget.proven = state.get("proven")
         budget.writes.times = sorted(float(local(at) or 0.0) for at in state.get("writes", []))
         budget.requests.times = sorted(float(local(at) or 0.0) for at in state.get("requests", []))
         return budget
