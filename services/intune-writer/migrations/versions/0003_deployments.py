@@ -26,7 +26,6 @@ def upgrade() -> None:
         sa.Column("state", sa.Text, nullable=False),
         sa.Column("state_reason", sa.Text),
         sa.Column("source_of_truth", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("parked_until", timestamp),
         sa.Column("not_before", timestamp),
         sa.Column("lease_owner", sa.Text),
         sa.Column("lease_until", timestamp),

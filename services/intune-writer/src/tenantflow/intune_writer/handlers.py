@@ -117,7 +117,6 @@ def register(
             event.tenant_id,
             TenantState.ACTIVE,
             None,
-            parked_until=None,
             source_of_truth=event.assignments_source_of_truth,
         )
         await ctx.session.exec(
@@ -156,7 +155,7 @@ def register(
             return  # parked for the writer itself already: that takes re-activation
         else:
             reason = CONNECTOR_REVOKED
-        await set_state(ctx, event.tenant_id, TenantState.PARKED, reason, parked_until=None)
+        await set_state(ctx, event.tenant_id, TenantState.PARKED, reason)
 
     @tenants.handles(TenantUnlinked)
     async def drop_on_unlink(event: TenantUnlinked, ctx: HandlerContext) -> None:

@@ -54,8 +54,6 @@ class WriterTenant(WriterTable, table=True):
     state_reason: str | None = None
     source_of_truth: bool = False
     """tenantflow is the source of truth: assignments made outside it are replaced (reported)."""
-    parked_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    """A park with an end (Graph refused access; consent re-checks it meanwhile)."""
     not_before: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     """No Graph call before this: a Retry-After, or Intune's window after a takeover."""
     lease_owner: str | None = None
