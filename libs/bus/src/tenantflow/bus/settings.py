@@ -55,8 +55,11 @@ class DatabaseSettings(BaseSettings):
 
     url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/tenantflow")
     """An SQLAlchemy URL with the asyncpg driver; plain postgresql:// is accepted too."""
-    pool_size: int = Field(default=5, ge=1)
-    max_overflow: int = Field(default=5, ge=0)
+    pool_size: int = Field(default=10, ge=1)
+    """Connections kept open; a service's database work queues for them beyond that."""
+    max_overflow: int = Field(default=0, ge=0)
+    """Extra connections under a burst, each closed on return: every one costs a connect (TLS
+    negotiation, authentication) and loses its prepared statements, so the default is none."""
 
     @model_validator(mode="after")
     def _asyncpg_url(self) -> DatabaseSettings:

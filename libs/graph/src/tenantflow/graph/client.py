@@ -39,6 +39,7 @@ from tenantflow.graph.errors import (
     graph_error,
     retry_after_seconds,
 )
+from tenantflow.graph.http import AiohttpExchange, Exchange, HttpxExchange, Unreachable
 
 DeniedHook = Callable[[UUID, UUID, "int | None", str, str], Awaitable[None]]
 """(tenant id, app client id, HTTP status or None, error code, detail) of a refusal."""
@@ -86,7 +87,8 @@ class GraphClient:
     timeout_s: float = 30.0
     random: random.Random = field(default_factory=random.Random)
     transport: httpx.AsyncBaseTransport | None = None
-    """For tests: where requests go instead of the network."""
+    """For tests: where requests go instead of the network (through httpx; aiohttp otherwise,
+    see ``http``)."""
     report_denied: DeniedHook | None = None
     """Called on a 401 or 403 from Graph and on AADSTS700016 from Entra ID, before raising."""
     token_threads: int = 16
@@ -97,15 +99,17 @@ class GraphClient:
     def __post_init__(self) -> None:
         self._tokens = ThreadPoolExecutor(self.token_threads, thread_name_prefix="msal")
         self._verify: str | bool = self.ca_bundle or True
-        self._http = httpx.AsyncClient(
-            base_url=self.graph_base_url,
-            timeout=self.timeout_s,
-            verify=ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True,
-            transport=self.transport,
+        self._http: Exchange = (
+            HttpxExchange(self.transport, self.timeout_s)
+            if self.transport is not None
+            else AiohttpExchange(
+                ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True,
+                self.timeout_s,
+            )
         )
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
         self._tokens.shutdown(wait=False, cancel_futures=True)
 
     # --- tokens --------------------------------------------------------------------------
@@ -170,42 +174,46 @@ class GraphClient:
 
     async def call(self, token: str, method: str, path: str, **kwargs: Any) -> GraphAnswer:
         """``send``, with Graph's request-id of the answer (errors carry theirs too)."""
-        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        headers = {"Authorization": f"Bearer {token}", **(kwargs.pop("headers", None) or {})}
+        params, body = kwargs.pop("params", None), kwargs.pop("json", None)
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        url = path if path.startswith(("https://", "http://")) else self.graph_base_url + path
         what = f"{method} {path}"
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
             try:
-                response = await self._http.request(method, path, headers=headers, **kwargs)
-            except httpx.TransportError as exc:  # timeouts and dropped connections included
+                response = await self._http(method, url, headers, params, body)
+            except Unreachable as exc:  # timeouts and dropped connections included
                 if last:
                     raise TransientError(f"Graph unreachable: {what}: {exc!r}") from exc
                 await asyncio.sleep(self.backoff(attempt))
                 continue
             request_id = response.headers.get("request-id")
-            if response.status_code == 429:
+            if response.status == 429:
                 raise Throttled(
                     retry_after_seconds(response.headers.get("Retry-After"), self.backoff_s),
                     response.headers.get("x-ms-throttle-scope"),
                     what,
                     request_id,
                 )
-            if response.status_code in SERVER_ERRORS:
+            if response.status in SERVER_ERRORS:
                 if last:
-                    raise TransientError(f"Graph answered {response.status_code} {attempt} times")
+                    raise TransientError(f"Graph answered {response.status} {attempt} times")
                 wait = retry_after_seconds(response.headers.get("Retry-After"), -1.0)
                 await asyncio.sleep(wait if wait >= 0 else self.backoff(attempt))
                 continue
-            body = response.json() if response.content else {}
-            if response.status_code == 410:
-                raise ResyncNeeded(response.headers.get("Location"), *graph_error(body))
-            code, message = graph_error(body)
-            if response.status_code == 400 and code in RESYNC_CODES:
+            answer = response.json() if response.content else {}
+            if response.status == 410:
+                raise ResyncNeeded(response.headers.get("Location"), *graph_error(answer))
+            code, message = graph_error(answer)
+            if response.status == 400 and code in RESYNC_CODES:
                 raise ResyncNeeded(None, code, message)
-            if response.status_code in (401, 403) and self.report_denied:
-                await self._report(token, response.status_code, code, message)
-            if response.status_code >= 400:
-                raise GraphCallFailed(response.status_code, code, message, request_id)
-            return GraphAnswer(response.status_code, body, request_id)
+            if response.status in (401, 403) and self.report_denied:
+                await self._report(token, response.status, code, message)
+            if response.status >= 400:
+                raise GraphCallFailed(response.status, code, message, request_id)
+            return GraphAnswer(response.status, answer, request_id)
         raise AssertionError("unreachable")
 
     async def _report(self, token: str, status: int, code: str, message: str) -> None:

@@ -216,6 +216,16 @@ class Claimed:
     source_of_truth: bool
 
 
+@dataclass(frozen=True)
+class Step:
+    """What a tenant's task does after recording a round."""
+
+    work: list[Work]
+    source_of_truth: bool
+    released: bool = False
+    wait_s: float = 0.0
+
+
 class LeaseLost(Exception):
     """Another process holds the tenant now: this task stops."""
 
@@ -330,26 +340,13 @@ class Scheduler:
         work, source_of_truth = claimed.work, claimed.source_of_truth
         released = False
         try:
-            wait = 0.0
             while True:
-                if not work:
-                    wait = budget.wait(self.monotonic(), write=True)
-                    if wait > 0:
-                        # back when a batch's worth of writes fits, not a write at a time
-                        due = await self._due_count(tenant_id)
-                        wait = budget.wait(self.monotonic(), True, min(due, GATHER)) or wait
-                        break
-                    work, source_of_truth = await self._take_round(tenant_id, self._room(budget))
-                    if not work:
-                        break
-                outcomes = await self._round(intune, work, source_of_truth)
-                work = []
-                pause = await self._record(tenant_id, outcomes, budget)
-                if pause:
-                    wait = pause
+                outcomes = await self._round(intune, work, source_of_truth) if work else []
+                step = await self._record(tenant_id, outcomes, budget)
+                if step.released:
+                    released = True
                     break
-            await self._release(tenant_id, budget, wait)
-            released = True
+                work, source_of_truth = step.work, step.source_of_truth
         except Parked:
             # consent or writing was revoked meanwhile: hand the tenant back cleanly (its
             # budget kept, no takeover wait) for when it is enabled again
@@ -362,20 +359,30 @@ class Scheduler:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(tenant_id, budget, 0.0))
 
-    async def _due_count(self, tenant_id: UUID) -> int:
-        async with self.runtime.sessions() as session:
-            count = await session.scalar(
+    async def _next(
+        self, session: AsyncSession, tenant: WriterTenant, budget: Budget, pause: float | None
+    ) -> Step:
+        """In the round's recording transaction: the next round's changes, or the tenant
+        released (nothing due, out of writes, or paused) with the time it may be served again."""
+        now, moment = self.clock(), self.monotonic()
+        wait = pause or budget.wait(moment, write=True)
+        if not wait:
+            work = await self._take(session, tenant.tenant_id, self._room(budget), now)
+            if work:
+                return Step(work, tenant.source_of_truth)
+        elif not pause:
+            # back when a batch's worth of writes fits, not a write at a time
+            due = await session.scalar(
                 select(func.count())
                 .select_from(Deployment)
-                .where(col(Deployment.tenant_id) == tenant_id)
+                .where(col(Deployment.tenant_id) == tenant.tenant_id)
                 .where(col(Deployment.due_at).is_not(None))
             )
-        return int(count or 0)
-
-    async def _take_round(self, tenant_id: UUID, limit: int) -> tuple[list[Work], bool]:
-        async with transaction(self.runtime.sessions) as session:
-            tenant = await self._renew(session, tenant_id)
-            return await self._take(session, tenant_id, limit, self.clock()), tenant.source_of_truth
+            wait = budget.wait(moment, True, min(int(due or 0), GATHER)) or wait
+        tenant.lease_owner, tenant.lease_until = None, None
+        tenant.not_before = now + timedelta(seconds=wait) if wait > 0 else None
+        tenant.budget = budget.state(moment, now.timestamp())
+        return Step([], tenant.source_of_truth, released=True, wait_s=wait)
 
     async def _take(
         self, session: AsyncSession, tenant_id: UUID, limit: int, now: datetime
@@ -472,16 +479,16 @@ class Scheduler:
 
     async def _record(
         self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget
-    ) -> float | None:
+    ) -> Step:
         """Every outcome of a round and its events, in one transaction with a few statements
-        (the round's deployments and waiting changes read at once, the events stored at once);
-        the pause the tenant needs now (access refused), if any."""
+        (the round's deployments and waiting changes read at once, the events stored at once),
+        and in it the next round taken or the tenant released (``_next``)."""
         now = self.clock()
         pause = None
         apps = [outcome.work.app for outcome in outcomes]
         async with transaction(self.runtime.sessions) as session:
             tenant = await self._renew(session, tenant_id)
-            rows = {
+            rows = {} if not apps else {
                 row.app: row
                 for row in (
                     await session.exec(
@@ -533,8 +540,11 @@ class Scheduler:
                 session.add(row)
             await self.runtime.outbox.add_many(session, events)
             tenant.budget = budget.state(self.monotonic(), now.timestamp())
+            step = await self._next(session, tenant, budget, pause)
             session.add(tenant)
-        return pause
+        if step.wait_s > 0:
+            self.wake.set()  # recompute when to look next
+        return step
 
     def _conclude(
         self, waiting: Sequence[Change], outcome: Applied | Failed, now: datetime
