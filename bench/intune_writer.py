@@ -17,8 +17,9 @@ verifies them.
   the app's assignments, then /assign, waiting out each 429's Retry-After), on fresh tenants;
 - adaptation: the emulator's per-app write limit halved while the writer assumes the published
   one;
-- head of line: one tenant's Graph calls take 2 s each while others run at zero latency; the
-  others' latency from enabling to applied, one change per app;
+- head of line: one tenant's Graph calls take 2 s each (kept busy) while the others run at zero
+  latency, each making a change every 2 s: the others' latency from requested and verified to
+  applied (``--slow-ms 0`` runs the same load with no slow tenant, to compare);
 - scale-out: the throughput run with 1, 2 and 3 writer processes in one consumer group.
 
 Prints the figures and writes JSON to bench/results/intune_writer.json.
@@ -535,7 +536,8 @@ def main() -> None:
             print(
                 f"head of line: one tenant at {args.slow_ms} ms per Graph call; the "
                 f"{result['fast_tenants']} "
-                f"others, verified -> applied: p50 {summary['median_ms']} ms, "
+                f"others ({result['fast_changes_per_s']} changes/s), verified -> applied: "
+                f"p50 {summary['median_ms']} ms, "
                 f"p99 {summary['p99_ms']} ms ({result['changes_measured']} changes; the slow "
                 f"tenant had {result['slow_tenant_changes_applied_meanwhile']} applied); "
                 f"writer hops {result['writer_hops']}"
@@ -552,10 +554,12 @@ async def head_of_line(
     count: int,
     rounds: int = 20,
     slow_ms: int = 2000,
+    interval_s: float = 2.0,
 ) -> dict[str, Any]:
-    """One tenant whose every Graph call takes 2 s, kept busy, and ``count - 1`` others, each
-    with one change in flight at a time: the others' latency from the change verified to its
-    Applied event read from Kafka."""
+    """One tenant whose every Graph call takes ``slow_ms``, kept busy, and ``count - 1``
+    others, each making a change every ``interval_s`` (their arrivals spread evenly): the
+    others' latency from the change requested and verified to its Applied event read from
+    Kafka. ``slow_ms`` 0 gives the same load with no slow tenant, to compare."""
     tenants = [seed(emulator, 5) for _ in range(count)]
     slow, fast = tenants[0], tenants[1:]
     kafka = KafkaSettings(
@@ -592,24 +596,44 @@ async def head_of_line(
                     await publish(kafka, changes(slow, revision), producer)
                     await asyncio.sleep(2.0)  # pacing the load, not synchronisation
 
-            async def one_at_a_time(tenant: Tenant) -> None:
+            started_at: dict[UUID, float] = {}
+
+            async def paced(tenant: Tenant, offset: float) -> None:
+                """A change every ``interval_s``, whatever the earlier ones are doing (arrivals
+                as users make them, not one waiting for the other)."""
+                await asyncio.sleep(offset)  # pacing the load, not synchronisation
                 for revision in range(1, rounds + 1):
                     app = tenant.apps[revision % len(tenant.apps)]
                     one = Tenant(tenant.id, tenant.admin, tenant.group, [app])
-                    events = changes(one, revision=revision // len(tenant.apps) + 1)
-                    started = time.monotonic()
+                    events = changes(one, revision=revision // len(tenant.apps) + 2)
+                    started_at[events[0].correlation_id] = time.monotonic()
                     await publish(kafka, events, producer)
-                    change = events[0].correlation_id
-
-                    def applied(change: UUID = change) -> bool:
-                        return change in outcomes.seen_at
-
-                    await eventually(applied, within=60, what="the change applied")
-                    latencies.append(outcomes.seen_at[change] - started)
+                    await asyncio.sleep(interval_s)  # pacing the load, not synchronisation
 
             busy = asyncio.create_task(keep_slow_busy())
             try:
-                await asyncio.gather(*(one_at_a_time(t) for t in fast))
+                # warm-up, measured apart: each tenant's first change (its first token, its
+                # apps found by their marker), every fast tenant at once
+                warm = [e for t in fast for e in changes(t)]
+                warm_started = time.monotonic()
+                await publish(kafka, warm, producer)
+
+                def warmed() -> bool:
+                    return all(e.correlation_id in outcomes.seen_at for e in warm)
+
+                await eventually(warmed, within=120, what="the warm-up applied")
+                warm_up = latency_summary(
+                    [outcomes.seen_at[e.correlation_id] - warm_started for e in warm[::2]]
+                )
+                await asyncio.gather(
+                    *(paced(t, interval_s * n / len(fast)) for n, t in enumerate(fast))
+                )
+
+                def all_applied() -> bool:
+                    return all(change in outcomes.seen_at for change in started_at)
+
+                await eventually(all_applied, within=120, what="every fast change applied")
+                latencies.extend(outcomes.seen_at[c] - at for c, at in started_at.items())
             finally:
                 busy.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -625,8 +649,11 @@ async def head_of_line(
         "fast_tenants": len(fast),
         "changes_measured": len(latencies),
         "slow_tenant_latency_per_call_ms": slow_ms,
+        "fast_tenant_change_every_s": interval_s,
+        "fast_changes_per_s": round(len(fast) / interval_s, 1),
         "slow_tenant_changes_applied_meanwhile": slow_applied,
         "verified_to_applied": latency_summary(latencies),
+        "warm_up_first_change_per_app": warm_up,
         "writer_hops": hops,
     }
 
