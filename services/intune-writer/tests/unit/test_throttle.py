@@ -138,7 +138,7 @@ def test_writes_near_the_limit_and_beyond_what_was_learned_go_in_small_batches()
     budget = Budget(LIMITS)
     assert budget.batch_size(0.0, 20) == 20
     spend(budget, 0.0, 50)
-    assert budget.batch_size(0.0, 20) == 5  # past half the limit: a lower real one costs little
+    assert budget.batch_size(0.0, 20) == 10  # past half the limit: a lower real one costs little
     budget.take(0.0, write=True)
     budget.throttled(0.0, 20.0, True, WRITE_SCOPE)  # learned: 50
     assert not budget.probing(0.0)
@@ -147,3 +147,22 @@ def test_writes_near_the_limit_and_beyond_what_was_learned_go_in_small_batches()
     spend(budget, 40.0, 50)
     assert budget.probing(40.0)  # beyond the 50 learned: one write at a time
     assert budget.batch_size(40.0, 20) == 1
+
+
+def test_writes_reserved_but_not_sent_do_not_shrink_batches() -> None:
+    budget = Budget(LIMITS)
+    for _ in range(80):  # a round reserves its writes before the first batch goes
+        assert budget.take(0.0, write=True)
+    assert budget.batch_size(0.0, 20, unsent=80) == 20
+    assert budget.batch_size(0.0, 20, unsent=30) == 10  # 50 sent: past half the limit
+
+    learned = Budget(LIMITS)
+    spend(learned, 0.0, 50)
+    learned.take(0.0, write=True)
+    learned.throttled(0.0, 20.0, True, WRITE_SCOPE)  # the 51st refused: 50 learned
+    learned.wait(40.0, write=True)  # two quiet windows: 55 allowed again
+    for _ in range(52):
+        learned.take(40.0, write=True)
+    assert not learned.probing(40.0, unsent=52)
+    assert learned.probing(40.0, unsent=2)  # 50 sent: the next goes beyond what was learned
+    assert learned.batch_size(40.0, 20, unsent=7) == 5  # 45 sent: no batch crosses the 50

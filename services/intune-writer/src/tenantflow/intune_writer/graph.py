@@ -98,8 +98,7 @@ class IntuneSession:
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _queued: list[Queued] = field(default_factory=list)
     _flusher: asyncio.Handle | None = None
-    _sending: set[asyncio.Task[None]] = field(default_factory=set)
-    _batching: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _sender: asyncio.Task[None] | None = None
 
     async def call(
         self, calls: Calls, write: bool, method: str, path: str, **kwargs: Any
@@ -197,9 +196,7 @@ class IntuneSession:
             raise NoBudget(f"{APPS}/{app_id}/assign")
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._queued.append((app_id, body, answer))
-        if len(self._queued) >= self.budget.batch_size(self.clock(), BATCH):
-            self._flush()
-        elif self._flusher is None:
+        if self._flusher is None and (self._sender is None or self._sender.done()):
             # the round's other writes reach here in the same turn of the loop: send what has
             # gathered once that turn is over, waiting for nothing
             self._flusher = asyncio.get_running_loop().call_soon(self._flush)
@@ -209,24 +206,27 @@ class IntuneSession:
             calls.writes.append(request_id)
 
     def _flush(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        queued, self._queued = self._queued, []
-        if queued:
-            task = asyncio.create_task(self._send_batch(queued))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        self._flusher = None
+        if self._queued and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.create_task(self._send_queued())
 
-    async def _send_batch(self, queued: list[Queued]) -> None:
-        # one batch at a time per tenant: when Intune's real limit is lower than assumed, one
-        # batch meets it, and what waits behind it is held back by the Retry-After
-        async with self._batching:
+    async def _send_queued(self) -> None:
+        """Every queued write, one batch at a time per tenant (when Intune's real limit is
+        lower than assumed, one batch meets it, and what waits behind it is held back by the
+        Retry-After), each batch sized when it goes (``Budget.batch_size``)."""
+        while self._queued:
+            size = self.budget.batch_size(self.clock(), BATCH, unsent=len(self._queued))
+            queued, self._queued = self._queued[:size], self._queued[size:]
+            for _ in (q for q in queued if q[2].done()):  # its round was cut short meanwhile
+                self.budget.unused(write=True)
+            queued = [q for q in queued if not q[2].done()]
+            if not queued:
+                continue
             if self.budget.not_before > self.clock():
                 for app_id, _, answer in queued:
                     self.budget.unused(write=True)
                     answer.set_exception(NoBudget(f"{APPS}/{app_id}/assign"))
-                return
+                continue
             await self._send_batch_now(queued)
 
     async def _send_batch_now(self, queued: list[Queued]) -> None:

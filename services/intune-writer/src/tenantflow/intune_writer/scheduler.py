@@ -367,6 +367,7 @@ class Scheduler:
         now, moment = self.clock(), self.monotonic()
         wait = pause or budget.wait(moment, write=True)
         if not wait:
+            await session.flush()  # TAKE is plain SQL: it must see this round recorded
             work = await self._take(session, tenant.tenant_id, self._room(budget), now)
             if work:
                 return Step(work, tenant.source_of_truth)

@@ -113,20 +113,28 @@ class Budget:
             wait = max(wait, self.writes.wait(writes_limit, now, count))
         return wait
 
-    def probing(self, now: float) -> bool:
+    def probing(self, now: float, unsent: int = 0) -> bool:
         """Whether one more write goes beyond the limit last learned (recovering): such writes
-        go one at a time, so a probe that finds the limit still there costs one 429."""
+        go one at a time, so a probe that finds the limit still there costs one 429.
+        ``unsent``: writes reserved (``take``) but not sent yet, which do not count."""
         if self.proven is None or self.write_limit <= self.proven:
             return False
-        return self.writes.count(now) + self.in_flight_writes >= self.proven
+        return self._sent(now, unsent) >= self.proven
 
-    def batch_size(self, now: float, largest: int) -> int:
-        """Writes to send together now: ``largest`` while well inside the limit, fewer near
-        it (a limit lower than assumed refuses at most a few), one when probing."""
-        if self.probing(now):
+    def batch_size(self, now: float, largest: int, unsent: int = 0) -> int:
+        """Writes to send together now: ``largest`` while under half the limit, half of it
+        past that (a limit lower than assumed refuses at most that many), one when probing.
+        ``unsent`` as for ``probing``: a round reserves its writes before sending any."""
+        if self.probing(now, unsent):
             return 1
-        used = self.writes.count(now) + self.in_flight_writes
-        return largest if used < self.write_limit // 2 else max(1, largest // 4)
+        sent = self._sent(now, unsent)
+        size = largest if sent < self.write_limit // 2 else max(1, largest // 2)
+        if self.proven is not None and sent < self.proven < self.write_limit:
+            size = min(size, self.proven - sent)  # up to what was learned; beyond, one by one
+        return size
+
+    def _sent(self, now: float, unsent: int) -> int:
+        return self.writes.count(now) + self.in_flight_writes - unsent
 
     def writes_left(self, now: float) -> int:
         """How many writes could be sent right now."""
