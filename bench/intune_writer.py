@@ -391,13 +391,8 @@ async def run_writer_workload(
         rss = [peak_rss_mb(p) for p in running]
     per_tenant = max(len(t.apps) for t in tenants)
     minimum = (math.ceil(per_tenant / limits["intune_app_writes"]) - 1) * limits["intune_window_s"]
-    entries = request_log(emulator, since)
-    if os.environ.get("BENCH_DUMP"):
-        Path(os.environ["BENCH_DUMP"]).write_text(json.dumps(entries))
-        for log in workdir.glob("writer-*.log"):
-            Path(os.environ["BENCH_DUMP"] + "." + log.name).write_text(log.read_text())
     check = quota_check(
-        entries,
+        request_log(emulator, since),
         {str(t.id) for t in tenants},
         limits["intune_app_writes"],
         limits["intune_window_s"],

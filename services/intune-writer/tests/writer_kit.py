@@ -18,15 +18,19 @@ from tenantflow.contracts.envelope import decode
 from tenantflow.contracts.events import (
     AssignmentTarget,
     CatalogApp,
+    ConsentRevoked,
     DeploymentChangeRequested,
     DeploymentChangeVerified,
     DesiredAssignment,
+    EnterpriseApp,
     IntuneWritingEnabled,
+    VerificationFailure,
 )
 from tenantflow.contracts.topics import Topic
-from tenantflow.devinfra.testing import create_database, eventually, read_topic
+from tenantflow.devinfra.testing import create_database, eventually, publish, read_topic
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.intune_writer.bootstrap import bootstrap
+from tenantflow.intune_writer.models import TenantState, WriterTenant
 from tenantflow.intune_writer.scheduler import Scheduler
 from tenantflow.intune_writer.settings import Settings
 
@@ -90,6 +94,31 @@ def seed_tenant(
         }
     )
     return tenant, admin
+
+
+async def park(runtime: ServiceRuntime, tenant: UUID, admin: UUID) -> None:
+    """Enable the tenant and revoke its consent, and wait until the writer parked it: changes
+    published now wait, all due together once it is enabled again."""
+    await publish(
+        runtime.kafka,
+        enabled(tenant, admin),
+        ConsentRevoked(
+            tenant_id=tenant,
+            actor=UserActor(tenant_id=tenant, object_id=admin),
+            correlation_id=uuid4(),
+            app=EnterpriseApp.INTUNE_WRITER,
+            reason=VerificationFailure.ADMIN_CONSENT_MISSING,
+            detail="gone",
+            detected_by="scheduled_check",
+        ),
+    )
+
+    async def parked() -> bool:
+        async with runtime.sessions() as session:
+            row = await session.get(WriterTenant, tenant)
+            return row is not None and row.state == TenantState.PARKED
+
+    await eventually(parked, what="the tenant parked")
 
 
 def catalog_app(app: str = "7zip") -> CatalogApp:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import pytest
+from sqlmodel import col, select
 from writer_kit import (
     change,
     enabled,
@@ -16,6 +17,7 @@ from writer_kit import (
     group,
     intune_apps,
     outcomes,
+    park,
     running_writer,
     seed_tenant,
     targets,
@@ -23,19 +25,15 @@ from writer_kit import (
 )
 
 from tenantflow.bus.runtime import ServiceRuntime
-from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.events import (
-    ConsentRevoked,
     DeploymentChangeApplied,
     DeploymentChangeSuperseded,
-    EnterpriseApp,
-    VerificationFailure,
 )
 from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.devinfra.testing import eventually, publish
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.intune_writer.graph import marker
-from tenantflow.intune_writer.models import Deployment, TenantState, WriterTenant
+from tenantflow.intune_writer.models import Deployment
 from tenantflow.intune_writer.scheduler import Scheduler
 
 pytestmark = pytest.mark.integration
@@ -169,26 +167,7 @@ async def test_changes_waiting_while_parked_are_kept_then_coalesced_into_the_new
 ) -> None:
     runtime, _ = writer
     tenant, admin = seed_tenant(emulator)
-    await publish(
-        runtime.kafka,
-        enabled(tenant, admin),
-        ConsentRevoked(
-            tenant_id=tenant,
-            actor=UserActor(tenant_id=tenant, object_id=admin),
-            correlation_id=uuid4(),
-            app=EnterpriseApp.INTUNE_WRITER,
-            reason=VerificationFailure.ADMIN_CONSENT_MISSING,
-            detail="gone",
-            detected_by="scheduled_check",
-        ),
-    )
-
-    async def parked() -> bool:
-        async with runtime.sessions() as session:
-            row = await session.get(WriterTenant, tenant)
-            return row is not None and row.state == TenantState.PARKED
-
-    await eventually(parked, what="the tenant parked")
+    await park(runtime, tenant, admin)
     a, b = uuid4(), uuid4()
     waiting = [change(tenant, admin, n, [group(a)] + [group(b)] * (n == 3)) for n in (1, 2, 3)]
     await publish(runtime.kafka, *(event for pair in waiting for event in pair))
@@ -231,3 +210,38 @@ def add_foreign(emulator: RunningEmulator, tenant: UUID, group_id: UUID) -> None
             },
         )
     assert response.status_code == 201, response.text
+
+
+async def test_a_tenant_served_round_after_round_writes_each_change_once(
+    infra: RunningInfra, emulator: RunningEmulator
+) -> None:
+    """Rounds of three: each round is recorded, then the next taken in the same transaction;
+    none takes again what the one before it applied."""
+    kafka, database = await fresh_bus(infra.bootstrap_servers, infra.database_url)
+    settings = writer_settings(emulator, kafka, database, changes_per_round=3)
+    async with running_writer(settings) as (runtime, _):
+        tenant, admin = seed_tenant(emulator)
+        await park(runtime, tenant, admin)
+        audience = uuid4()
+        waiting = [change(tenant, admin, 1, [group(audience)], app=f"app-{n}") for n in range(8)]
+        await publish(runtime.kafka, *(event for pair in waiting for event in pair))
+
+        async def all_ingested() -> bool:
+            async with runtime.sessions() as session:
+                rows = await session.exec(
+                    select(Deployment).where(col(Deployment.tenant_id) == tenant)
+                )
+                return len(rows.all()) == len(waiting)
+
+        await eventually(all_ingested, what="the eight changes stored")
+        await publish(runtime.kafka, enabled(tenant, admin))
+        results = await outcomes(runtime.kafka, [requested for requested, _ in waiting])
+
+    assert all(isinstance(r, DeploymentChangeApplied) and not r.unchanged for r in results.values())
+    assert len(intune_apps(emulator, tenant)) == len(waiting)
+    with emulator.client() as client:
+        log = client.get("/_emulator/requests", params={"tenant": str(tenant)}).json()
+    assigns = [e["path"] for e in log if e["method"] == "POST" and e["path"].endswith("/assign")]
+    assert len(assigns) == len(set(assigns)) == len(waiting)
+    reads = [e["path"] for e in log if e["method"] == "GET" and e["path"].endswith("/assignments")]
+    assert len(reads) == len(set(reads)) == len(waiting)  # no app taken twice

@@ -16,11 +16,10 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
-import httpx
 import jwt
 import msal
 import requests
@@ -40,6 +39,9 @@ from tenantflow.graph.errors import (
     retry_after_seconds,
 )
 from tenantflow.graph.http import AiohttpExchange, Exchange, HttpxExchange, Unreachable
+
+if TYPE_CHECKING:
+    import httpx
 
 DeniedHook = Callable[[UUID, UUID, "int | None", str, str], Awaitable[None]]
 """(tenant id, app client id, HTTP status or None, error code, detail) of a refusal."""
@@ -99,6 +101,9 @@ class GraphClient:
     def __post_init__(self) -> None:
         self._tokens = ThreadPoolExecutor(self.token_threads, thread_name_prefix="msal")
         self._verify: str | bool = self.ca_bundle or True
+        # one session for every tenant's MSAL app: one connection pool and TLS context to
+        # Entra ID, not one per tenant (each costs memory, and a handshake per tenant)
+        self._entra = _VerifyingSession(self._verify)
         self._http: Exchange = (
             HttpxExchange(self.transport, self.timeout_s)
             if self.transport is not None
@@ -111,6 +116,7 @@ class GraphClient:
     async def close(self) -> None:
         await self._http.close()
         self._tokens.shutdown(wait=False, cancel_futures=True)
+        self._entra.close()
 
     # --- tokens --------------------------------------------------------------------------
 
@@ -122,7 +128,7 @@ class GraphClient:
                 client_credential=credentials.for_msal(),
                 authority=f"{self.login_base_url}/{tenant}",
                 instance_discovery=self.login_base_url == MICROSOFT_LOGIN,
-                http_client=_VerifyingSession(self._verify),
+                http_client=self._entra,
             )
         return self._msal[key]
 

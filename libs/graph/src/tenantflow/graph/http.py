@@ -14,11 +14,13 @@ import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import httpx
 from yarl import URL
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,10 @@ class HttpxExchange:
     """Requests handed to an httpx transport (tests: a mock or an ASGI app)."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport, timeout_s: float) -> None:
+        import httpx  # tests only: services never load it for Graph
+
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout_s)
+        self._transport_error = httpx.TransportError
 
     async def __call__(
         self,
@@ -115,7 +120,7 @@ class HttpxExchange:
             response = await self._client.request(
                 method, url, headers=dict(headers), params=params, json=body
             )
-        except httpx.TransportError as exc:
+        except self._transport_error as exc:
             raise Unreachable(repr(exc)) from exc
         return RawAnswer(response.status_code, response.headers, response.content)
 

@@ -478,9 +478,7 @@ class Scheduler:
 
     # --- recording -----------------------------------------------------------------------
 
-    async def _record(
-        self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget
-    ) -> Step:
+    async def _record(self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget) -> Step:
         """Every outcome of a round and its events, in one transaction with a few statements
         (the round's deployments and waiting changes read at once, the events stored at once),
         and in it the next round taken or the tenant released (``_next``)."""
@@ -489,17 +487,21 @@ class Scheduler:
         apps = [outcome.work.app for outcome in outcomes]
         async with transaction(self.runtime.sessions) as session:
             tenant = await self._renew(session, tenant_id)
-            rows = {} if not apps else {
-                row.app: row
-                for row in (
-                    await session.exec(
-                        select(Deployment)
-                        .where(col(Deployment.tenant_id) == tenant_id)
-                        .where(col(Deployment.app).in_(apps))
-                        .with_for_update()
-                    )
-                ).all()
-            }
+            rows = (
+                {}
+                if not apps
+                else {
+                    row.app: row
+                    for row in (
+                        await session.exec(
+                            select(Deployment)
+                            .where(col(Deployment.tenant_id) == tenant_id)
+                            .where(col(Deployment.app).in_(apps))
+                            .with_for_update()
+                        )
+                    ).all()
+                }
+            )
             waiting: dict[str, list[Change]] = defaultdict(list)
             concluded = [o.work.app for o in outcomes if not isinstance(o, Deferred)]
             if concluded:
