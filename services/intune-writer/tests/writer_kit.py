@@ -96,22 +96,23 @@ def seed_tenant(
     return tenant, admin
 
 
+def revoked(tenant: UUID, admin: UUID) -> ConsentRevoked:
+    """The writer app's consent revoked, as consent reports it."""
+    return ConsentRevoked(
+        tenant_id=tenant,
+        actor=UserActor(tenant_id=tenant, object_id=admin),
+        correlation_id=uuid4(),
+        app=EnterpriseApp.INTUNE_WRITER,
+        reason=VerificationFailure.ADMIN_CONSENT_MISSING,
+        detail="revoked by an administrator",
+        detected_by="scheduled_check",
+    )
+
+
 async def park(runtime: ServiceRuntime, tenant: UUID, admin: UUID) -> None:
     """Enable the tenant and revoke its consent, and wait until the writer parked it: changes
     published now wait, all due together once it is enabled again."""
-    await publish(
-        runtime.kafka,
-        enabled(tenant, admin),
-        ConsentRevoked(
-            tenant_id=tenant,
-            actor=UserActor(tenant_id=tenant, object_id=admin),
-            correlation_id=uuid4(),
-            app=EnterpriseApp.INTUNE_WRITER,
-            reason=VerificationFailure.ADMIN_CONSENT_MISSING,
-            detail="gone",
-            detected_by="scheduled_check",
-        ),
-    )
+    await publish(runtime.kafka, enabled(tenant, admin), revoked(tenant, admin))
 
     async def parked() -> bool:
         async with runtime.sessions() as session:

@@ -24,18 +24,15 @@ from writer_kit import (
     group,
     intune_apps,
     outcomes,
+    revoked,
     running_writer,
     seed_tenant,
     targets,
     writer_settings,
 )
 
-from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.events import (
-    ConsentRevoked,
     DeploymentChangeApplied,
-    EnterpriseApp,
-    VerificationFailure,
 )
 from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
@@ -271,18 +268,6 @@ async def test_a_throttled_tenant_does_not_delay_another_on_its_partition(
         result = await outcomes(kafka, fast[:1], within=10)
         assert isinstance(result[fast[0].correlation_id], DeploymentChangeApplied)
         assert intune_apps(emulator, throttled) == []  # still waiting out its Retry-After
-
-
-def revoked(tenant: UUID, admin: UUID) -> ConsentRevoked:
-    return ConsentRevoked(
-        tenant_id=tenant,
-        actor=UserActor(tenant_id=tenant, object_id=admin),
-        correlation_id=uuid4(),
-        app=EnterpriseApp.INTUNE_WRITER,
-        reason=VerificationFailure.ADMIN_CONSENT_MISSING,
-        detail="revoked by an administrator",
-        detected_by="scheduled_check",
-    )
 
 
 def same_partition_as(tenant: UUID) -> UUID:

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import make_url
 
 from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.reader import PartitionReader
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.envelope import Envelope
-from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
+from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.emulator.testing import RunningEmulator, start_emulator
 
@@ -67,33 +68,24 @@ async def read_topic(
     settings: KafkaSettings, topic: Topic, count: int, within: float = 20.0
 ) -> list[ConsumerRecord[Any, Any]]:
     """Every record of ``topic`` from the beginning: at least ``count``, and at least all that
-    were on every partition when the call began (one batch may hold only some partitions)."""
-    consumer = AIOKafkaConsumer(
-        **connection_kwargs(settings, "test-reader"), enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        name = settings.topic_prefix + topic
-        partitions = [TopicPartition(name, p) for p in range(TOPIC_CONFIGS[topic].partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord[Any, Any]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-
-        async def behind() -> bool:
-            return any([await consumer.position(p) < ends[p] for p in partitions])
-
-        while len(records) < count or await behind():
-            if loop.time() > deadline:
-                raise AssertionError(f"{name}: {len(records)} of {count} records within {within} s")
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
-        return records
-    finally:
-        await consumer.stop()
+    were on every partition when the call began; read as auditors read (``PartitionReader``: no
+    group, no offsets committed)."""
+    reader = PartitionReader(settings, [topic], client_id="test-reader")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    records: list[ConsumerRecord[Any, Any]] = []
+    while True:
+        try:
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                records = [r async for batch in reader.batches() for r in batch]
+        except TimeoutError:
+            pass
+        if len(records) >= count:
+            return records
+        if loop.time() >= deadline:
+            name = settings.topic_prefix + topic
+            raise AssertionError(f"{name}: {len(records)} of {count} records within {within} s")
+        await asyncio.sleep(0.1)  # polling for records still to come, up to the deadline
 
 
 async def create_database(database_url: str, prefix: str = "t") -> str:

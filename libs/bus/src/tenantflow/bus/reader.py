@@ -1,0 +1,115 @@
+"""Read topics as they are, outside any consumer group: for auditors' replays and for tests.
+
+The reader assigns itself partitions (no group is joined, so no rebalance touches a service's
+consumers) and never commits an offset: nothing it does is visible to the services. It reads
+from the beginning, or from the first offset at or after a time (Kafka's offsets-for-times), to
+the end offsets the partitions had when the read began, so a replay has a definite end however
+busy the topic is.
+
+A tenant's events are all on one partition (events are keyed by tenant id): ``partition_of``
+names it, so a reader of one tenant need not read the others' partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
+
+Record: TypeAlias = ConsumerRecord[Any, Any]
+
+
+def partition_of(topic: Topic, tenant_id: UUID) -> int:
+    """The partition a tenant's events are on: Kafka's default partitioner (murmur2 of the key,
+    as the Java client and aiokafka's producer compute it) over the topic's partitions."""
+    partitions = list(range(TOPIC_CONFIGS[topic].partitions))
+    partition: int = DefaultPartitioner()(str(tenant_id).encode(), partitions, partitions)
+    return partition
+
+
+@dataclass
+class PartitionReader:
+    """Reads ``topics`` (all their partitions, or those in ``only``) to their end offsets."""
+
+    settings: KafkaSettings
+    topics: Sequence[Topic]
+    only: dict[Topic, list[int]] | None = None
+    """Partitions to read per topic (the others are not read); None: every partition."""
+    client_id: str = "tenantflow-reader"
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    max_partition_fetch_bytes: int = 4 * 1024 * 1024
+
+    def partitions(self) -> list[TopicPartition]:
+        return [
+            TopicPartition(self.settings.topic_prefix + topic, partition)
+            for topic in self.topics
+            for partition in (
+                self.only.get(topic, [])
+                if self.only is not None
+                else range(TOPIC_CONFIGS[topic].partitions)
+            )
+        ]
+
+    async def batches(self, since: datetime | None = None) -> AsyncIterator[list[Record]]:
+        """Every record from the beginning (or from ``since``) to the end offsets read when
+        the call began, a fetch at a time (each partition's records in offset order)."""
+        consumer = AIOKafkaConsumer(
+            **connection_kwargs(self.settings, self.client_id),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_bytes=self.fetch_max_bytes,
+            max_partition_fetch_bytes=self.max_partition_fetch_bytes,
+        )
+        await consumer.start()
+        try:
+            partitions = self.partitions()
+            if not partitions:
+                return
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            starts = await self._starts(consumer, partitions, since, ends)
+            left = {p for p in partitions if starts[p] < ends[p]}
+            for partition in partitions:
+                consumer.seek(partition, starts[partition])
+            while left:
+                fetched = await consumer.getmany(*left, timeout_ms=1000)
+                batch: list[Record] = []
+                for partition, records in fetched.items():
+                    end = ends[partition]
+                    batch.extend(r for r in records if r.offset < end)
+                    if records and records[-1].offset >= end - 1:
+                        left.discard(partition)
+                for partition in list(left):  # an end offset past compacted or aborted records
+                    if await consumer.position(partition) >= ends[partition]:
+                        left.discard(partition)
+                if batch:
+                    yield batch
+        finally:
+            await consumer.stop()
+
+    async def records(self, since: datetime | None = None) -> AsyncIterator[Record]:
+        async for batch in self.batches(since):
+            for record in batch:
+                yield record
+
+    @staticmethod
+    async def _starts(
+        consumer: AIOKafkaConsumer,
+        partitions: list[TopicPartition],
+        since: datetime | None,
+        ends: dict[TopicPartition, int],
+    ) -> dict[TopicPartition, int]:
+        if since is None:
+            return dict(await consumer.beginning_offsets(partitions))
+        wanted = {p: int(since.timestamp() * 1000) for p in partitions}
+        found = await consumer.offsets_for_times(wanted)
+        return {p: (found[p].offset if found.get(p) is not None else ends[p]) for p in partitions}
