@@ -32,6 +32,13 @@ class UserActor(Contract):
         description="Entra ID object id (oid claim) of the user. Never an email or UPN.",
         examples=["0b6a7d3e-4c2f-4f7a-9d1e-5a8b2c3d4e5f"],
     )
+    display_name: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The user's display name (name claim) when they acted, for auditors: "
+        "names change, the object id identifies. Absent where it was not known.",
+        examples=["Adele Vance"],
+    )
 
 
 class ServiceActor(Contract):

@@ -116,6 +116,11 @@ async def linked(consent: ServiceRuntime, emulator: RunningEmulator, intune: boo
     return tenant
 
 
+def user_actor(tenant: Tenant, user: UUID) -> UserActor:
+    """The user as the portal names them: with their display name when they asked."""
+    return UserActor(tenant_id=tenant.id, object_id=user, display_name=f"User {user.hex[:6]}")
+
+
 async def change(consent: ServiceRuntime, tenant: Tenant, user: UUID, revision: int = 1) -> UUID:
     """A deployment change by ``user``, as the portal publishes it; its change id."""
     change_id = uuid4()
@@ -123,7 +128,7 @@ async def change(consent: ServiceRuntime, tenant: Tenant, user: UUID, revision: 
         consent,
         DeploymentChangeRequested(
             tenant_id=tenant.id,
-            actor=UserActor(tenant_id=tenant.id, object_id=user),
+            actor=user_actor(tenant, user),
             correlation_id=change_id,
             app=APP.catalog_id,
             revision=revision,
@@ -159,7 +164,7 @@ async def test_a_change_nothing_is_in_doubt_about_is_verified_without_graph(
     [verdict] = await verdicts_of(consent, 1)
     assert isinstance(verdict.data, DeploymentChangeVerified)
     assert (verdict.data.correlation_id, verdict.data.revision) == (change_id, 1)
-    assert verdict.data.actor == UserActor(tenant_id=tenant.id, object_id=tenant.admin)
+    assert verdict.data.actor == user_actor(tenant, tenant.admin)
     assert graph_calls(emulator, tenant, since) == []
 
 
@@ -190,6 +195,10 @@ async def test_an_unknown_actor_is_checked_with_graph_then_allowed_or_refused(
     assert "neither an active Global Administrator" in no.detail
     assert isinstance(yes, DeploymentChangeVerified)
     assert isinstance(known, DeploymentChangeVerified)
+    # judged after a wait in pending_changes: each verdict names its user as they asked
+    assert [v.actor for v in (no, yes, known)] == [
+        user_actor(tenant, user) for user in (tenant.plain, tenant.assigned, tenant.admin)
+    ]
     assert graph_calls(emulator, tenant, since) != []
     # the assigned user is known now: their next change needs no Graph call
     since = datetime.now(UTC).isoformat()

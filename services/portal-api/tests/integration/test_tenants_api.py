@@ -64,7 +64,9 @@ async def test_a_repeat_while_pending_returns_the_same_request(
         "name": "Ada",
     }
     [requested] = await link_requests(portal, user.tenant)
-    assert requested.data.actor == UserActor(tenant_id=user.tenant, object_id=user.id)
+    assert requested.data.actor == UserActor(
+        tenant_id=user.tenant, object_id=user.id, display_name="Ada"
+    )
 
 
 async def test_verdicts_are_applied_once_and_only_for_the_current_request(

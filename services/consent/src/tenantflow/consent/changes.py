@@ -247,6 +247,7 @@ class ChangeChecks:
                 request_event_id=ctx.event_id,
                 actor_tenant_id=actor.tenant_id,
                 actor_object_id=actor.object_id,
+                actor_display_name=actor.display_name,
                 app=event.app,
                 revision=event.revision,
                 queued_at=now,
@@ -359,4 +360,8 @@ class ChangeChecks:
 
 
 def _user(change: PendingChange) -> UserActor:
-    return UserActor(tenant_id=change.actor_tenant_id, object_id=change.actor_object_id)
+    return UserActor(
+        tenant_id=change.actor_tenant_id,
+        object_id=change.actor_object_id,
+        display_name=change.actor_display_name,
+    )

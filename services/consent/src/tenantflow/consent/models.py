@@ -77,6 +77,7 @@ class PendingChange(ConsentTable, table=True):
     """ce_id of the DeploymentChangeRequested: the verdict's causation id."""
     actor_tenant_id: UUID
     actor_object_id: UUID
+    actor_display_name: str | None = None
     app: str
     revision: int
     queued_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -76,7 +76,8 @@ def tenant_id_of(value: str) -> UUID:
 
 
 def actor(user: Principal) -> UserActor:
-    return UserActor(tenant_id=user.tenant_id, object_id=user.object_id)
+    name = user.name[:256] if user.name else None
+    return UserActor(tenant_id=user.tenant_id, object_id=user.object_id, display_name=name)
 
 
 @dataclass
