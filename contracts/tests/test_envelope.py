@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 import pytest
 from pydantic import ValidationError
 
-from tenantflow.contracts import envelope
+from tenantflow.contracts import chain, envelope
 from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.envelope import Envelope, EnvelopeError, UnknownEventType, decode
 from tenantflow.contracts.events import GroupRemoved, TenantLinkRequested
@@ -98,3 +98,37 @@ def test_audit_topics_keep_data_forever() -> None:
         assert TOPIC_CONFIGS[topic].kafka_config(brokers=3)["retention.ms"] == "-1"
     assert TOPIC_CONFIGS[Topic.DIRECTORY].kafka_config(brokers=3)["retention.ms"] != "-1"
     assert TOPIC_CONFIGS[Topic.DEPLOYMENTS].replicas(brokers=1) == 1
+
+
+def test_a_chained_event_carries_its_link_and_any_alteration_breaks_it() -> None:
+    first = link_requested().chained(chain.GENESIS, 1)
+    assert first.chain is not None
+    second = link_requested().chained(first.chain.hash, 2)
+    decoded = decode(second.headers(), second.value())
+    assert decoded.chain == second.chain
+    assert decoded.chain is not None
+    assert decoded.chain.prev == first.chain.hash
+    # the replay recomputes the hash from what it read: the same bytes give the same hash
+    assert decoded.link_hash(decoded.chain.prev, decoded.chain.seq, second.value()) == (
+        decoded.chain.hash
+    )
+    altered = second.value().replace(b'"kind":"user"', b'"kind":"user" ')
+    assert decoded.link_hash(decoded.chain.prev, 2, altered) != decoded.chain.hash
+    assert decoded.link_hash(decoded.chain.prev, 3, second.value()) != decoded.chain.hash
+    assert decode(link_requested().headers(), link_requested().value()).chain is None
+
+
+@pytest.mark.parametrize(
+    ("header", "bad"),
+    [
+        ("ce_chainseq", b"0"),
+        ("ce_chainseq", b"x"),
+        ("ce_chainhash", b"abc"),
+        ("ce_chainprev", b"Z" * 64),
+    ],
+)
+def test_a_malformed_chain_link_is_an_envelope_error(header: str, bad: bytes) -> None:
+    event = link_requested().chained(chain.GENESIS, 1)
+    headers = [(name, bad if name == header else value) for name, value in event.headers()]
+    with pytest.raises(EnvelopeError):
+        decode(headers, event.value())

@@ -9,13 +9,14 @@ Spec: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 from uuid import uuid4
 
 from pydantic import ValidationError
 
+from tenantflow.contracts.chain import ChainLink, link_hash
 from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.registry import REGISTRY
 
@@ -33,6 +34,10 @@ H_SCHEMAVERSION = "ce_schemaversion"
 H_CONTENT_TYPE = "content-type"
 H_TRACEPARENT = "traceparent"
 H_TRACESTATE = "tracestate"
+H_CHAINSEQ = "ce_chainseq"
+H_CHAINPREV = "ce_chainprev"
+H_CHAINHASH = "ce_chainhash"
+"""Extension attributes: the event's link in its producer's audit chain (``chain``)."""
 
 Headers = list[tuple[str, bytes]]
 P = TypeVar("P", bound=EventPayload)
@@ -56,6 +61,7 @@ class Envelope(Generic[P]):
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     traceparent: str | None = None
     tracestate: str | None = None
+    chain: ChainLink | None = None
 
     @property
     def type(self) -> str:
@@ -77,13 +83,37 @@ class Envelope(Generic[P]):
     def topic(self) -> str:
         return self.data.topic.value
 
+    @property
+    def time_attribute(self) -> str:
+        """``ce_time`` as it is sent (RFC 3339, UTC, ``Z``)."""
+        return self.time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def link_hash(self, prev: str, seq: int, value: bytes) -> str:
+        """This event's hash as link ``seq`` after ``prev``, ``value`` its published bytes."""
+        return link_hash(
+            prev,
+            seq,
+            event_id=self.id,
+            source=self.source,
+            event_type=self.type,
+            schema_version=self.schema_version,
+            time=self.time_attribute,
+            subject=self.subject,
+            topic=self.topic,
+            value=value,
+        )
+
+    def chained(self, prev: str, seq: int) -> Envelope[P]:
+        """This event as link ``seq`` of its producer's chain for its tenant, after ``prev``."""
+        return replace(self, chain=ChainLink(seq, prev, self.link_hash(prev, seq, self.value())))
+
     def headers(self) -> Headers:
         headers: Headers = [
             (H_SPECVERSION, SPEC_VERSION.encode()),
             (H_ID, self.id.encode()),
             (H_SOURCE, self.source.encode()),
             (H_TYPE, self.type.encode()),
-            (H_TIME, self.time.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
+            (H_TIME, self.time_attribute.encode()),
             (H_SUBJECT, self.subject.encode()),
             (H_SCHEMAVERSION, str(self.schema_version).encode()),
             (H_CONTENT_TYPE, CONTENT_TYPE.encode()),
@@ -92,6 +122,10 @@ class Envelope(Generic[P]):
             headers.append((H_TRACEPARENT, self.traceparent.encode()))
         if self.tracestate:
             headers.append((H_TRACESTATE, self.tracestate.encode()))
+        if self.chain:
+            headers.append((H_CHAINSEQ, str(self.chain.seq).encode()))
+            headers.append((H_CHAINPREV, self.chain.prev.encode()))
+            headers.append((H_CHAINHASH, self.chain.hash.encode()))
         return headers
 
     def value(self) -> bytes:
@@ -169,4 +203,19 @@ def decode(
         time=time,
         traceparent=attributes.get(H_TRACEPARENT),
         tracestate=attributes.get(H_TRACESTATE),
+        chain=_chain(attributes),
     )
+
+
+def _chain(attributes: dict[str, str]) -> ChainLink | None:
+    """The audit chain link, if the producer gave one; a malformed one is an envelope error (a
+    replay reports it as altered)."""
+    if H_CHAINSEQ not in attributes:
+        return None
+    seq, prev, digest = (attributes.get(h, "") for h in (H_CHAINSEQ, H_CHAINPREV, H_CHAINHASH))
+    if not seq.isdigit() or int(seq) < 1:
+        raise EnvelopeError(f"ce_chainseq {seq!r} is not a positive integer")
+    for name, hexdigest in ((H_CHAINPREV, prev), (H_CHAINHASH, digest)):
+        if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+            raise EnvelopeError(f"{name} is not a hex SHA-256")
+    return ChainLink(int(seq), prev, digest)
