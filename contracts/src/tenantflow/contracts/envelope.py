@@ -62,6 +62,8 @@ class Envelope(Generic[P]):
     traceparent: str | None = None
     tracestate: str | None = None
     chain: ChainLink | None = None
+    payload: bytes | None = field(default=None, compare=False, repr=False)
+    """The payload as serialised once (``chained`` keeps it): the bytes that were hashed."""
 
     @property
     def type(self) -> str:
@@ -105,7 +107,10 @@ class Envelope(Generic[P]):
 
     def chained(self, prev: str, seq: int) -> Envelope[P]:
         """This event as link ``seq`` of its producer's chain for its tenant, after ``prev``."""
-        return replace(self, chain=ChainLink(seq, prev, self.link_hash(prev, seq, self.value())))
+        value = self.value()
+        return replace(
+            self, chain=ChainLink(seq, prev, self.link_hash(prev, seq, value)), payload=value
+        )
 
     def headers(self) -> Headers:
         headers: Headers = [
@@ -129,7 +134,7 @@ class Envelope(Generic[P]):
         return headers
 
     def value(self) -> bytes:
-        return self.data.model_dump_json().encode()
+        return self.payload if self.payload is not None else self.data.model_dump_json().encode()
 
 
 def header_map(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
