@@ -4,6 +4,7 @@ condition with a deadline (never a bare sleep)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -74,18 +75,17 @@ async def read_topic(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     records: list[ConsumerRecord[Any, Any]] = []
-    while True:
-        try:
+
+    async def enough() -> bool:
+        nonlocal records
+        with contextlib.suppress(TimeoutError):  # a read is bounded by what is left
             async with asyncio.timeout(max(0.1, deadline - loop.time())):
                 records = [r async for batch in reader.batches() for r in batch]
-        except TimeoutError:
-            pass
-        if len(records) >= count:
-            return records
-        if loop.time() >= deadline:
-            name = settings.topic_prefix + topic
-            raise AssertionError(f"{name}: {len(records)} of {count} records within {within} s")
-        await asyncio.sleep(0.1)  # polling for records still to come, up to the deadline
+        return len(records) >= count
+
+    name = settings.topic_prefix + topic
+    await eventually(enough, within=within, what=f"{name}: {count} records")
+    return records
 
 
 async def create_database(database_url: str, prefix: str = "t") -> str:

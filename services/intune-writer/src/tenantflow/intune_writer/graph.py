@@ -217,9 +217,10 @@ class IntuneSession:
         while self._queued:
             size = self.budget.batch_size(self.clock(), BATCH, unsent=len(self._queued))
             queued, self._queued = self._queued[:size], self._queued[size:]
-            for _ in (q for q in queued if q[2].done()):  # its round was cut short meanwhile
+            live = [q for q in queued if not q[2].done()]
+            for _ in range(len(queued) - len(live)):  # their round was cut short meanwhile
                 self.budget.unused(write=True)
-            queued = [q for q in queued if not q[2].done()]
+            queued = live
             if not queued:
                 continue
             if self.budget.not_before > self.clock():

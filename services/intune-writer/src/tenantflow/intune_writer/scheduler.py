@@ -380,9 +380,8 @@ class Scheduler:
                 .where(col(Deployment.due_at).is_not(None))
             )
             wait = budget.wait(moment, True, min(int(due or 0), GATHER)) or wait
-        tenant.lease_owner, tenant.lease_until = None, None
-        tenant.not_before = now + timedelta(seconds=wait) if wait > 0 else None
-        tenant.budget = budget.state(moment, now.timestamp())
+        for name, value in self._released(budget, wait, now).items():
+            setattr(tenant, name, value)
         return Step([], tenant.source_of_truth, released=True, wait_s=wait)
 
     async def _take(
@@ -597,15 +596,19 @@ class Scheduler:
                 update(WriterTenant)
                 .where(col(WriterTenant.tenant_id) == tenant_id)
                 .where(col(WriterTenant.lease_owner) == self.owner)
-                .values(
-                    lease_owner=None,
-                    lease_until=None,
-                    not_before=now + timedelta(seconds=wait_s) if wait_s > 0 else None,
-                    budget=budget.state(self.monotonic(), now.timestamp()),
-                )
+                .values(**self._released(budget, wait_s, now))
             )
         if wait_s > 0:
             self.wake.set()  # recompute when to look next
+
+    def _released(self, budget: Budget, wait_s: float, now: datetime) -> dict[str, Any]:
+        """A released tenant's row: no lease, served again after ``wait_s``, its budget kept."""
+        return {
+            "lease_owner": None,
+            "lease_until": None,
+            "not_before": now + timedelta(seconds=wait_s) if wait_s > 0 else None,
+            "budget": budget.state(self.monotonic(), now.timestamp()),
+        }
 
 
 def _applied(
