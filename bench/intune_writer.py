@@ -40,7 +40,7 @@ import platform
 import re
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -293,7 +293,7 @@ def request_log(emulator: RunningEmulator, since: str) -> list[dict[str, Any]]:
 
 
 def quota_check(
-    entries: list[dict[str, Any]], tenants: set[str], limit: int, window_s: float
+    entries: list[dict[str, Any]], tenants: set[str], limit: int, window_s: float, since: str
 ) -> dict[str, Any]:
     """From the emulator's log: Graph calls and 429s, and the most writes any tenant got
     through in any window (a tenant over its limit would show here)."""
@@ -310,9 +310,28 @@ def quota_check(
             while at - times[start] >= window_s:
                 start += 1
             busiest = max(busiest, end - start + 1)
-    throttled = sum(1 for e in ours if e["status"] == 429)
+    throttled = [e for e in ours if e["status"] == 429]
     first = min((t[0] for t in writes.values() if t), default=0.0)
+    enabled = datetime.fromisoformat(since).timestamp()
+    calls = sorted(datetime.fromisoformat(e["time"]).timestamp() for e in ours)
+    # how long after the window allowed it each write beyond a window's worth went (the
+    # write ``limit`` before it had left the window): the scheduler's slack in later windows
+    lags = sorted(
+        t[k] - (t[k - limit] + window_s) for t in writes.values() for k in range(limit, len(t))
+    )
     timeline = {
+        "late_after_window_s": {
+            "median": round(lags[len(lags) // 2], 3) if lags else None,
+            "p95": round(lags[int(len(lags) * 0.95)], 3) if lags else None,
+            "max": round(lags[-1], 3) if lags else None,
+        },
+        # from the first Graph call after enabling (token and inventory first), so the
+        # writer's start shows apart from the spread of the writes
+        "first_call_to_first_write_s": round(first - calls[0], 2) if calls else None,
+        "tenants_first_writes_spread_s": round(
+            max((t[0] for t in writes.values() if t), default=first) - first, 2
+        ),
+        "enabling_to_first_call_s": round(calls[0] - enabled, 2) if calls else None,
         "first_write_to_limit_s": round(
             max((t[min(limit, len(t)) - 1] - t[0] for t in writes.values() if t), default=0), 2
         ),
@@ -323,8 +342,9 @@ def quota_check(
     return {
         **timeline,
         "graph_calls": len(ours),
-        "answered_429": throttled,
-        "share_429_percent": round(100 * throttled / max(1, len(ours)), 2),
+        "answered_429": len(throttled),
+        "answered_429_by_scope": dict(Counter(str(e.get("throttle_scope")) for e in throttled)),
+        "share_429_percent": round(100 * len(throttled) / max(1, len(ours)), 2),
         "most_writes_in_any_window": busiest,
         "limit_per_window": limit,
     }
@@ -364,10 +384,20 @@ async def run_writer_workload(
         ) as running,
     ):
         await publish(kafka, [e for t in tenants for e in (enabled(t), revoked(t))])
-        ingest_started = time.monotonic()
-        await publish(kafka, [e for t in tenants for e in changes(t)])
         connection = await asyncpg.connect(database.replace("+asyncpg", ""))
         try:
+
+            async def parked() -> bool:
+                count = await connection.fetchval(
+                    "SELECT count(*) FROM intune_writer.writer_tenants WHERE state = 'parked'"
+                )
+                return bool(count == len(tenants))
+
+            # the tenants topic has its own consumer: every tenant parked before any change
+            # arrives, or a tenant could start writing during the ingest
+            await eventually(parked, within=120, what="every tenant parked")
+            ingest_started = time.monotonic()
+            await publish(kafka, [e for t in tenants for e in changes(t)])
 
             async def ingested() -> bool:
                 count = await connection.fetchval(
@@ -377,10 +407,7 @@ async def run_writer_workload(
 
             await eventually(ingested, within=300, what="every change ingested")
             ingest_s = time.monotonic() - ingest_started
-            parked = await connection.fetchval(
-                "SELECT count(*) FROM intune_writer.writer_tenants WHERE state = 'parked'"
-            )
-            assert parked == len(tenants), f"{parked} of {len(tenants)} tenants parked"
+            assert await parked(), "a tenant left its parked state during the ingest"
         finally:
             await connection.close()
         since = datetime.now(UTC).isoformat()
@@ -396,6 +423,7 @@ async def run_writer_workload(
         {str(t.id) for t in tenants},
         limits["intune_app_writes"],
         limits["intune_window_s"],
+        since,
     )
     return {
         "changes": total,

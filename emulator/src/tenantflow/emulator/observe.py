@@ -172,6 +172,7 @@ class Observe:
             "request_id": request_id,
             "fault": None,
             "retry_after": None,
+            "throttle_scope": None,
             "in_batch": self.in_batch,
         }
 
@@ -182,6 +183,8 @@ class Observe:
                 for name, value in message.get("headers", []):
                     if name.lower() == b"retry-after":
                         entry["retry_after"] = value.decode()
+                    elif name.lower() == b"x-ms-throttle-scope":
+                        entry["throttle_scope"] = value.decode()
             await send(message)
 
         try:

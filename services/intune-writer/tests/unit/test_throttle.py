@@ -166,3 +166,16 @@ def test_writes_reserved_but_not_sent_do_not_shrink_batches() -> None:
     assert not learned.probing(40.0, unsent=52)
     assert learned.probing(40.0, unsent=2)  # 50 sent: the next goes beyond what was learned
     assert learned.batch_size(40.0, 20, unsent=7) == 5  # 45 sent: no batch crosses the 50
+
+
+def test_calls_in_flight_when_the_tenant_changes_hands_count_for_the_next_owner() -> None:
+    budget = Budget(LIMITS)
+    spend(budget, 0.0, 60)
+    for _ in range(40):  # sent, not answered yet
+        assert budget.take(10.0, write=True)
+    taken = Budget.restore(
+        budget.state(now=10.0, epoch=1_700_000_010.0), LIMITS, now=0.0, epoch=1_700_000_010.0
+    )
+    assert taken.writes_left(0.0) == 0
+    assert taken.wait(0.0, write=True) == pytest.approx(10.0)  # the first 60 age out first
+    assert taken.writes_left(10.0) == 60

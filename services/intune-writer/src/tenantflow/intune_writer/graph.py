@@ -261,20 +261,27 @@ class IntuneSession:
             item = items.get(str(n), {"status": 500, "body": None, "headers": {}})
             status, headers = int(item["status"]), dict(item.get("headers") or {})
             what = f"POST {APPS}/{app_id}/assign"
+            outcome: BaseException | str | None
             if status == 429:
                 wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
                 scope = _header(headers, "x-ms-throttle-scope")
                 self.budget.throttled(self.clock(), wait, True, scope)
-                answer.set_exception(Throttled(wait, scope, what, batch.request_id))
-                continue
-            self.budget.answered(self.clock(), write=True)
-            if status < 400:
-                answer.set_result(batch.request_id)
-            elif status >= 500:
-                answer.set_exception(TransientError(f"{what}: Graph answered {status}"))
+                outcome = Throttled(wait, scope, what, batch.request_id)
             else:
-                code, message = graph_error(item.get("body"))
-                answer.set_exception(GraphCallFailed(status, code, message, batch.request_id))
+                self.budget.answered(self.clock(), write=True)
+                if status < 400:
+                    outcome = batch.request_id
+                elif status >= 500:
+                    outcome = TransientError(f"{what}: Graph answered {status}")
+                else:
+                    code, message = graph_error(item.get("body"))
+                    outcome = GraphCallFailed(status, code, message, batch.request_id)
+            if answer.done():
+                continue  # its round was cut short while the batch was out: counted, no more
+            if isinstance(outcome, BaseException):
+                answer.set_exception(outcome)
+            else:
+                answer.set_result(outcome)
 
     async def delete(self, calls: Calls, app_id: UUID) -> None:
         await self.call(calls, True, "DELETE", f"{APPS}/{app_id}")

@@ -541,7 +541,7 @@ class Scheduler:
                     events += self._conclude(waiting[outcome.work.app], outcome, now)
                 session.add(row)
             await self.runtime.outbox.add_many(session, events)
-            tenant.budget = budget.state(self.monotonic(), now.timestamp())
+            tenant.budget = self._budget_state(budget)
             step = await self._next(session, tenant, budget, pause)
             session.add(tenant)
         if step.wait_s > 0:
@@ -607,8 +607,14 @@ class Scheduler:
             "lease_owner": None,
             "lease_until": None,
             "not_before": now + timedelta(seconds=wait_s) if wait_s > 0 else None,
-            "budget": budget.state(self.monotonic(), now.timestamp()),
+            "budget": self._budget_state(budget),
         }
+
+    def _budget_state(self, budget: Budget) -> dict[str, Any]:
+        """The budget for the next owner, on both clocks read together: a wall-clock time
+        taken earlier (a transaction's start) would date the window's writes that much too
+        early, and the next round would write before Intune's window allowed it."""
+        return budget.state(self.monotonic(), self.clock().timestamp())
 
 
 def _applied(

@@ -201,7 +201,10 @@ class Budget:
     # --- persisting ----------------------------------------------------------------------
 
     def state(self, now: float, epoch: float) -> dict[str, Any]:
-        """What the next owner needs, times as seconds since ``epoch`` (a wall clock)."""
+        """What the next owner needs, times as seconds since ``epoch``: the wall clock read
+        at the same moment as ``now`` (any gap between the two readings would move every
+        write of the window that much earlier, and the next owner would write that early).
+        Calls still in flight count as answered now: Intune has them, or will soon."""
         self.writes.expire(now)
         self.requests.expire(now)
 
@@ -214,8 +217,9 @@ class Budget:
             "last_throttled": wall(self.last_throttled),
             "last_recovered": wall(self.last_recovered),
             "proven": self.proven,
-            "writes": [wall(at) for at in self.writes.times],
-            "requests": [wall(at) for at in self.requests.times],
+            "writes": [wall(at) for at in self.writes.times] + [epoch] * self.in_flight_writes,
+            "requests": [wall(at) for at in self.requests.times]
+            + [epoch] * self.in_flight_requests,
         }
 
     @classmethod
