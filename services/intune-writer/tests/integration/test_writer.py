@@ -195,12 +195,16 @@ async def test_changes_waiting_while_parked_are_kept_then_coalesced_into_the_new
     assert len(assigns) == 1
 
 
-def add_foreign(emulator: RunningEmulator, tenant: UUID, group_id: UUID) -> None:
+def add_foreign(
+    emulator: RunningEmulator, tenant: UUID, group_id: UUID, app_id: str | None = None
+) -> None:
     """An admin assigns the app in the Intune console: another client, straight to Graph."""
-    [app] = intune_apps(emulator, tenant)
+    if app_id is None:
+        [app] = intune_apps(emulator, tenant)
+        app_id = app["id"]
     with emulator.graph("intune-writer", str(tenant)) as graph:
         response = graph.post(
-            f"/beta/deviceAppManagement/mobileApps/{app['id']}/assignments",
+            f"/beta/deviceAppManagement/mobileApps/{app_id}/assignments",
             json={
                 "intent": "required",
                 "target": {
@@ -243,5 +247,59 @@ async def test_a_tenant_served_round_after_round_writes_each_change_once(
         log = client.get("/_emulator/requests", params={"tenant": str(tenant)}).json()
     assigns = [e["path"] for e in log if e["method"] == "POST" and e["path"].endswith("/assign")]
     assert len(assigns) == len(set(assigns)) == len(waiting)
+    creates = [e for e in log if e["method"] == "POST" and e["path"].endswith("/mobileApps")]
+    assert len(creates) == len(waiting)  # no app taken twice, none created twice
+    # a round reads its apps in batches: apps it just created hold nothing, and are not read
     reads = [e["path"] for e in log if e["method"] == "GET" and e["path"].endswith("/assignments")]
-    assert len(reads) == len(set(reads)) == len(waiting)  # no app taken twice
+    assert len(reads) == len(set(reads))
+
+
+async def test_a_round_of_many_reads_its_apps_in_batches_keeps_foreign_and_skips_unchanged(
+    writer: tuple[ServiceRuntime, Scheduler], emulator: RunningEmulator
+) -> None:
+    """Five apps already in Intune (tenantflow's marker on them), changed while the tenant
+    was parked: one round reads the five in a JSON batch, keeps what admins assigned, and
+    writes nothing for the app that already holds its desired set."""
+    runtime, _ = writer
+    tenant = uuid4()
+    names = [f"app-{n}" for n in range(5)]
+    existing = [
+        {
+            "id": str(uuid4()),
+            "display_name": name,
+            "properties": {
+                "packageIdentifier": f"Test.{name}",
+                "installExperience": {"runAsAccount": "system"},
+                "notes": f"Deployed by tenantflow; keep this line: {marker(tenant, name)}",
+            },
+        }
+        for name in names
+    ]
+    tenant, admin = seed_tenant(emulator, existing, tenant=tenant)
+    ours, theirs, already = uuid4(), uuid4(), uuid4()
+    for app in existing[:3]:
+        add_foreign(emulator, tenant, theirs, app["id"])
+    add_foreign(emulator, tenant, already, existing[4]["id"])
+    await park(runtime, tenant, admin)
+    waiting = [change(tenant, admin, 1, [group(ours)], app=name) for name in names[:4]]
+    waiting.append(change(tenant, admin, 1, [group(already)], app=names[4]))
+    await publish(runtime.kafka, *(event for pair in waiting for event in pair))
+    await publish(runtime.kafka, enabled(tenant, admin))
+    results = await outcomes(runtime.kafka, [requested for requested, _ in waiting])
+
+    by_app = {r.app: r for r in results.values()}
+    assert all(isinstance(r, DeploymentChangeApplied) for r in by_app.values())
+    held = {app["displayName"]: targets(app) for app in intune_apps(emulator, tenant)}
+    for name in names[:3]:
+        assert held[name] == {str(ours): "required", str(theirs): "required"}
+    assert held[names[3]] == {str(ours): "required"}
+    assert held[names[4]] == {str(already): "required"}
+    unchanged = by_app[names[4]]
+    assert isinstance(unchanged, DeploymentChangeApplied) and unchanged.unchanged
+    with emulator.client() as client:
+        log = client.get("/_emulator/requests", params={"tenant": str(tenant)}).json()
+    reads = [e for e in log if e["method"] == "GET" and e["path"].endswith("/assignments")]
+    assert sorted(e["path"].split("/")[-2] for e in reads) == sorted(a["id"] for a in existing)
+    assert all(e["in_batch"] for e in reads)
+    assigns = [e["path"] for e in log if e["method"] == "POST" and e["path"].endswith("/assign")]
+    assert existing[4]["id"] not in "".join(assigns) and len(assigns) == 4

@@ -4,10 +4,10 @@ budget (``throttle.Budget``), with Graph's request ids kept for the change's out
 Calls (Graph beta: winGetApp and assignment filters on targets exist only there; GD beta
 api/intune-apps-wingetapp-create.md, intune-apps-mobileappassignment-list.md,
 intune-apps-mobileapp-assign.md, intune-apps-mobileapp-delete.md):
-- GET    /beta/deviceAppManagement/mobileApps?$select=id,notes   find apps by marker (read);
-         with &$expand=assignments, every app's assignments at once (a round of many changes)
+- GET    /beta/deviceAppManagement/mobileApps?$select=id,notes   find apps by marker (read)
 - POST   /beta/deviceAppManagement/mobileApps                    create the winGetApp (write)
-- GET    /beta/deviceAppManagement/mobileApps/{id}/assignments   what Intune holds (read)
+- GET    /beta/deviceAppManagement/mobileApps/{id}/assignments   what Intune holds (read), for
+         a round of many changes in JSON batches of up to 20
 - POST   /beta/deviceAppManagement/mobileApps/{id}/assign        the whole set (write), sent
          in JSON batches of up to 20 (POST /beta/$batch; GD concepts/json-batching.md)
 - DELETE /beta/deviceAppManagement/mobileApps/{id}               remove_app (write)
@@ -24,7 +24,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -36,6 +36,8 @@ from tenantflow.graph.errors import GraphCallFailed, Throttled, graph_error, ret
 from tenantflow.intune_writer.throttle import Budget
 
 APPS = "/beta/deviceAppManagement/mobileApps"
+APPS_RELATIVE = APPS.removeprefix("/beta")
+"""As a JSON batch's items name it (the batch's own URL carries the version)."""
 PAGE = 999
 """Apps per page of a listing: Graph's usual maximum $top."""
 MARKER = re.compile(r"tenantflow:([0-9a-fA-F-]{36})/([a-z0-9][a-z0-9.-]{0,63})")
@@ -94,7 +96,8 @@ class IntuneSession:
     clock: Callable[[], float] = time.monotonic
     markers: dict[str, UUID] | None = None
     held: dict[UUID, list[dict[str, Any]]] | None = None
-    """Every app's assignments as the last inventory read them (None: read per app)."""
+    """What Intune holds for the round's apps, as ``prefetch`` read them (None, or an app
+    missing: read per app)."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _queued: list[Queued] = field(default_factory=list)
     _flusher: asyncio.Handle | None = None
@@ -133,38 +136,78 @@ class IntuneSession:
 
     async def _find_marked(self, calls: Calls, app: str) -> UUID | None:
         if self.markers is None:
-            await self._list(calls, with_assignments=False)
+            await self._list(calls)
         assert self.markers is not None
         return self.markers.get(marker(self.tenant_id, app))
 
-    async def inventory(self, calls: Calls) -> None:
-        """Read every app of the tenant with its assignments and marker: for a round of many
-        changes, a few pages instead of a read per app."""
-        async with self._listing:
-            await self._list(calls, with_assignments=True)
-
-    async def _list(self, calls: Calls, with_assignments: bool) -> None:
+    async def _list(self, calls: Calls) -> None:
         found: dict[str, UUID] = {}
-        held: dict[UUID, list[dict[str, Any]]] = {}
         path: str | None = APPS
-        query = {"$select": "id,notes", "$top": str(PAGE)}
-        if with_assignments:
-            query["$expand"] = "assignments"
-        params: dict[str, str] | None = query
+        params: dict[str, str] | None = {"$select": "id,notes", "$top": str(PAGE)}
         while path:
             page = (await self.call(calls, False, "GET", path, params=params)).body
             for item in page.get("value", []):
-                app_id = UUID(str(item["id"]))
                 match = MARKER.search(str(item.get("notes") or ""))
                 if match and UUID(match.group(1)) == self.tenant_id:
-                    found.setdefault(marker(self.tenant_id, match.group(2)), app_id)
-                if with_assignments:
-                    held[app_id] = list(item.get("assignments") or [])
+                    found.setdefault(marker(self.tenant_id, match.group(2)), UUID(item["id"]))
             link = page.get("@odata.nextLink")
             path, params = (self.graph.check_link(link), None) if link else (None, None)
         self.markers = found
-        if with_assignments:
-            self.held = held
+
+    async def prefetch(self, calls: Calls, apps: Sequence[tuple[str, UUID | None]]) -> None:
+        """For a round of many changes: the round's apps found (one listing per session, if
+        any has no recorded id) and what Intune holds for each, read in JSON batches of GETs
+        (twenty reads a call, each counted on its own). Only the round's apps are read, where
+        a listing with $expand=assignments would make Intune serialise every app of the
+        tenant each round. An app whose read fails here is read on its own when applied."""
+        ids = []
+        for app, app_id in apps:
+            found = app_id or await self.find_marked(calls, app)
+            if found is not None:
+                ids.append(found)
+        self.held = {}
+        chunks = [ids[n : n + BATCH] for n in range(0, len(ids), BATCH)]
+        for outcome in await asyncio.gather(
+            *(self._read_batch(calls, chunk) for chunk in chunks), return_exceptions=True
+        ):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _read_batch(self, calls: Calls, app_ids: list[UUID]) -> None:
+        taken = [app_id for app_id in app_ids if self.budget.take(self.clock(), write=False)]
+        if not taken:
+            return  # no reads left in the window: each app's own read finds that out
+        requests = [
+            {"id": str(n), "method": "GET", "url": f"{APPS_RELATIVE}/{app_id}/assignments"}
+            for n, app_id in enumerate(taken)
+        ]
+        try:
+            batch = await self.graph.call(
+                self.token, "POST", "/beta/$batch", json={"requests": requests}
+            )
+        except BaseException as exc:
+            for _ in taken:
+                if isinstance(exc, Throttled):
+                    self.budget.throttled(self.clock(), exc.retry_after_s, False, exc.scope)
+                else:
+                    self.budget.answered(self.clock(), write=False)
+            raise
+        if batch.request_id:
+            calls.all.append(batch.request_id)
+        items = {str(item.get("id")): item for item in batch.body.get("responses", [])}
+        held = self.held if self.held is not None else {}
+        for n, app_id in enumerate(taken):
+            item = items.get(str(n), {"status": 500, "headers": {}})
+            headers = dict(item.get("headers") or {})
+            if int(item["status"]) == 429:
+                wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
+                scope = _header(headers, "x-ms-throttle-scope")
+                self.budget.throttled(self.clock(), wait, False, scope)
+                continue
+            self.budget.answered(self.clock(), write=False)
+            body = item.get("body") if int(item["status"]) == 200 else None
+            if isinstance(body, dict) and "@odata.nextLink" not in body:
+                held[app_id] = list(body.get("value") or [])
 
     async def create(self, calls: Calls, app: CatalogApp) -> UUID:
         created = await self.call(calls, True, "POST", APPS, json=app_body(self.tenant_id, app))
@@ -235,7 +278,7 @@ class IntuneSession:
             {
                 "id": str(n),
                 "method": "POST",
-                "url": f"{APPS.removeprefix('/beta')}/{app_id}/assign",
+                "url": f"{APPS_RELATIVE}/{app_id}/assign",
                 "headers": {"Content-Type": "application/json"},
                 "body": {"mobileAppAssignments": body},
             }

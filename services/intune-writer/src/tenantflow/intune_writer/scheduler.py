@@ -124,9 +124,9 @@ NEXT_DUE = """
 GATHER = 20
 """A tenant out of writes comes back when this many fit again (one JSON batch), or as many as
 it has waiting, rather than for each write the window frees."""
-INVENTORY_FROM = 10
-"""A round of this many changes reads the tenant's apps with their assignments in one listing
-instead of one read per app."""
+PREFETCH_FROM = 2
+"""A round of this many changes reads its apps' assignments in JSON batches instead of one
+call per app."""
 
 
 @dataclass(frozen=True)
@@ -407,13 +407,13 @@ class Scheduler:
         self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
     ) -> list[Outcome]:
         intune.held = None  # what Intune holds is read afresh each round
-        if len(work) >= INVENTORY_FROM:
+        if len(work) >= PREFETCH_FROM:
             try:
-                await intune.inventory(Calls())
+                await intune.prefetch(Calls(), [(w.app, w.intune_app_id) for w in work])
             except (NoBudget, Throttled):
                 return [Deferred(w) for w in work]
             except (GraphCallFailed, TransientError) as exc:
-                log.warning("inventory of %s failed, reading per app: %s", intune.tenant_id, exc)
+                log.warning("batched reads of %s failed, reading per app: %s", intune.tenant_id, exc)
         tasks = [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in work]
         done, pending = await asyncio.wait(tasks, timeout=self.settings.lease_s / 2)
         for task in pending:
