@@ -295,11 +295,13 @@ async def test_a_round_of_many_reads_its_apps_in_batches_keeps_foreign_and_skips
     assert held[names[3]] == {str(ours): "required"}
     assert held[names[4]] == {str(already): "required"}
     unchanged = by_app[names[4]]
-    assert isinstance(unchanged, DeploymentChangeApplied) and unchanged.unchanged
+    assert isinstance(unchanged, DeploymentChangeApplied)
+    assert unchanged.unchanged
     with emulator.client() as client:
         log = client.get("/_emulator/requests", params={"tenant": str(tenant)}).json()
     reads = [e for e in log if e["method"] == "GET" and e["path"].endswith("/assignments")]
     assert sorted(e["path"].split("/")[-2] for e in reads) == sorted(a["id"] for a in existing)
     assert all(e["in_batch"] for e in reads)
     assigns = [e["path"] for e in log if e["method"] == "POST" and e["path"].endswith("/assign")]
-    assert existing[4]["id"] not in "".join(assigns) and len(assigns) == 4
+    assert existing[4]["id"] not in "".join(assigns)
+    assert len(assigns) == 4

@@ -413,7 +413,7 @@ class Scheduler:
             except (NoBudget, Throttled):
                 return [Deferred(w) for w in work]
             except (GraphCallFailed, TransientError) as exc:
-                log.warning("batched reads of %s failed, reading per app: %s", intune.tenant_id, exc)
+                log.warning("batched reads of %s failed, per app now: %s", intune.tenant_id, exc)
         tasks = [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in work]
         done, pending = await asyncio.wait(tasks, timeout=self.settings.lease_s / 2)
         for task in pending:
