@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from faststream import AckPolicy
 from faststream.security import SASLPlaintext, SASLScram512
 from pydantic import SecretStr, ValidationError
 
-from tenantflow.bus.broker import CONSUMER_SETTINGS, make_broker, producer_kwargs, security
+from tenantflow.bus.broker import (
+    CONSUMER_SETTINGS,
+    KeyPartitioner,
+    make_broker,
+    producer_kwargs,
+    security,
+)
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 
 pytestmark = pytest.mark.unit
@@ -86,3 +95,12 @@ def test_database_urls_use_asyncpg(given: str, expected: str) -> None:
 def test_other_databases_are_refused() -> None:
     with pytest.raises(ValidationError, match="DATABASE_URL"):
         DatabaseSettings(url=SecretStr("mysql://u@db/t"))
+
+
+def test_the_key_partitioner_places_every_key_where_kafkas_default_partitioner_does() -> None:
+    remembered, default = KeyPartitioner(keys=50), DefaultPartitioner()
+    keys = [str(uuid4()).encode() for _ in range(200)]
+    for partitions in ([0, 1, 2, 3, 4, 5], list(range(12))):
+        for key in keys + keys:  # the second time from what it remembered (or forgot)
+            assert remembered(key, partitions, partitions) == default(key, partitions, partitions)
+    assert remembered(None, [0, 1, 2], [1]) == 1  # no key: an available partition

@@ -6,15 +6,44 @@ import logging
 import ssl
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from tenantflow.bus.settings import KafkaSettings
 
+
 # aiokafka's producer defaults are acks=1 without idempotence: an acknowledged write can be lost
 # on a leader change and a retry can duplicate or reorder. acks=all + idempotence fixes both.
-PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "linger_ms": 0, "compression_type": None}
+class KeyPartitioner:
+    """Kafka's default partitioner (murmur2 of the key, as every Kafka client computes it),
+    with each key's hash remembered: events are keyed by tenant id, so the same keys come
+    back on every event, and aiokafka computes murmur2 in Python."""
+
+    def __init__(self, keys: int = 100_000) -> None:
+        self._keys = keys
+        self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            partition: int = self._default(key, all_partitions, available)
+            return partition
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._keys:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
+PRODUCER_SETTINGS: dict[str, Any] = {
+    "acks": "all",
+    "linger_ms": 0,
+    "compression_type": None,
+    "partitioner": KeyPartitioner(),
+}
 
 # Commit only after the handler and its database transaction succeeded (FastStream's default
 # for Kafka, ACK_FIRST, commits on receipt: at-most-once). Subscribers pass this explicitly too.

@@ -33,6 +33,7 @@ from uuid import UUID, uuid5
 from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -58,6 +59,13 @@ log = logging.getLogger(__name__)
 P = TypeVar("P", bound=EventPayload)
 NIL_TENANT = UUID(int=0)
 BATCH_TIMEOUT_MS = 200
+CLAIM_MANY = """
+    INSERT INTO "{schema}".inbox (consumer, event_id)
+    SELECT :consumer, unnest(CAST(:event_ids AS text[]))
+    ON CONFLICT DO NOTHING
+    RETURNING event_id"""
+"""A poll's events claimed in one statement (``{schema}`` is a checked identifier, as in the
+outbox's statements); the ones returned were not handled before."""
 """How long a poll waits for records when none are buffered (records that arrive end it)."""
 
 
@@ -295,10 +303,8 @@ class EventConsumer:
             return set()
         connection = await session.connection()
         claimed = await connection.execute(
-            insert(self._inbox)
-            .values([{"consumer": self.name, "event_id": event_id} for event_id in event_ids])
-            .on_conflict_do_nothing()
-            .returning(self._inbox.c.event_id)
+            text(CLAIM_MANY.format(schema=self.outbox.schema)),
+            {"consumer": self.name, "event_ids": event_ids},
         )
         return set(claimed.scalars())
 

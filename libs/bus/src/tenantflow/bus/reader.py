@@ -19,21 +19,20 @@ from typing import Any, TypeAlias
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
-from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.broker import KeyPartitioner, connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
+KEYS = KeyPartitioner()
 
 
 def partition_of(topic: Topic, tenant_id: UUID) -> int:
     """The partition a tenant's events are on: Kafka's default partitioner (murmur2 of the key,
     as the Java client and aiokafka's producer compute it) over the topic's partitions."""
     partitions = list(range(TOPIC_CONFIGS[topic].partitions))
-    partition: int = DefaultPartitioner()(str(tenant_id).encode(), partitions, partitions)
-    return partition
+    return KEYS(str(tenant_id).encode(), partitions, partitions)
 
 
 @dataclass
