@@ -22,7 +22,8 @@ verifies them.
   applied (``--slow-ms 0`` runs the same load with no slow tenant, to compare);
 - scale-out: the throughput run with 1, 2 and 3 writer processes in one consumer group.
 
-Prints the figures and writes JSON to bench/results/intune_writer.json.
+Prints the figures and writes JSON to bench/results/intune_writer.json; with BENCH_REQUEST_LOG set
+to a path, the emulator's request log of the last writer run is written there too.
 
     uv run python bench/intune_writer.py [--parts throughput scripts adaptation headofline
                                                     scaleout] [--tenants 25] [--apps 200]
@@ -343,7 +344,10 @@ def quota_check(
         **timeline,
         "graph_calls": len(ours),
         "answered_429": len(throttled),
-        "answered_429_by_scope": dict(Counter(str(e.get("throttle_scope")) for e in throttled)),
+        # <Scope>/<Limit> of x-ms-throttle-scope: which limit refused them
+        "answered_429_by_limit": dict(
+            Counter("/".join(str(e.get("throttle_scope")).split("/")[:2]) for e in throttled)
+        ),
         "share_429_percent": round(100 * len(throttled) / max(1, len(ours)), 2),
         "most_writes_in_any_window": busiest,
         "limit_per_window": limit,
@@ -418,8 +422,11 @@ async def run_writer_workload(
         rss = [peak_rss_mb(p) for p in running]
     per_tenant = max(len(t.apps) for t in tenants)
     minimum = (math.ceil(per_tenant / limits["intune_app_writes"]) - 1) * limits["intune_window_s"]
+    entries = request_log(emulator, since)
+    if os.environ.get("BENCH_REQUEST_LOG"):  # the emulator's log of the run, to look into it
+        Path(os.environ["BENCH_REQUEST_LOG"]).write_text(json.dumps(entries))
     check = quota_check(
-        request_log(emulator, since),
+        entries,
         {str(t.id) for t in tenants},
         limits["intune_app_writes"],
         limits["intune_window_s"],

@@ -179,3 +179,20 @@ def test_calls_in_flight_when_the_tenant_changes_hands_count_for_the_next_owner(
     assert taken.writes_left(0.0) == 0
     assert taken.wait(0.0, write=True) == pytest.approx(10.0)  # the first 60 age out first
     assert taken.writes_left(10.0) == 60
+
+
+def test_a_tenant_out_of_writes_comes_back_for_a_batch_but_never_waits_a_window_for_one() -> None:
+    budget = Budget(LIMITS)
+    spend(budget, 0.0, 20)
+    spend(budget, 0.5, 20)
+    spend(budget, 1.0, 60)  # the window is full; writes free at 20, 20.5 and 21 s
+    assert budget.gathered_wait(5.0, 20) == pytest.approx(15.0)  # twenty free at once
+    assert budget.gathered_wait(5.0, 30) == pytest.approx(15.5)  # thirty half a second later
+
+    # a learned limit of 50, as the adaptation benchmark found it: 10 writes free at 23.88 s,
+    # the next 10 only once the 22.3 s ones age out
+    learned = Budget(LIMITS, write_limit=50, proven=50, last_throttled=3.9)
+    for at, writes in [(1.0, 20), (3.59, 20), (3.88, 10), (22.3, 20), (23.71, 20)]:
+        assert spend(learned, at, writes) == writes
+    assert learned.wait(23.75, True, 20) == pytest.approx(18.55)  # a whole window for twenty
+    assert learned.gathered_wait(23.75, 20) == pytest.approx(0.13)  # the ten free first

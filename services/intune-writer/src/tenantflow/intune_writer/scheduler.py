@@ -379,7 +379,7 @@ class Scheduler:
                 .where(col(Deployment.tenant_id) == tenant.tenant_id)
                 .where(col(Deployment.due_at).is_not(None))
             )
-            wait = budget.wait(moment, True, min(int(due or 0), GATHER)) or wait
+            wait = budget.gathered_wait(moment, min(int(due or 0), GATHER)) or wait
         for name, value in self._released(budget, wait, now).items():
             setattr(tenant, name, value)
         return Step([], tenant.source_of_truth, released=True, wait_s=wait)

@@ -26,6 +26,9 @@ RECOVERY_SHARE = 0.05
 RECOVERY_WINDOWS = 2
 """Quiet windows (no 429 of a write limit) before each step back up."""
 IN_FLIGHT_WAIT_S = 0.05
+GATHER_SLACK_S = 1.0
+"""How much later than the first free write a tenant out of writes comes back, to send more
+of them together."""
 
 
 def write_limit_scope(scope: str | None) -> bool:
@@ -112,6 +115,19 @@ class Budget:
             writes_limit = self.write_limit - self.in_flight_writes
             wait = max(wait, self.writes.wait(writes_limit, now, count))
         return wait
+
+    def gathered_wait(self, now: float, count: int, slack_s: float = GATHER_SLACK_S) -> float:
+        """Seconds until as many of ``count`` writes as will fit about as soon as the first
+        one does (within ``slack_s`` of it): a tenant out of writes comes back for a batch, not
+        for each write the window frees, yet never waits a whole window for writes a learned
+        limit leaves no room for (with 10 free of a limit of 50, waiting for 20 would wait
+        until the next window's writes age out)."""
+        first = self.wait(now, write=True)
+        for wanted in range(count, 1, -1):
+            wait = self.wait(now, True, wanted)
+            if wait <= first + slack_s:
+                return wait
+        return first
 
     def probing(self, now: float, unsent: int = 0) -> bool:
         """Whether one more write goes beyond the limit last learned (recovering): such writes
