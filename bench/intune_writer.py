@@ -424,7 +424,9 @@ async def run_writer_workload(
     minimum = (math.ceil(per_tenant / limits["intune_app_writes"]) - 1) * limits["intune_window_s"]
     entries = request_log(emulator, since)
     if os.environ.get("BENCH_REQUEST_LOG"):  # the emulator's log of the run, to look into it
-        Path(os.environ["BENCH_REQUEST_LOG"]).write_text(json.dumps(entries))
+        await asyncio.to_thread(
+            Path(os.environ["BENCH_REQUEST_LOG"]).write_text, json.dumps(entries)
+        )
     check = quota_check(
         entries,
         {str(t.id) for t in tenants},
