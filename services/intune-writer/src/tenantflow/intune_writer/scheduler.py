@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
@@ -36,9 +37,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, text, update
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
 
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import TransientError, is_transient
@@ -59,7 +60,6 @@ from tenantflow.intune_writer import reconcile
 from tenantflow.intune_writer.filters import ACTOR
 from tenantflow.intune_writer.graph import Calls, IntuneSession, NoBudget, graph_error_of
 from tenantflow.intune_writer.models import (
-    Change,
     ChangeState,
     Deployment,
     TenantState,
@@ -111,6 +111,46 @@ TAKE = text("""
     RETURNING d.*""")
 """A round's deployments; a desired target's key is its group id or its kind, as
 ``AssignmentTarget.key`` has it."""
+
+# recording a round: a few statements whatever its size (values travel as arrays)
+LOCK_TENANT = text("""
+    SELECT state, lease_owner, source_of_truth FROM intune_writer.writer_tenants
+    WHERE tenant_id = :tenant FOR UPDATE""")
+LOCK_DEPLOYMENTS = text("""
+    SELECT app, desired_revision, applied_revision, due_at, attempts, intune_app_id,
+           managed_keys
+    FROM intune_writer.deployments
+    WHERE tenant_id = :tenant AND app = ANY(CAST(:apps AS text[]))
+    ORDER BY app FOR UPDATE""")
+WAITING_CHANGES = text("""
+    SELECT change_id, app, revision, verified_event FROM intune_writer.changes
+    WHERE tenant_id = :tenant AND app = ANY(CAST(:apps AS text[])) AND state = 'verified'
+    ORDER BY change_id FOR UPDATE""")
+RECORD_DEPLOYMENTS = text("""
+    UPDATE intune_writer.deployments d
+    SET due_at = v.due_at, attempts = v.attempts, last_error = v.last_error,
+        applied_revision = v.applied_revision, intune_app_id = v.intune_app_id,
+        managed_keys = v.managed_keys
+    FROM unnest(CAST(:apps AS text[]), CAST(:due_at AS timestamptz[]),
+                CAST(:attempts AS int[]), CAST(:last_error AS text[]),
+                CAST(:applied_revision AS int[]), CAST(:intune_app_id AS uuid[]),
+                CAST(:managed_keys AS jsonb[]))
+         AS v(app, due_at, attempts, last_error, applied_revision, intune_app_id, managed_keys)
+    WHERE d.tenant_id = :tenant AND d.app = v.app""")
+RECORD_CHANGES = text("""
+    UPDATE intune_writer.changes c SET state = v.state, updated_at = :now
+    FROM unnest(CAST(:change_ids AS uuid[]), CAST(:states AS text[])) AS v(change_id, state)
+    WHERE c.change_id = v.change_id""")
+RECORD_TENANT = text("""
+    UPDATE intune_writer.writer_tenants
+    SET lease_owner = CASE WHEN :released THEN NULL ELSE lease_owner END,
+        lease_until = :until,
+        not_before = CASE WHEN :released THEN :not_before ELSE not_before END,
+        budget = CAST(:budget AS jsonb)
+    WHERE tenant_id = :tenant""")
+WAITING_COUNT = text("""
+    SELECT count(*) FROM intune_writer.deployments
+    WHERE tenant_id = :tenant AND due_at IS NOT NULL""")
 
 NEXT_DUE = """
     SELECT min(GREATEST(COALESCE(t.not_before, d.next_due), COALESCE(t.lease_until, d.next_due),
@@ -306,7 +346,7 @@ class Scheduler:
                 if budget.wait(moment, write=True) == 0:
                     # one batch's worth: the tenants claimed together start sooner
                     first = min(self._room(budget), GATHER)
-                    work = await self._take(session, row.tenant_id, first, now)
+                    work = await self._take(connection, row.tenant_id, first, now)
                 claimed.append(Claimed(row.tenant_id, budget, work, row.source_of_truth))
             return claimed
 
@@ -360,48 +400,34 @@ class Scheduler:
                     await asyncio.shield(self._release(tenant_id, budget, 0.0))
 
     async def _next(
-        self, session: AsyncSession, tenant: WriterTenant, budget: Budget, pause: float | None
+        self,
+        connection: AsyncConnection,
+        tenant_id: UUID,
+        source_of_truth: bool,
+        budget: Budget,
+        pause: float | None,
     ) -> Step:
         """In the round's recording transaction: the next round's changes, or the tenant
         released (nothing due, out of writes, or paused) with the time it may be served again."""
         now, moment = self.clock(), self.monotonic()
         wait = pause or budget.wait(moment, write=True)
         if not wait:
-            await session.flush()  # TAKE is plain SQL: it must see this round recorded
-            work = await self._take(session, tenant.tenant_id, self._room(budget), now)
+            work = await self._take(connection, tenant_id, self._room(budget), now)
             if work:
-                return Step(work, tenant.source_of_truth)
+                return Step(work, source_of_truth)
         elif not pause:
             # back when a batch's worth of writes fits, not a write at a time
-            due = await session.scalar(
-                select(func.count())
-                .select_from(Deployment)
-                .where(col(Deployment.tenant_id) == tenant.tenant_id)
-                .where(col(Deployment.due_at).is_not(None))
-            )
+            due = await connection.scalar(WAITING_COUNT, {"tenant": tenant_id})
             wait = budget.gathered_wait(moment, min(int(due or 0), GATHER)) or wait
-        for name, value in self._released(budget, wait, now).items():
-            setattr(tenant, name, value)
-        return Step([], tenant.source_of_truth, released=True, wait_s=wait)
+        return Step([], source_of_truth, released=True, wait_s=wait)
 
     async def _take(
-        self, session: AsyncSession, tenant_id: UUID, limit: int, now: datetime
+        self, connection: AsyncConnection, tenant_id: UUID, limit: int, now: datetime
     ) -> list[Work]:
         """The tenant's due deployments, oldest first, in one statement; their desired
         targets are tenantflow's from here on (``managed_keys``), since it may write them."""
-        connection = await session.connection()
         rows = await connection.execute(TAKE, {"tenant": tenant_id, "now": now, "limit": limit})
         return sorted((Work.of(row) for row in rows), key=lambda w: w.app)
-
-    async def _renew(self, session: AsyncSession, tenant_id: UUID) -> WriterTenant:
-        tenant = await session.get(WriterTenant, tenant_id, with_for_update=True)
-        if tenant is None or tenant.lease_owner != self.owner:
-            raise LeaseLost(tenant_id)
-        if tenant.state != TenantState.ACTIVE:
-            raise Parked(tenant_id)
-        tenant.lease_until = self.clock() + timedelta(seconds=self.settings.lease_s)
-        session.add(tenant)
-        return tenant
 
     async def _round(
         self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
@@ -478,91 +504,142 @@ class Scheduler:
     # --- recording -----------------------------------------------------------------------
 
     async def _record(self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget) -> Step:
-        """Every outcome of a round and its events, in one transaction with a few statements
-        (the round's deployments and waiting changes read at once, the events stored at once),
-        and in it the next round taken or the tenant released (``_next``)."""
+        """Every outcome of a round and its events, in one transaction of a few plain
+        statements whatever the round's size (the tenant, the round's deployments and their
+        waiting changes locked and read at once, each table written with one statement, the
+        events stored at once), and in it the next round taken or the tenant released
+        (``_next``)."""
         now = self.clock()
         pause = None
-        apps = [outcome.work.app for outcome in outcomes]
+        apps = sorted({outcome.work.app for outcome in outcomes})
         async with transaction(self.runtime.sessions) as session:
-            tenant = await self._renew(session, tenant_id)
+            connection = await session.connection()
+            tenant = (await connection.execute(LOCK_TENANT, {"tenant": tenant_id})).first()
+            if tenant is None or tenant.lease_owner != self.owner:
+                raise LeaseLost(tenant_id)
+            if tenant.state != TenantState.ACTIVE:
+                raise Parked(tenant_id)
+            held = {"tenant": tenant_id, "apps": apps}
             rows = (
-                {}
-                if not apps
-                else {
-                    row.app: row
-                    for row in (
-                        await session.exec(
-                            select(Deployment)
-                            .where(col(Deployment.tenant_id) == tenant_id)
-                            .where(col(Deployment.app).in_(apps))
-                            .with_for_update()
-                        )
-                    ).all()
-                }
+                {row.app: row for row in await connection.execute(LOCK_DEPLOYMENTS, held)}
+                if apps
+                else {}
             )
-            waiting: dict[str, list[Change]] = defaultdict(list)
-            concluded = [o.work.app for o in outcomes if not isinstance(o, Deferred)]
-            if concluded:
-                for change in (
-                    await session.exec(
-                        select(Change)
-                        .where(col(Change.tenant_id) == tenant_id)
-                        .where(col(Change.app).in_(concluded))
-                        .where(col(Change.state) == ChangeState.VERIFIED)
-                        .with_for_update()
-                    )
-                ).all():
+            waiting: dict[str, list[Any]] = defaultdict(list)
+            if any(not isinstance(o, Deferred) for o in outcomes):
+                for change in await connection.execute(WAITING_CHANGES, held):
                     waiting[change.app].append(change)
+            recorded: list[dict[str, Any]] = []
+            states: list[tuple[UUID, ChangeState]] = []
             events: list[EventPayload] = []
             for outcome in outcomes:
                 row = rows.get(outcome.work.app)
                 if row is None:
                     continue  # unlinked meanwhile: its changes were failed as dropped
-                newer = row.desired_revision > outcome.work.revision
-                if isinstance(outcome, Deferred):
-                    if outcome.delay_s is not None and not newer:
-                        row.due_at = now + timedelta(seconds=outcome.delay_s)
-                        row.attempts += 1
-                    if outcome.forget_app:
-                        row.intune_app_id = None
-                    if outcome.delay_s == self.settings.access_denied_pause_s:
-                        pause = outcome.delay_s
-                    row.last_error = outcome.error
-                else:
-                    row.due_at = now if newer else None
-                    row.attempts, row.last_error = 0, None
-                    if isinstance(outcome, Applied):
-                        row.applied_revision = outcome.work.revision
-                        row.intune_app_id = outcome.intune_app_id
-                        row.managed_keys = sorted({a.target.key for a in outcome.work.desired})
-                    else:
-                        row.last_error = outcome.error.message
-                    events += self._conclude(waiting[outcome.work.app], outcome, now)
-                session.add(row)
-            await self.runtime.outbox.add_many(session, events)
-            tenant.budget = self._budget_state(budget)
-            step = await self._next(session, tenant, budget, pause)
-            session.add(tenant)
+                written = self._written(row, outcome, now)
+                if written["delay"] == self.settings.access_denied_pause_s:
+                    pause = written["delay"]
+                recorded.append(written)
+                if not isinstance(outcome, Deferred):
+                    concluded, states_now = self._conclude(waiting[outcome.work.app], outcome, now)
+                    events += concluded
+                    states += states_now
+            if recorded:
+                await connection.execute(
+                    RECORD_DEPLOYMENTS,
+                    {
+                        "tenant": tenant_id,
+                        **{
+                            name: [r[name] for r in recorded]
+                            for name in (
+                                "apps",
+                                "due_at",
+                                "attempts",
+                                "last_error",
+                                "applied_revision",
+                                "intune_app_id",
+                                "managed_keys",
+                            )
+                        },
+                    },
+                )
+            if states:
+                await connection.execute(
+                    RECORD_CHANGES,
+                    {
+                        "now": now,
+                        "change_ids": [change_id for change_id, _ in states],
+                        "states": [state.value for _, state in states],
+                    },
+                )
+            await self.runtime.outbox.add_many(connection, events)
+            step = await self._next(connection, tenant_id, tenant.source_of_truth, budget, pause)
+            released = self._released(budget, step.wait_s, self.clock()) if step.released else {}
+            await connection.execute(
+                RECORD_TENANT,
+                {
+                    "tenant": tenant_id,
+                    "released": step.released,
+                    "until": None
+                    if step.released
+                    else self.clock() + timedelta(seconds=self.settings.lease_s),
+                    "not_before": released.get("not_before"),
+                    "budget": json.dumps(released.get("budget") or self._budget_state(budget)),
+                },
+            )
         if step.wait_s > 0:
             self.wake.set()  # recompute when to look next
         return step
 
+    def _written(self, row: Any, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        """What a deployment's row holds once ``outcome`` is recorded (``row``: as locked)."""
+        newer = row.desired_revision > outcome.work.revision
+        written = {
+            "apps": row.app,
+            "due_at": row.due_at,
+            "attempts": row.attempts,
+            "last_error": None,
+            "applied_revision": row.applied_revision,
+            "intune_app_id": row.intune_app_id,
+            "managed_keys": json.dumps(row.managed_keys),
+            "delay": None,
+        }
+        if isinstance(outcome, Deferred):
+            if outcome.delay_s is not None and not newer:
+                written["due_at"] = now + timedelta(seconds=outcome.delay_s)
+                written["attempts"] = row.attempts + 1
+            if outcome.forget_app:
+                written["intune_app_id"] = None
+            written["last_error"], written["delay"] = outcome.error, outcome.delay_s
+            return written
+        written["due_at"], written["attempts"] = (now if newer else None), 0
+        if isinstance(outcome, Applied):
+            written["applied_revision"] = outcome.work.revision
+            written["intune_app_id"] = outcome.intune_app_id
+            written["managed_keys"] = json.dumps(
+                sorted({a.target.key for a in outcome.work.desired})
+            )
+        else:
+            written["last_error"] = outcome.error.message
+        return written
+
     def _conclude(
-        self, waiting: Sequence[Change], outcome: Applied | Failed, now: datetime
-    ) -> list[EventPayload]:
+        self, waiting: Sequence[Any], outcome: Applied | Failed, now: datetime
+    ) -> tuple[list[EventPayload], list[tuple[UUID, ChangeState]]]:
         """The change's outcome event, and Superseded for the older changes it coalesced
-        (``waiting``: the deployment's verified changes, locked)."""
+        (``waiting``: the deployment's verified changes, locked), with each one's new state."""
         work = outcome.work
         common = {"tenant_id": work.tenant_id, "actor": ACTOR, "app": work.app}
         events: list[EventPayload] = []
+        states: list[tuple[UUID, ChangeState]] = []
         for change in sorted(waiting, key=lambda c: c.revision):
             if change.revision > work.revision:
                 continue  # verified after this round took its deployment: still to write
             cause = {"correlation_id": change.change_id, "causation_id": change.verified_event}
+            event: EventPayload
             if change.change_id != work.change_id:
-                change.state = ChangeState.SUPERSEDED
-                event: Any = DeploymentChangeSuperseded(
+                state = ChangeState.SUPERSEDED
+                event = DeploymentChangeSuperseded(
                     **common,
                     **cause,
                     revision=change.revision,
@@ -570,10 +647,10 @@ class Scheduler:
                     superseded_by_change=work.change_id,
                 )
             elif isinstance(outcome, Applied):
-                change.state = ChangeState.APPLIED
+                state = ChangeState.APPLIED
                 event = _applied(outcome, now, common, cause)
             else:
-                change.state = ChangeState.FAILED
+                state = ChangeState.FAILED
                 event = DeploymentChangeFailed(
                     **common,
                     **cause,
@@ -585,9 +662,9 @@ class Scheduler:
                     graph_error=outcome.error,
                     graph_request_ids=outcome.request_ids,
                 )
-            change.updated_at = now
+            states.append((change.change_id, state))
             events.append(event)
-        return events
+        return events, states
 
     async def _release(self, tenant_id: UUID, budget: Budget, wait_s: float) -> None:
         now = self.clock()
