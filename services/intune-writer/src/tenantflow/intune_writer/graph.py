@@ -95,6 +95,9 @@ class IntuneSession:
     budget: Budget
     clock: Callable[[], float] = time.monotonic
     markers: dict[str, UUID] | None = None
+    """Each catalog app found by its marker, by catalog id (None: not listed yet)."""
+    found: dict[str, UUID] = field(default_factory=dict)
+    """Apps the listing found whose ids the scheduler has not recorded yet (``take_found``)."""
     held: dict[UUID, list[dict[str, Any]]] | None = None
     """What Intune holds for the round's apps, as ``prefetch`` read them (None, or an app
     missing: read per app)."""
@@ -138,7 +141,13 @@ class IntuneSession:
         if self.markers is None:
             await self._list(calls)
         assert self.markers is not None
-        return self.markers.get(marker(self.tenant_id, app))
+        return self.markers.get(app)
+
+    def take_found(self) -> dict[str, UUID]:
+        """The apps found by their markers since last asked: recorded, no listing finds them
+        again."""
+        found, self.found = self.found, {}
+        return found
 
     async def _list(self, calls: Calls) -> None:
         found: dict[str, UUID] = {}
@@ -149,10 +158,11 @@ class IntuneSession:
             for item in page.get("value", []):
                 match = MARKER.search(str(item.get("notes") or ""))
                 if match and UUID(match.group(1)) == self.tenant_id:
-                    found.setdefault(marker(self.tenant_id, match.group(2)), UUID(item["id"]))
+                    found.setdefault(match.group(2), UUID(item["id"]))
             link = page.get("@odata.nextLink")
             path, params = (self.graph.check_link(link), None) if link else (None, None)
         self.markers = found
+        self.found = dict(found)
 
     async def prefetch(self, calls: Calls, apps: Sequence[tuple[str, UUID | None]]) -> None:
         """For a round of many changes: the round's apps found (one listing per session, if
@@ -213,7 +223,7 @@ class IntuneSession:
         created = await self.call(calls, True, "POST", APPS, json=app_body(self.tenant_id, app))
         app_id = UUID(str(created.body["id"]))
         if self.markers is not None:
-            self.markers[marker(self.tenant_id, app.catalog_id)] = app_id
+            self.markers[app.catalog_id] = app_id
         if self.held is not None:
             self.held[app_id] = []
         return app_id
@@ -331,7 +341,7 @@ class IntuneSession:
 
     def forget(self, app: str) -> None:
         if self.markers is not None:
-            self.markers.pop(marker(self.tenant_id, app), None)
+            self.markers.pop(app, None)
 
 
 def _intune_inner(message: str) -> tuple[str | None, str]:

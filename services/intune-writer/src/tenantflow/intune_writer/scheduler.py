@@ -38,6 +38,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
@@ -148,6 +149,10 @@ RECORD_TENANT = text("""
         not_before = CASE WHEN :released THEN :not_before ELSE not_before END,
         budget = CAST(:budget AS jsonb)
     WHERE tenant_id = :tenant""")
+RECORD_FOUND = text("""
+    UPDATE intune_writer.deployments d SET intune_app_id = v.intune_app_id
+    FROM unnest(CAST(:apps AS text[]), CAST(:ids AS uuid[])) AS v(app, intune_app_id)
+    WHERE d.tenant_id = :tenant AND d.app = v.app AND d.intune_app_id IS NULL""")
 WAITING_COUNT = text("""
     SELECT count(*) FROM intune_writer.deployments
     WHERE tenant_id = :tenant AND due_at IS NOT NULL""")
@@ -383,6 +388,7 @@ class Scheduler:
             while True:
                 outcomes = await self._round(intune, work, source_of_truth) if work else []
                 step = await self._record(tenant_id, outcomes, budget)
+                await self._record_found(tenant_id, intune.take_found())
                 if step.released:
                     released = True
                     break
@@ -500,6 +506,24 @@ class Scheduler:
                 .where(col(Deployment.app) == work.app)
                 .values(intune_app_id=app_id)
             )
+
+    async def _record_found(self, tenant_id: UUID, found: dict[str, UUID]) -> None:
+        """The Graph ids a marker listing found, on deployments that have none yet: the
+        next session reads their assignments without listing the tenant's apps again. Its
+        own short transaction, after the round's: a failure costs only a listing later."""
+        if not found:
+            return
+        apps = sorted(found)
+        try:
+            async with transaction(self.runtime.sessions) as session:
+                await (await session.connection()).execute(
+                    RECORD_FOUND,
+                    {"tenant": tenant_id, "apps": apps, "ids": [found[app] for app in apps]},
+                )
+        except Exception as exc:
+            if not (is_transient(exc) or isinstance(exc, DBAPIError)):  # a deadlock, say
+                raise
+            log.warning("ids found for %s not recorded: %r", tenant_id, exc)
 
     # --- recording -----------------------------------------------------------------------
 
