@@ -2,7 +2,7 @@
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST = $(UV) run --frozen pytest
 SRC = contracts/src libs/bus/src libs/graph/src libs/devinfra/src services/portal-api/src services/consent/src \
-      services/directory-sync/src services/intune-writer/src emulator/src
+      services/directory-sync/src services/intune-writer/src emulator/src tools/audit/src
 
 .PHONY: setup run test test-unit test-integration test-e2e lint format contracts bench infra-up infra-down clean
 

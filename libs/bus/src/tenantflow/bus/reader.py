@@ -46,6 +46,9 @@ class PartitionReader:
     client_id: str = "tenantflow-reader"
     fetch_max_bytes: int = 50 * 1024 * 1024
     max_partition_fetch_bytes: int = 4 * 1024 * 1024
+    planned: int | None = None
+    """Offsets between the start and the end of the read under way (records, or fewer where
+    a topic was compacted): known once ``batches`` has begun, for a progress bar."""
 
     def partitions(self) -> list[TopicPartition]:
         return [
@@ -76,6 +79,7 @@ class PartitionReader:
             consumer.assign(partitions)
             ends = await consumer.end_offsets(partitions)
             starts = await self._starts(consumer, partitions, since, ends)
+            self.planned = sum(ends[p] - starts[p] for p in partitions)
             left = {p for p in partitions if starts[p] < ends[p]}
             for partition in partitions:
                 consumer.seek(partition, starts[partition])

@@ -1,0 +1,1 @@
+"""tenantflow-audit: replay the event log (see tenantflow.audit.cli)."""

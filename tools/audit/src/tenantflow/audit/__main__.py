@@ -1,0 +1,5 @@
+import sys
+
+from tenantflow.audit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,233 @@
+"""tenantflow-audit: who changed what, when, and what was written to Intune, from the event log.
+
+Reads Kafka directly, with the services' connection settings (KAFKA_BOOTSTRAP_SERVERS,
+KAFKA_TOPIC_PREFIX, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_FILE), so it runs
+against a managed cluster as well. Read-only by construction: it joins no consumer group and
+commits no offset (``tenantflow.bus.reader``).
+
+    tenantflow-audit timeline [--tenant ID] [--app APP] [--actor WHO] [--change ID]
+                              [--since TIME] [--until TIME] [--format table|jsonl|csv]
+    tenantflow-audit state --tenant ID --at TIME [--format table|json]
+    tenantflow-audit verify [--tenant ID]
+
+Times are ISO 8601 (``2026-11-17T14:00:00+01:00``); without an offset they are UTC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import IO, Any
+from uuid import UUID
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tenantflow.audit.replay import Entry, Filters, Replay, targets
+from tenantflow.audit.trail import TenantState, state_at, unfinished
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.events import DesiredAssignment
+
+
+def moment(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="tenantflow-audit", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def common(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--no-progress", action="store_true", help="no progress bar on standard error"
+        )
+
+    timeline = commands.add_parser("timeline", help="every audit event, in time order")
+    timeline.add_argument("--tenant", type=UUID, help="one tenant's events only")
+    timeline.add_argument("--app", help="one catalog app's deployment events only")
+    timeline.add_argument(
+        "--actor", help="a user's object id or part of their display name, or a service's name"
+    )
+    timeline.add_argument("--change", type=UUID, help="one change (its correlation id)")
+    timeline.add_argument("--since", type=moment, help="from this time (offsets for times)")
+    timeline.add_argument("--until", type=moment, help="up to this time")
+    timeline.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    common(timeline)
+
+    state = commands.add_parser(
+        "state", help="every deployment of a tenant at a moment: desired and applied"
+    )
+    state.add_argument("--tenant", type=UUID, required=True)
+    state.add_argument("--at", type=moment, required=True, help="the moment")
+    state.add_argument("--format", choices=["table", "json"], default="table")
+    common(state)
+
+    verify = commands.add_parser(
+        "verify", help="every requested change reached an end (exit status 1 if not)"
+    )
+    verify.add_argument("--tenant", type=UUID, help="one tenant only")
+    common(verify)
+    return top
+
+
+async def replay(
+    settings: KafkaSettings, filters: Filters, progress: bool, console: Console
+) -> list[Entry]:
+    """The timeline for ``filters``, with a progress bar on standard error when asked."""
+    if not progress:
+        return await Replay(settings, filters).timeline()
+    with Progress(
+        TextColumn("reading the log"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("read", total=None)
+
+        def advance(read: int, planned: int | None) -> None:
+            bar.update(task, completed=read, total=planned)
+
+        return await Replay(settings, filters, on_progress=advance).timeline()
+
+
+def write_timeline(entries: Sequence[Entry], form: str, out: IO[str], console: Console) -> None:
+    if form == "jsonl":
+        for entry in entries:
+            out.write(json.dumps(entry.row()) + "\n")
+        return
+    if form == "csv":
+        rows = [entry.row() for entry in entries]
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["time"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    table = Table(title=f"{len(entries)} events", show_lines=False)
+    for column in ("time", "tenant", "event", "actor", "change", "app", "what"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            entry.time.isoformat(timespec="milliseconds"),
+            str(entry.tenant_id or "")[:8],
+            entry.event_type,
+            entry.actor,
+            str(entry.change_id or "")[:8],
+            f"{entry.app} r{entry.revision}" if entry.app else "",
+            entry.summary,
+        )
+    console.print(table)
+
+
+def _wire(assignments: list[DesiredAssignment] | None) -> list[dict[str, Any]] | None:
+    return None if assignments is None else [a.model_dump(mode="json") for a in assignments]
+
+
+def write_state(state: TenantState, form: str, out: IO[str], console: Console) -> None:
+    if form == "json":
+        document = {
+            "tenant_id": str(state.tenant_id),
+            "at": state.at.isoformat(),
+            "unlinked_at": state.unlinked_at.isoformat() if state.unlinked_at else None,
+            "deployments": [
+                {
+                    "app": d.app,
+                    "desired": _wire(d.desired),
+                    "desired_revision": d.desired_revision,
+                    "desired_change": str(d.desired_change) if d.desired_change else None,
+                    "applied": _wire(d.applied),
+                    "applied_revision": d.applied_revision,
+                    "applied_change": str(d.applied_change) if d.applied_change else None,
+                    "applied_at": d.applied_at.isoformat() if d.applied_at else None,
+                    "app_removed": d.app_removed,
+                    "kept_foreign": _wire(d.kept_foreign),
+                    "graph_request_ids": d.graph_request_ids,
+                    "in_sync": d.in_sync,
+                }
+                for d in sorted(state.deployments.values(), key=lambda d: d.app)
+            ],
+        }
+        out.write(json.dumps(document, indent=2) + "\n")
+        return
+    title = f"tenant {state.tenant_id} at {state.at.isoformat()}"
+    if state.unlinked_at:
+        title += f" (unlinked at {state.unlinked_at.isoformat()})"
+    table = Table(title=title)
+    for column in ("app", "desired", "applied", "in Intune since", "in sync"):
+        table.add_column(column, overflow="fold")
+    for d in sorted(state.deployments.values(), key=lambda d: d.app):
+        table.add_row(
+            d.app,
+            "—" if d.desired is None else f"r{d.desired_revision}: {targets(d.desired)}",
+            "—"
+            if d.applied is None
+            else f"r{d.applied_revision}: "
+            + ("app removed" if d.app_removed else targets(d.applied)),
+            d.applied_at.isoformat(timespec="seconds") if d.applied_at else "",
+            "yes" if d.in_sync else "no",
+        )
+    console.print(table)
+
+
+async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    settings = KafkaSettings()
+    # a file or a pipe gets whole lines (rich would fold them at 80 columns)
+    console = Console(file=out, width=None if out.isatty() else 240)
+    errors = Console(file=err, stderr=True)
+    progress = not args.no_progress and err.isatty()
+    if args.command == "timeline":
+        filters = Filters(
+            tenant=args.tenant,
+            app=args.app,
+            actor=args.actor,
+            change=args.change,
+            since=args.since,
+            until=args.until,
+        )
+        entries = await replay(settings, filters, progress, errors)
+        write_timeline(entries, args.format, out, console)
+        return 0
+    if args.command == "state":
+        entries = await replay(settings, Filters(tenant=args.tenant), progress, errors)
+        write_state(state_at(entries, args.tenant, args.at), args.format, out, console)
+        return 0
+    entries = await replay(settings, Filters(tenant=args.tenant), progress, errors)
+    left = unfinished(entries)
+    requested = sum(1 for e in entries if e.event_type == "deployment.change.requested")
+    undecodable = [e for e in entries if e.event_type == "undecodable"]
+    for entry in undecodable:
+        errors.print(
+            f"undecodable record at {entry.topic}/{entry.partition}@{entry.offset}: {entry.summary}"
+        )
+    for change in left:
+        out.write(
+            f"no end: change {change.change_id} (tenant {change.tenant_id}, {change.app} "
+            f"r{change.revision}), requested {change.requested_at.isoformat()}, "
+            f"last {change.status}\n"
+        )
+    out.write(
+        f"{requested} changes requested, {requested - len(left)} reached an end, "
+        f"{len(left)} did not; {len(undecodable)} undecodable records\n"
+    )
+    return 1 if left or undecodable else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return asyncio.run(run(args, sys.stdout, sys.stderr))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

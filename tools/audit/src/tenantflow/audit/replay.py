@@ -1,0 +1,260 @@
+"""The audit trail as the event log holds it: every audit-relevant event, decoded, attributed
+and summarised, read straight from Kafka with no consumer group (``bus.reader``).
+
+Audit-relevant topics: ``tenants`` (links, Intune writing, consent, unlinks) and
+``deployments`` (changes requested, verified or rejected, applied, failed, superseded). The
+``directory`` topic is a cache of Entra ID (users, groups, devices), not a record of anyone's
+decision, and is not replayed. Events are ordered by their CloudEvents time (the producing
+service's clock at the event), then topic, partition and offset; a record that cannot be decoded
+is kept as an entry of its own, so an auditor sees it rather than a silent gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tenantflow.bus.reader import PartitionReader, Record, partition_of
+from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.envelope import Envelope, EnvelopeError, decode
+from tenantflow.contracts.events import (
+    ConsentRevoked,
+    DeploymentChangeApplied,
+    DeploymentChangeFailed,
+    DeploymentChangeRejected,
+    DeploymentChangeRequested,
+    DeploymentChangeSuperseded,
+    DeploymentChangeVerified,
+    DesiredAssignment,
+    IntuneWritingEnabled,
+    IntuneWritingRejected,
+    TenantLinkRejected,
+    TenantLinkVerified,
+)
+from tenantflow.contracts.topics import Topic
+
+AUDIT_TOPICS = (Topic.TENANTS, Topic.DEPLOYMENTS)
+TYPE_PREFIX = "dev.tenantflow."
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which entries a replay keeps (None: any)."""
+
+    tenant: UUID | None = None
+    app: str | None = None
+    actor: str | None = None
+    """A user's object id, or part of their display name (any case), or a service's name."""
+    change: UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def keep(self, entry: Entry) -> bool:
+        if self.tenant is not None and entry.tenant_id != self.tenant:
+            return False
+        if self.app is not None and entry.app != self.app:
+            return False
+        if self.change is not None and entry.change_id != self.change:
+            return False
+        if self.since is not None and entry.time < self.since:
+            return False
+        if self.until is not None and entry.time > self.until:
+            return False
+        return self.actor is None or entry.acted_by(self.actor)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event of the log, as an auditor reads it."""
+
+    time: datetime
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    event_type: str
+    """Without tenantflow's prefix: ``deployment.change.applied``."""
+    tenant_id: UUID | None
+    actor: str
+    """``user <object id> (<display name>)`` or ``service <name>``."""
+    actor_object_id: UUID | None
+    actor_name: str | None
+    change_id: UUID | None
+    causation_id: str | None
+    app: str | None
+    revision: int | None
+    summary: str
+    data: EventPayload | None = field(default=None, compare=False, repr=False)
+
+    def acted_by(self, actor: str) -> bool:
+        wanted = actor.strip().lower()
+        return (
+            (self.actor_object_id is not None and str(self.actor_object_id) == wanted)
+            or (self.actor_name is not None and wanted in self.actor_name.lower())
+            or self.actor.lower() == f"service {wanted}"
+        )
+
+    def row(self) -> dict[str, Any]:
+        """The entry as flat fields (JSON Lines and CSV export)."""
+        return {
+            "time": self.time.isoformat(),
+            "tenant_id": str(self.tenant_id) if self.tenant_id else None,
+            "event_type": self.event_type,
+            "actor": self.actor,
+            "actor_object_id": str(self.actor_object_id) if self.actor_object_id else None,
+            "actor_name": self.actor_name,
+            "change_id": str(self.change_id) if self.change_id else None,
+            "causation_id": self.causation_id,
+            "app": self.app,
+            "revision": self.revision,
+            "summary": self.summary,
+            "event_id": self.event_id,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+
+def entry_of(record: Record, prefix: str) -> Entry:
+    """The record as an entry; an undecodable record becomes an entry that says why."""
+    where = {
+        "topic": str(record.topic).removeprefix(prefix),
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+    try:
+        envelope = decode(list(record.headers or []), record.value)
+    except EnvelopeError as exc:
+        return Entry(
+            time=datetime.fromtimestamp(record.timestamp / 1000).astimezone(),
+            event_id="",
+            event_type="undecodable",
+            tenant_id=None,
+            actor="unknown",
+            actor_object_id=None,
+            actor_name=None,
+            change_id=None,
+            causation_id=None,
+            app=None,
+            revision=None,
+            summary=f"cannot be decoded: {exc}",
+            **where,
+        )
+    return _entry(envelope, where)
+
+
+def _entry(envelope: Envelope[EventPayload], where: dict[str, Any]) -> Entry:
+    data = envelope.data
+    actor = data.actor
+    if isinstance(actor, UserActor):
+        name = actor.display_name
+        who = f"user {actor.object_id}" + (f" ({name})" if name else "")
+        object_id: UUID | None = actor.object_id
+    else:
+        name, who, object_id = None, f"service {actor.service}", None
+    return Entry(
+        time=envelope.time,
+        event_id=envelope.id,
+        event_type=envelope.type.removeprefix(TYPE_PREFIX),
+        tenant_id=data.tenant_id,
+        actor=who,
+        actor_object_id=object_id,
+        actor_name=name,
+        change_id=data.correlation_id,
+        causation_id=data.causation_id,
+        app=getattr(data, "app", None),
+        revision=getattr(data, "revision", None),
+        summary=summarise(data),
+        data=data,
+        **where,
+    )
+
+
+def targets(assignments: list[DesiredAssignment]) -> str:
+    """``required: group 1b2…, available: all_users`` — short enough for a table cell."""
+    if not assignments:
+        return "none"
+    return ", ".join(
+        f"{a.intent.value}: {a.target.kind}"
+        + (f" {str(a.target.group_id)[:8]}" if a.target.group_id else "")
+        for a in assignments
+    )
+
+
+def summarise(data: EventPayload) -> str:
+    """What happened, in one line."""
+    match data:
+        case DeploymentChangeRequested():
+            what = "remove the app" if data.remove_app else targets(data.desired_assignments)
+            return f"{data.operation} requested: {what}"
+        case DeploymentChangeVerified():
+            return "verified"
+        case DeploymentChangeRejected():
+            return f"rejected: {data.reason.value}: {data.detail}"
+        case DeploymentChangeApplied():
+            if data.unchanged:
+                written = "nothing written (Intune held it)"
+            else:
+                written = f"wrote {targets(data.written_assignments)}"
+            ids = ", ".join(data.graph_request_ids) or "none"
+            return f"applied: {written}; Graph request ids {ids}"
+        case DeploymentChangeFailed():
+            return f"failed: {data.reason}: {data.detail}"
+        case DeploymentChangeSuperseded():
+            return f"superseded by revision {data.superseded_by_revision}"
+        case TenantLinkVerified():
+            return f"link verified ({data.authorized_by.value}): {data.display_name}"
+        case TenantLinkRejected() | IntuneWritingRejected():
+            return f"rejected: {data.reason.value}: {data.detail}"
+        case IntuneWritingEnabled():
+            mode = "source of truth" if data.assignments_source_of_truth else "keeps others'"
+            return f"Intune writing enabled ({mode})"
+        case ConsentRevoked():
+            return f"consent revoked for {data.app.value}: {data.reason.value}"
+    return type(data).__name__
+
+
+@dataclass
+class Replay:
+    """Reads the audit topics for ``filters`` (one tenant's partitions when a tenant is
+    named), from the beginning or from ``filters.since`` (Kafka's offsets for times)."""
+
+    settings: KafkaSettings
+    filters: Filters = field(default_factory=Filters)
+    on_progress: Callable[[int, int | None], None] | None = None
+    """Called after each fetch with the records read so far and the records planned."""
+
+    def reader(self) -> PartitionReader:
+        only = None
+        if self.filters.tenant is not None:
+            only = {topic: [partition_of(topic, self.filters.tenant)] for topic in AUDIT_TOPICS}
+        return PartitionReader(self.settings, AUDIT_TOPICS, only=only, client_id="tenantflow-audit")
+
+    async def entries(self) -> AsyncIterator[Entry]:
+        """Every kept entry but for the actor filter, in each partition's order (not yet
+        ordered across them); undecodable records always."""
+        reader, read = self.reader(), 0
+        filters = replace(self.filters, actor=None)
+        async for batch in reader.batches(self.filters.since):
+            read += len(batch)
+            for record in batch:
+                entry = entry_of(record, self.settings.topic_prefix)
+                if entry.event_type == "undecodable" or filters.keep(entry):
+                    yield entry
+            if self.on_progress is not None:
+                self.on_progress(read, reader.planned)
+
+    async def timeline(self) -> list[Entry]:
+        """The kept entries in time order (then topic, partition, offset). For an actor:
+        what they did, and the whole story of every change they asked for (its verification
+        and outcome come from services)."""
+        found = [entry async for entry in self.entries()]
+        if self.filters.actor is not None:
+            actor = self.filters.actor
+            theirs = {e.change_id for e in found if e.acted_by(actor) and e.change_id}
+            found = [e for e in found if e.acted_by(actor) or e.change_id in theirs]
+        return sorted(found, key=lambda e: (e.time, e.topic, e.partition, e.offset))
