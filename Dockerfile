@@ -1,5 +1,6 @@
 # One image recipe for every service:  docker build --build-arg SERVICE=consent .
 # and for the emulator:  docker build --build-arg SERVICE=emulator --build-arg PACKAGE_DIR=emulator .
+# and for the audit tool: docker build --build-arg SERVICE=audit --build-arg PACKAGE_DIR=tools/audit .
 # Dependencies are synced in two steps (uv's recommended layout), so a source change rebuilds
 # only the last layer and the dependency layer stays cached.
 FROM python:3.11-slim AS build
@@ -20,6 +21,7 @@ COPY services/consent/pyproject.toml services/consent/
 COPY services/directory-sync/pyproject.toml services/directory-sync/
 COPY services/intune-writer/pyproject.toml services/intune-writer/
 COPY emulator/pyproject.toml emulator/
+COPY tools/audit/pyproject.toml tools/audit/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "tenantflow-${SERVICE}"
 

@@ -36,7 +36,19 @@ def test_infrastructure_is_kraft_kafka_and_postgres(compose: dict[str, Any]) -> 
 
 def test_every_container_has_a_healthcheck(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
+        if "tools" in service.get("profiles", []):
+            continue  # a command run on demand, not a container that stays up
         assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_the_audit_tool_runs_on_demand_with_the_services_kafka(compose: dict[str, Any]) -> None:
+    audit = compose["services"]["audit"]
+    assert audit["profiles"] == ["tools"]  # not started by `docker compose up`
+    assert audit["build"]["args"] == {"SERVICE": "audit", "PACKAGE_DIR": "tools/audit"}
+    assert (ROOT / "tools" / "audit" / "pyproject.toml").is_file()
+    assert audit["entrypoint"] == ["tenantflow-audit"]
+    assert audit["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert "DATABASE_URL" not in audit["environment"]  # it reads the log, never a database
 
 
 @pytest.mark.parametrize("name", SERVICES)
