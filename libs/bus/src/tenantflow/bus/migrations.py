@@ -58,6 +58,17 @@ def create_bus_tables(schema: str) -> None:
     )
 
 
+def create_audit_chain(schema: str) -> None:
+    """The heads of the service's audit chains, one per tenant (``Outbox`` keeps them)."""
+    tables = bus_tables(schema)
+    tables.metadata.create_all(op.get_bind(), tables=[tables.audit_chain])
+
+
+def drop_audit_chain(schema: str) -> None:
+    tables = bus_tables(schema)
+    tables.metadata.drop_all(op.get_bind(), tables=[tables.audit_chain])
+
+
 def drop_bus_tables(schema: str) -> None:
     op.execute(text(f'DROP TRIGGER IF EXISTS outbox_notify ON "{schema}".outbox'))
     op.execute(text(f'DROP FUNCTION IF EXISTS "{schema}".outbox_notify()'))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    Uuid,
     func,
     text,
 )
@@ -30,6 +31,8 @@ class BusTables:
     metadata: MetaData
     outbox: Table
     inbox: Table
+    audit_chain: Table
+    """Per tenant, the head of this service's audit chain (``contracts.chain``)."""
 
     @property
     def notify_channel(self) -> str:
@@ -63,4 +66,11 @@ def bus_tables(schema: str) -> BusTables:
         PrimaryKeyConstraint("consumer", "event_id"),
         Index("inbox_processed_at", "processed_at"),
     )
-    return BusTables(schema, metadata, outbox, inbox)
+    audit_chain = Table(
+        "audit_chain",
+        metadata,
+        Column("tenant_id", Uuid, primary_key=True),
+        Column("seq", BigInteger, nullable=False),
+        Column("head", Text, nullable=False),
+    )
+    return BusTables(schema, metadata, outbox, inbox, audit_chain)
