@@ -9,7 +9,7 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -20,9 +20,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tenantflow.audit import cli
 from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.reader import partition_of
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
+from tenantflow.contracts.chain import GENESIS
 from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
+from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.events import (
     CatalogApp,
     DeploymentChangeApplied,
@@ -37,12 +40,58 @@ from tenantflow.contracts.events import (
 )
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import publish
 
 pytestmark = pytest.mark.integration
 
 CONSENT = ServiceActor(service="consent")
 WRITER = ServiceActor(service="intune-writer")
+
+
+class Producers:
+    """Publishes events as the services' outboxes and relays do: each linked into its
+    producer's chain for its tenant (the source names the producer: portal-api for what users
+    ask, the acting service otherwise)."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+        self.heads: dict[tuple[str, UUID], tuple[int, str]] = {}
+
+    def link(self, event: EventPayload) -> Envelope[EventPayload]:
+        actor = event.actor
+        source = "/tenantflow/" + (
+            actor.service if isinstance(actor, ServiceActor) else "portal-api"
+        )
+        seq, head = self.heads.get((source, event.tenant_id), (0, GENESIS))
+        envelope = Envelope(data=event, source=source).chained(head, seq + 1)
+        assert envelope.chain is not None
+        self.heads[(source, event.tenant_id)] = (seq + 1, envelope.chain.hash)
+        return envelope
+
+    async def publish(self, *events: EventPayload) -> None:
+        await send(self.kafka, [self.link(event) for event in events])
+
+
+async def send(
+    kafka: KafkaSettings,
+    envelopes: Sequence[Envelope[EventPayload]],
+    value: Callable[[Envelope[EventPayload]], bytes] = lambda e: e.value(),
+) -> list[int]:
+    """Put ``envelopes`` on their topics in order (``value``: the bytes sent); the offsets."""
+    producer = AIOKafkaProducer(**connection_kwargs(kafka, "test-producer"))
+    await producer.start()
+    try:
+        sent = []
+        for envelope in envelopes:
+            metadata = await producer.send_and_wait(
+                kafka.topic_prefix + envelope.topic,
+                value(envelope),
+                key=envelope.key,
+                headers=envelope.headers(),
+            )
+            sent.append(metadata.offset)
+        return sent
+    finally:
+        await producer.stop()
 
 
 def group(group_id: UUID, intent: str = "required") -> DesiredAssignment:
@@ -65,7 +114,7 @@ class History:
 
 
 async def change(
-    kafka: KafkaSettings,
+    kafka: Producers,
     tenant: UUID,
     user: UserActor,
     app: str,
@@ -119,22 +168,22 @@ async def change(
                 applied_at=datetime.now(UTC),
             )
         )
-    await publish(kafka, *events)
+    await kafka.publish(*events)
     return change_id
 
 
 @pytest.fixture
 async def history(infra: RunningInfra) -> tuple[KafkaSettings, History]:
-    kafka = KafkaSettings(
+    settings = KafkaSettings(
         bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"a{uuid4().hex[:10]}."
     )
-    await ensure_topics(kafka)
+    await ensure_topics(settings)
+    kafka = Producers(settings)
     tenant, other, alice_id, bob_id = uuid4(), uuid4(), uuid4(), uuid4()
     alice = UserActor(tenant_id=tenant, object_id=alice_id, display_name="Alice Admin")
     bob = UserActor(tenant_id=tenant, object_id=bob_id, display_name="Bob Builder")
     link = uuid4()
-    await publish(
-        kafka,
+    await kafka.publish(
         TenantLinkRequested(tenant_id=tenant, actor=alice, correlation_id=link),
         TenantLinkVerified(
             tenant_id=tenant,
@@ -177,9 +226,9 @@ async def history(infra: RunningInfra) -> tuple[KafkaSettings, History]:
     changes["unfinished"] = await change(
         kafka, tenant, alice, "7zip", 2, [group(groups["it"])], None
     )
-    await publish(kafka, TenantUnlinked(tenant_id=tenant, actor=alice, correlation_id=uuid4()))
+    await kafka.publish(TenantUnlinked(tenant_id=tenant, actor=alice, correlation_id=uuid4()))
     marks["after_unlink"] = datetime.now(UTC)
-    return kafka, History(tenant, other, alice_id, bob_id, changes, marks, groups)
+    return settings, History(tenant, other, alice_id, bob_id, changes, marks, groups)
 
 
 async def audit(
@@ -361,12 +410,14 @@ async def test_verify_names_the_change_that_never_ended_and_a_forged_record(
         assert status == 1
         assert f"change {h.changes['unfinished']}" in text
         assert "last verified" in text
-        assert "5 changes requested, 4 reached an end, 1 did not; 0 undecodable" in text
+        assert "0 breaks; 5 changes requested, 4 reached an end, 1 did not; 0 undecodable" in text
+        # per tenant one chain each for portal-api, consent and the writer
+        assert "17 records in 6 audit chains" in text
 
         status, text = await audit(kafka, monkeypatch, "verify", "--tenant", str(h.other))
-        assert (status, text.strip()) == (
-            0,
-            "1 changes requested, 1 reached an end, 0 did not; 0 undecodable records",
+        assert status == 0, text
+        assert text.strip().endswith(
+            "0 breaks; 1 changes requested, 1 reached an end, 0 did not; 0 undecodable records"
         )
 
         producer = AIOKafkaProducer(**connection_kwargs(kafka, "forger"))
@@ -388,3 +439,67 @@ async def test_verify_names_the_change_that_never_ended_and_a_forged_record(
         await admin.close()
     assert groups_after == groups_before  # the tool joined no group and committed nothing
     assert forged.offset >= 0
+
+
+def applied(tenant: UUID) -> DeploymentChangeApplied:
+    return DeploymentChangeApplied(
+        tenant_id=tenant,
+        actor=WRITER,
+        correlation_id=uuid4(),
+        app="7zip",
+        revision=1,
+        intune_app_id=uuid4(),
+        assignments_before=[],
+        written_assignments=[],
+        unchanged=False,
+        graph_request_ids=[str(uuid4())],
+        applied_at=datetime.now(UTC),
+    )
+
+
+async def test_verify_names_every_altered_missing_reordered_or_forked_event(
+    infra: RunningInfra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forged records produced straight to the topic, one kind per tenant: each is named by
+    kind, topic, partition and offset."""
+    settings = KafkaSettings(
+        bootstrap_servers=infra.bootstrap_servers, topic_prefix=f"f{uuid4().hex[:10]}."
+    )
+    await ensure_topics(settings)
+    chains = Producers(settings)
+    expected: list[tuple[str, UUID, int]] = []
+
+    altered = uuid4()
+    original = chains.link(applied(altered))
+    await send(settings, [original])
+    [offset] = await send(
+        settings,
+        [original],
+        value=lambda e: e.value().replace(b'"unchanged":false', b'"unchanged":true'),
+    )
+    expected.append(("altered", altered, offset))
+
+    forked = uuid4()
+    await chains.publish(applied(forked))
+    impostor = Envelope(data=applied(forked), source="/tenantflow/intune-writer").chained(
+        GENESIS, 1
+    )
+    [offset] = await send(settings, [impostor])
+    expected.append(("forked", forked, offset))
+
+    gap = uuid4()
+    first, _dropped, third = (chains.link(applied(gap)) for _ in range(3))
+    _, offset = await send(settings, [first, third])
+    expected.append(("gap", gap, offset))
+
+    moved = uuid4()
+    one, two, three = (chains.link(applied(moved)) for _ in range(3))
+    _, _, offset = await send(settings, [one, three, two])
+    expected.append(("reordered", moved, offset))
+
+    status, text = await audit(settings, monkeypatch, "verify")
+    assert status == 1
+    for kind, tenant, at in expected:
+        partition = partition_of(Topic.DEPLOYMENTS, tenant)
+        assert f"chain broken ({kind}) at {Topic.DEPLOYMENTS}/{partition}@{at}:" in text, kind
+    assert ", 4 breaks;" in text

@@ -20,7 +20,7 @@ import asyncio
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 from uuid import UUID
@@ -31,6 +31,8 @@ from rich.table import Table
 
 from tenantflow.audit.replay import Entry, Filters, Replay, targets
 from tenantflow.audit.trail import TenantState, state_at, unfinished
+from tenantflow.bus.chain import ChainVerifier
+from tenantflow.bus.reader import Record
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.events import DesiredAssignment
 
@@ -75,7 +77,9 @@ def parser() -> argparse.ArgumentParser:
     common(state)
 
     verify = commands.add_parser(
-        "verify", help="every requested change reached an end (exit status 1 if not)"
+        "verify",
+        help="the audit hash chains are whole and every requested change reached an end "
+        "(exit status 1 if not)",
     )
     verify.add_argument("--tenant", type=UUID, help="one tenant only")
     common(verify)
@@ -83,11 +87,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def replay(
-    settings: KafkaSettings, filters: Filters, progress: bool, console: Console
+    settings: KafkaSettings,
+    filters: Filters,
+    progress: bool,
+    console: Console,
+    on_batch: Callable[[list[Record]], None] | None = None,
 ) -> list[Entry]:
     """The timeline for ``filters``, with a progress bar on standard error when asked."""
     if not progress:
-        return await Replay(settings, filters).timeline()
+        return await Replay(settings, filters, on_batch=on_batch).timeline()
     with Progress(
         TextColumn("reading the log"),
         BarColumn(),
@@ -101,7 +109,7 @@ async def replay(
         def advance(read: int, planned: int | None) -> None:
             bar.update(task, completed=read, total=planned)
 
-        return await Replay(settings, filters, on_progress=advance).timeline()
+        return await Replay(settings, filters, advance, on_batch).timeline()
 
 
 def write_timeline(entries: Sequence[Entry], form: str, out: IO[str], console: Console) -> None:
@@ -203,7 +211,16 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         entries = await replay(settings, Filters(tenant=args.tenant), progress, errors)
         write_state(state_at(entries, args.tenant, args.at), args.format, out, console)
         return 0
-    entries = await replay(settings, Filters(tenant=args.tenant), progress, errors)
+    chains = ChainVerifier(settings.topic_prefix)
+    entries = await replay(settings, Filters(tenant=args.tenant), progress, errors, chains.feed)
+    breaks = chains.finish()
+    for found in breaks:
+        topic, partition, offset = found.position
+        producer, tenant = found.chain
+        out.write(
+            f"chain broken ({found.kind}) at {topic.removeprefix(settings.topic_prefix)}/"
+            f"{partition}@{offset}: {found.detail} (chain of {producer} for tenant {tenant})\n"
+        )
     left = unfinished(entries)
     requested = sum(1 for e in entries if e.event_type == "deployment.change.requested")
     undecodable = [e for e in entries if e.event_type == "undecodable"]
@@ -218,10 +235,11 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"last {change.status}\n"
         )
     out.write(
+        f"{chains.checked} records in {len(chains.links)} audit chains, {len(breaks)} breaks; "
         f"{requested} changes requested, {requested - len(left)} reached an end, "
         f"{len(left)} did not; {len(undecodable)} undecodable records\n"
     )
-    return 1 if left or undecodable else 0
+    return 1 if left or undecodable or breaks else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

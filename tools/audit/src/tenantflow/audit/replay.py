@@ -227,6 +227,9 @@ class Replay:
     filters: Filters = field(default_factory=Filters)
     on_progress: Callable[[int, int | None], None] | None = None
     """Called after each fetch with the records read so far and the records planned."""
+    on_batch: Callable[[list[Record]], None] | None = None
+    """Called with every fetch's records as read (each partition's in offset order), before
+    any filter: the chain verifier sees them all."""
 
     def reader(self) -> PartitionReader:
         only = None
@@ -241,6 +244,8 @@ class Replay:
         filters = replace(self.filters, actor=None)
         async for batch in reader.batches(self.filters.since):
             read += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(batch)
             for record in batch:
                 entry = entry_of(record, self.settings.topic_prefix)
                 if entry.event_type == "undecodable" or filters.keep(entry):
