@@ -108,6 +108,8 @@ class HandlerContext:
     committed: list[Callable[[], None]] = field(default_factory=list)
     emitted: list[Envelope[EventPayload]] = field(default_factory=list)
     """Stored in the outbox, in order, with one statement before the transaction commits."""
+    position: tuple[str, int, int] | None = None
+    """Where the event is in the log: topic (as the deployment names it), partition, offset."""
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the handler's transaction committed (not if it rolls back):
@@ -245,7 +247,7 @@ class EventConsumer:
         must be dead-lettered, or a failure of any handler."""
         if len(records) < 2:
             return False
-        prepared: list[tuple[Envelope[EventPayload], Handler] | None] = []
+        prepared: list[tuple[Envelope[EventPayload], Handler, Record] | None] = []
         for record in records:
             try:
                 event_type, version = read_type(record.headers)
@@ -260,7 +262,7 @@ class EventConsumer:
             payload_type, handler = registered
             try:
                 prepared.append(
-                    (decode(record.headers, record.value, accept=[payload_type]), handler)
+                    (decode(record.headers, record.value, accept=[payload_type]), handler, record)
                 )
             except EnvelopeError:
                 return False
@@ -275,7 +277,7 @@ class EventConsumer:
                     if item is None:
                         outcomes.append(Outcome.IGNORED)
                         continue
-                    envelope, handler = item
+                    envelope, handler, record = item
                     if envelope.id not in claimed:
                         outcomes.append(Outcome.DUPLICATE)
                         continue
@@ -283,7 +285,7 @@ class EventConsumer:
                     # each handler sees the database as the ones before it left it
                     await session.flush()
                     session.expire_all()
-                    ctx = HandlerContext(session, envelope, self.outbox)
+                    ctx = HandlerContext(session, envelope, self.outbox, position=_at(record))
                     await handler(envelope.data, ctx)
                     committed.extend(ctx.committed)
                     emitted.extend(ctx.emitted)
@@ -336,7 +338,7 @@ class EventConsumer:
                 async with transaction(self.sessions) as session:
                     if not await self._claim(session, envelope.id):
                         return Outcome.DUPLICATE
-                    ctx = HandlerContext(session, envelope, self.outbox)
+                    ctx = HandlerContext(session, envelope, self.outbox, position=_at(record))
                     await handler(envelope.data, ctx)
                     await self.outbox.add_many(session, ctx.emitted)
                 for callback in ctx.committed:
@@ -445,3 +447,7 @@ def _correlation_of(record: Record) -> UUID:
     except (ValueError, KeyError, TypeError):
         # stable, so a redelivered poison message gets the same correlation id
         return uuid5(UUID(int=0), _coordinates(record))
+
+
+def _at(record: Record) -> tuple[str, int, int]:
+    return (str(record.topic), int(record.partition), int(record.offset))

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from tenantflow.portal_api import catalog, deployments, directory, problems, tenants
+from tenantflow.portal_api import audit, catalog, deployments, directory, problems, tenants
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import PortalDep
 from tenantflow.portal_api.proxy import TrustedProxies
@@ -39,6 +39,7 @@ def create_app(portal: Portal) -> FastAPI:
     app.include_router(directory.router)
     app.include_router(deployments.router)
     app.include_router(catalog.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

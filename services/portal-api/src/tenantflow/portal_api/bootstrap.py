@@ -54,6 +54,7 @@ def bootstrap(settings: Settings) -> Portal:
     handlers.register(runtime)
     handlers.register_directory(runtime)
     handlers.register_deployments(runtime)
+    handlers.register_audit(runtime)
     return Portal(
         settings=settings,
         runtime=runtime,

@@ -60,7 +60,7 @@ async def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def _holding(*roles: PortalRole) -> Callable[[Principal], Awaitable[Principal]]:
+def holding(*roles: PortalRole) -> Callable[[Principal], Awaitable[Principal]]:
     async def check(user: CurrentUser) -> Principal:
         if not user.has_any(*roles):
             raise Problem(403, f"This needs one of the portal roles {', '.join(roles)}.")
@@ -69,14 +69,14 @@ def _holding(*roles: PortalRole) -> Callable[[Principal], Awaitable[Principal]]:
     return check
 
 
-AdminUser = Annotated[Principal, Depends(_holding(PortalRole.ADMIN))]
+AdminUser = Annotated[Principal, Depends(holding(PortalRole.ADMIN))]
 """May link tenants and activate Intune writing."""
-OperatorUser = Annotated[Principal, Depends(_holding(PortalRole.ADMIN, PortalRole.OPERATOR))]
+OperatorUser = Annotated[Principal, Depends(holding(PortalRole.ADMIN, PortalRole.OPERATOR))]
 """May change deployments and refresh a tenant's directory."""
 TENANT_ROLES = (PortalRole.ADMIN, PortalRole.OPERATOR, PortalRole.AUDITOR, PortalRole.READER)
-PortalUser = Annotated[Principal, Depends(_holding(*TENANT_ROLES))]
+PortalUser = Annotated[Principal, Depends(holding(*TENANT_ROLES))]
 """Holds a role on the account's tenants: may read them."""
-CatalogReader = Annotated[Principal, Depends(_holding(*PortalRole))]
+CatalogReader = Annotated[Principal, Depends(holding(*PortalRole))]
 """Holds any portal role: may read the app catalog."""
 
 

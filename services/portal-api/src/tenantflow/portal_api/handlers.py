@@ -18,6 +18,8 @@ from sqlmodel import col, select
 
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
+from tenantflow.contracts.audit import AUDIT_TOPICS, describe, short_type
+from tenantflow.contracts.common import EventPayload, UserActor
 from tenantflow.contracts.events import (
     AssignmentFiltersSynced,
     ConsentRevoked,
@@ -39,11 +41,13 @@ from tenantflow.contracts.events import (
     TenantLinkVerified,
     TenantVerificationDeferred,
 )
+from tenantflow.contracts.registry import EVENT_CLASSES
 from tenantflow.contracts.topics import Topic
 from tenantflow.portal_api import lifecycle
 from tenantflow.portal_api.lifecycle import Step, Verdict
 from tenantflow.portal_api.models import (
     AssignmentFilterRow,
+    AuditEventRow,
     Deployment,
     DeploymentChange,
     DirectoryGroup,
@@ -387,3 +391,42 @@ def register_deployments(runtime: ServiceRuntime) -> None:
             superseded_by=event.superseded_by_change,
             detail=f"Revision {event.superseded_by_revision} was applied in its place.",
         )
+
+
+def register_audit(runtime: ServiceRuntime) -> None:
+    """The audit page's read model: every event of the audit topics, one row each (an event
+    delivered again changes nothing), described as the replay describes it."""
+    audit = runtime.consumer("audit", *AUDIT_TOPICS)
+
+    async def record(event: EventPayload, ctx: HandlerContext) -> None:
+        actor = event.actor
+        if isinstance(actor, UserActor):
+            who, object_id, name = f"user {actor.object_id}", actor.object_id, actor.display_name
+        else:
+            who, object_id, name = f"service {actor.service}", None, None
+        topic, partition, offset = ctx.position or ("", -1, -1)
+        await ctx.session.exec(
+            insert(AuditEventRow)
+            .values(
+                event_id=ctx.envelope.id,
+                tenant_id=event.tenant_id,
+                time=ctx.envelope.time,
+                event_type=short_type(ctx.envelope.type),
+                actor=who,
+                actor_object_id=object_id,
+                actor_name=name,
+                change_id=event.correlation_id,
+                causation_id=event.causation_id,
+                app=getattr(event, "app", None),
+                revision=getattr(event, "revision", None),
+                summary=describe(event),
+                topic=topic.removeprefix(runtime.kafka.topic_prefix),
+                partition=partition,
+                offset=offset,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+
+    for payload in EVENT_CLASSES:
+        if payload.topic in AUDIT_TOPICS:
+            audit.handles(payload)(record)

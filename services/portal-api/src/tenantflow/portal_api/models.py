@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as ApiField
-from sqlalchemy import Column, DateTime, ForeignKeyConstraint, Text, func
+from sqlalchemy import Column, DateTime, ForeignKeyConstraint, Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -515,3 +515,27 @@ class CatalogPage(BaseModel):
     next_cursor: str | None = ApiField(
         description="Pass as ?cursor= for the next page; null on the last page."
     )
+
+
+class AuditEventRow(PortalTable, table=True):
+    """One audit event of a tenant (tenants and deployments topics), as the portal's audit
+    page shows it: built by the ``audit`` consumer from the same events the replay reads."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("audit_events_by_tenant_time", "tenant_id", "time", "event_id"),)
+
+    event_id: str = Field(primary_key=True, sa_type=Text)
+    tenant_id: UUID
+    time: datetime = Field(sa_type=DateTime(timezone=True))
+    event_type: str = Field(sa_type=Text)
+    actor: str = Field(sa_type=Text)
+    actor_object_id: UUID | None = None
+    actor_name: str | None = Field(default=None, sa_type=Text)
+    change_id: UUID
+    causation_id: str | None = Field(default=None, sa_type=Text)
+    app: str | None = Field(default=None, sa_type=Text)
+    revision: int | None = None
+    summary: str = Field(sa_type=Text)
+    topic: str = Field(sa_type=Text)
+    partition: int
+    offset: int

@@ -29,11 +29,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tenantflow.audit.replay import Entry, Filters, Replay, targets
+from tenantflow.audit.replay import Entry, Filters, Replay
 from tenantflow.audit.trail import TenantState, state_at, unfinished
 from tenantflow.bus.chain import ChainVerifier
 from tenantflow.bus.reader import Record
 from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.audit import targets
 from tenantflow.contracts.events import DesiredAssignment
 
 

@@ -1,9 +1,10 @@
 """The audit trail as the event log holds it: every audit-relevant event, decoded, attributed
 and summarised, read straight from Kafka with no consumer group (``bus.reader``).
 
-Audit-relevant topics: ``tenants`` (links, Intune writing, consent, unlinks) and
-``deployments`` (changes requested, verified or rejected, applied, failed, superseded). The
-``directory`` topic is a cache of Entra ID (users, groups, devices), not a record of anyone's
+Audit-relevant topics (kept forever, hash-chained): ``tenants`` (links, Intune writing,
+consent, unlinks), ``deployments`` (changes requested, verified or rejected, applied, failed,
+superseded) and ``deadletter`` (what a consumer could not handle, and why). The ``directory``
+topic is a cache of Entra ID (users, groups, devices), not a record of anyone's
 decision, and is not replayed. Events are ordered by their CloudEvents time (the producing
 service's clock at the event), then topic, partition and offset; a record that cannot be decoded
 is kept as an entry of its own, so an auditor sees it rather than a silent gap.
@@ -19,26 +20,9 @@ from uuid import UUID
 
 from tenantflow.bus.reader import PartitionReader, Record, partition_of
 from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.audit import AUDIT_TOPICS, describe, short_type
 from tenantflow.contracts.common import EventPayload, UserActor
 from tenantflow.contracts.envelope import Envelope, EnvelopeError, decode
-from tenantflow.contracts.events import (
-    ConsentRevoked,
-    DeploymentChangeApplied,
-    DeploymentChangeFailed,
-    DeploymentChangeRejected,
-    DeploymentChangeRequested,
-    DeploymentChangeSuperseded,
-    DeploymentChangeVerified,
-    DesiredAssignment,
-    IntuneWritingEnabled,
-    IntuneWritingRejected,
-    TenantLinkRejected,
-    TenantLinkVerified,
-)
-from tenantflow.contracts.topics import Topic
-
-AUDIT_TOPICS = (Topic.TENANTS, Topic.DEPLOYMENTS)
-TYPE_PREFIX = "dev.tenantflow."
 
 
 @dataclass(frozen=True)
@@ -159,7 +143,7 @@ def _entry(envelope: Envelope[EventPayload], where: dict[str, Any]) -> Entry:
     return Entry(
         time=envelope.time,
         event_id=envelope.id,
-        event_type=envelope.type.removeprefix(TYPE_PREFIX),
+        event_type=short_type(envelope.type),
         tenant_id=data.tenant_id,
         actor=who,
         actor_object_id=object_id,
@@ -168,54 +152,10 @@ def _entry(envelope: Envelope[EventPayload], where: dict[str, Any]) -> Entry:
         causation_id=data.causation_id,
         app=getattr(data, "app", None),
         revision=getattr(data, "revision", None),
-        summary=summarise(data),
+        summary=describe(data),
         data=data,
         **where,
     )
-
-
-def targets(assignments: list[DesiredAssignment]) -> str:
-    """``required: group 1b2…, available: all_users`` — short enough for a table cell."""
-    if not assignments:
-        return "none"
-    return ", ".join(
-        f"{a.intent.value}: {a.target.kind}"
-        + (f" {str(a.target.group_id)[:8]}" if a.target.group_id else "")
-        for a in assignments
-    )
-
-
-def summarise(data: EventPayload) -> str:
-    """What happened, in one line."""
-    match data:
-        case DeploymentChangeRequested():
-            what = "remove the app" if data.remove_app else targets(data.desired_assignments)
-            return f"{data.operation} requested: {what}"
-        case DeploymentChangeVerified():
-            return "verified"
-        case DeploymentChangeRejected():
-            return f"rejected: {data.reason.value}: {data.detail}"
-        case DeploymentChangeApplied():
-            if data.unchanged:
-                written = "nothing written (Intune held it)"
-            else:
-                written = f"wrote {targets(data.written_assignments)}"
-            ids = ", ".join(data.graph_request_ids) or "none"
-            return f"applied: {written}; Graph request ids {ids}"
-        case DeploymentChangeFailed():
-            return f"failed: {data.reason}: {data.detail}"
-        case DeploymentChangeSuperseded():
-            return f"superseded by revision {data.superseded_by_revision}"
-        case TenantLinkVerified():
-            return f"link verified ({data.authorized_by.value}): {data.display_name}"
-        case TenantLinkRejected() | IntuneWritingRejected():
-            return f"rejected: {data.reason.value}: {data.detail}"
-        case IntuneWritingEnabled():
-            mode = "source of truth" if data.assignments_source_of_truth else "keeps others'"
-            return f"Intune writing enabled ({mode})"
-        case ConsentRevoked():
-            return f"consent revoked for {data.app.value}: {data.reason.value}"
-    return type(data).__name__
 
 
 @dataclass
