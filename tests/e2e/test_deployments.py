@@ -8,14 +8,19 @@ exactly the desired set, and the portal shows the change applied."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
 
+from tenantflow.audit import cli
+from tenantflow.bus.settings import KafkaSettings
 from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.devinfra.services import emulated_microsoft, service_process
 from tenantflow.devinfra.testing import create_database, eventually
@@ -37,6 +42,7 @@ APP = "company-portal"
 class Stack:
     portal: str
     emulator: RunningEmulator
+    kafka: KafkaSettings
 
     def client(self, tenant: UUID, user: UUID, *roles: str) -> httpx.AsyncClient:
         token = self.emulator.user_token(tenant, user, *roles)
@@ -82,7 +88,14 @@ async def stack(
             "portal-api", logs / "portal.log", environment, settings["portal-api"]
         ) as portal,
     ):
-        yield Stack(portal.url, emulator)
+        yield Stack(
+            portal.url,
+            emulator,
+            KafkaSettings(
+                bootstrap_servers=infra.bootstrap_servers,
+                topic_prefix=environment["KAFKA_TOPIC_PREFIX"],
+            ),
+        )
 
 
 @dataclass
@@ -317,3 +330,117 @@ async def test_after_the_writers_consent_is_revoked_a_change_is_rejected_with_th
         )
     # the portal knows now: the next change is refused before it is stored
     assert refused.status_code == 409
+
+
+def intune_held(stack: Stack, tenant: Tenant) -> set[tuple[str, str]]:
+    """(group id, intent) of every assignment of the tenant's one app in the emulator."""
+    with stack.emulator.client() as control:
+        apps = control.get(f"/_emulator/tenants/{tenant.id}").json()["intune_apps"]
+    return {(a["target"]["groupId"], a["intent"]) for app in apps for a in app["assignments"]}
+
+
+async def audit(stack: Stack, *argv: str) -> tuple[int, str]:
+    """tenantflow-audit as an auditor runs it, with the services' KAFKA_* settings."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KAFKA_BOOTSTRAP_SERVERS", stack.kafka.bootstrap_servers)
+        patch.setenv("KAFKA_TOPIC_PREFIX", stack.kafka.topic_prefix)
+        status = await cli.run(cli.parser().parse_args(list(argv)), out, err)
+    return status, out.getvalue()
+
+
+async def test_the_audit_trail_replays_what_was_done_by_whom_and_what_intune_held(
+    stack: Stack,
+) -> None:
+    """Link, activate, three changes by two users (one rejected), unlink: the replay lists
+    exactly that, in order, by whom; its state at moments equals what the emulator's Intune
+    held then; the chains of every service are whole."""
+    tenant = await ready(stack)
+    deployment = f"/v1/tenants/{tenant.id}/deployments/{APP}"
+    held: list[tuple[datetime, set[tuple[str, str]]]] = []
+    async with (
+        stack.client(tenant.id, tenant.operator, OPERATOR) as operator,
+        stack.client(tenant.id, tenant.stranger, OPERATOR) as stranger,
+        stack.client(tenant.id, tenant.admin, ADMIN) as admin,
+    ):
+        for who, intent, group, outcome in (
+            (operator, "required", tenant.groups[0], "applied"),
+            (stranger, "available", tenant.groups[1], "rejected"),
+            (operator, "available", tenant.groups[2], "applied"),
+        ):
+            current = await who.get(deployment)
+            precondition = (
+                {"if-match": current.headers["etag"]}
+                if current.status_code == 200
+                else {"if-none-match": "*"}
+            )
+            target = {"kind": "group", "group_id": str(group)}
+            accepted = await who.put(
+                deployment,
+                json={"assignments": [{"target": target, "intent": intent}]},
+                headers=precondition,
+            )
+            assert accepted.status_code == 202, accepted.text
+            change = await change_status(
+                who, accepted.headers["location"], {"applied", "failed", "rejected"}
+            )
+            assert change["status"] == outcome, change
+            held.append((datetime.now(UTC), intune_held(stack, tenant)))
+        linked = await admin.get(f"/v1/tenants/{tenant.id}")
+        unlink = await admin.delete(
+            f"/v1/tenants/{tenant.id}", headers={"if-match": linked.headers["etag"]}
+        )
+        assert unlink.status_code == 202, unlink.text
+        assert unlink.json()["status"] == "unlinked"
+
+    async def complete() -> bool:
+        _, text = await audit(stack, "timeline", "--tenant", str(tenant.id), "--format", "jsonl")
+        return any(
+            json.loads(line)["event_type"] == "tenant.unlinked" for line in text.splitlines()
+        )
+
+    await eventually(complete, within=30, what="the unlink on the log")
+    _, text = await audit(stack, "timeline", "--tenant", str(tenant.id), "--format", "jsonl")
+    rows = [json.loads(line) for line in text.splitlines()]
+    changes = [
+        (
+            r["event_type"].removeprefix("deployment.change."),
+            r["source"].removeprefix("/tenantflow/"),
+            r["actor_object_id"] or r["actor"],
+        )
+        for r in rows
+        if r["event_type"].startswith("deployment.change.")
+    ]
+    operator, stranger = str(tenant.operator), str(tenant.stranger)
+    # who asked stays the actor of consent's verdict; the write is the writer's own act
+    assert changes == [
+        ("requested", "portal-api", operator),
+        ("verified", "consent", operator),
+        ("applied", "intune-writer", "service intune-writer"),
+        ("requested", "portal-api", stranger),
+        ("rejected", "consent", stranger),
+        ("requested", "portal-api", operator),
+        ("verified", "consent", operator),
+        ("applied", "intune-writer", "service intune-writer"),
+    ]
+    lifecycle = [r["event_type"] for r in rows if r["event_type"].startswith("tenant.")]
+    assert [e for e in lifecycle if e != "tenant.verification.deferred"] == [
+        "tenant.link.requested",
+        "tenant.link.verified",
+        "tenant.intune_writing.activation_requested",
+        "tenant.intune_writing.enabled",
+        "tenant.unlinked",
+    ]
+    assert rows[0]["actor_object_id"] == str(tenant.admin)
+
+    for at, intune in held:
+        _, document = await audit(
+            stack, "state", "--tenant", str(tenant.id), "--at", at.isoformat(), "--format", "json"
+        )
+        [state] = json.loads(document)["deployments"]
+        applied = {(a["target"]["group_id"], a["intent"]) for a in state["applied"]}
+        assert applied == intune, at
+
+    status, report = await audit(stack, "verify", "--tenant", str(tenant.id))
+    assert status == 0, report
+    assert " 0 breaks; 3 changes requested, 3 reached an end, 0 did not" in report

@@ -72,6 +72,8 @@ class Entry:
     app: str | None
     revision: int | None
     summary: str
+    source: str = ""
+    """The service that recorded the event (CloudEvents source, ``/tenantflow/consent``)."""
     data: EventPayload | None = field(default=None, compare=False, repr=False)
 
     def acted_by(self, actor: str) -> bool:
@@ -96,6 +98,7 @@ class Entry:
             "app": self.app,
             "revision": self.revision,
             "summary": self.summary,
+            "source": self.source,
             "event_id": self.event_id,
             "topic": self.topic,
             "partition": self.partition,
@@ -153,6 +156,7 @@ def _entry(envelope: Envelope[EventPayload], where: dict[str, Any]) -> Entry:
         app=getattr(data, "app", None),
         revision=getattr(data, "revision", None),
         summary=describe(data),
+        source=envelope.source,
         data=data,
         **where,
     )
