@@ -4,7 +4,10 @@ describe an event the same way."""
 
 from __future__ import annotations
 
-from tenantflow.contracts.common import EventPayload
+from typing import Any
+
+from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.events import (
     ConsentRevoked,
     DeadLettered,
@@ -79,3 +82,28 @@ def describe(data: EventPayload) -> str:
         case ConsentRevoked():
             return f"consent revoked for {data.app.value}: {data.reason.value}"
     return type(data).__name__
+
+
+def audit_fields(envelope: Envelope[EventPayload]) -> dict[str, Any]:
+    """An event as an audit trail records it: when, what, who (``user <object id>`` with the
+    display name then, or ``service <name>``), which change, what caused it, the deployment
+    it is about, and what happened in one line."""
+    data, actor = envelope.data, envelope.data.actor
+    if isinstance(actor, UserActor):
+        who, object_id, name = f"user {actor.object_id}", actor.object_id, actor.display_name
+    else:
+        who, object_id, name = f"service {actor.service}", None, None
+    return {
+        "event_id": envelope.id,
+        "time": envelope.time,
+        "event_type": short_type(envelope.type),
+        "tenant_id": data.tenant_id,
+        "actor": who,
+        "actor_object_id": object_id,
+        "actor_name": name,
+        "change_id": data.correlation_id,
+        "causation_id": data.causation_id,
+        "app": getattr(data, "app", None),
+        "revision": getattr(data, "revision", None),
+        "summary": describe(data),
+    }

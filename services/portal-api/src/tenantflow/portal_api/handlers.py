@@ -18,8 +18,8 @@ from sqlmodel import col, select
 
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.runtime import ServiceRuntime
-from tenantflow.contracts.audit import AUDIT_TOPICS, describe, short_type
-from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.audit import AUDIT_TOPICS, audit_fields
+from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.events import (
     AssignmentFiltersSynced,
     ConsentRevoked,
@@ -399,27 +399,11 @@ def register_audit(runtime: ServiceRuntime) -> None:
     audit = runtime.consumer("audit", *AUDIT_TOPICS)
 
     async def record(event: EventPayload, ctx: HandlerContext) -> None:
-        actor = event.actor
-        if isinstance(actor, UserActor):
-            who, object_id, name = f"user {actor.object_id}", actor.object_id, actor.display_name
-        else:
-            who, object_id, name = f"service {actor.service}", None, None
         topic, partition, offset = ctx.position or ("", -1, -1)
         await ctx.session.exec(
             insert(AuditEventRow)
             .values(
-                event_id=ctx.envelope.id,
-                tenant_id=event.tenant_id,
-                time=ctx.envelope.time,
-                event_type=short_type(ctx.envelope.type),
-                actor=who,
-                actor_object_id=object_id,
-                actor_name=name,
-                change_id=event.correlation_id,
-                causation_id=event.causation_id,
-                app=getattr(event, "app", None),
-                revision=getattr(event, "revision", None),
-                summary=describe(event),
+                **audit_fields(ctx.envelope),
                 topic=topic.removeprefix(runtime.kafka.topic_prefix),
                 partition=partition,
                 offset=offset,

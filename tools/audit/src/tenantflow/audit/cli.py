@@ -133,7 +133,7 @@ def write_timeline(entries: Sequence[Entry], form: str, out: IO[str], console: C
             entry.time.isoformat(timespec="milliseconds"),
             str(entry.tenant_id or "")[:8],
             entry.event_type,
-            entry.actor,
+            f"{entry.actor} ({entry.actor_name})" if entry.actor_name else entry.actor,
             str(entry.change_id or "")[:8],
             f"{entry.app} r{entry.revision}" if entry.app else "",
             entry.summary,

@@ -20,8 +20,8 @@ from uuid import UUID
 
 from tenantflow.bus.reader import PartitionReader, Record, partition_of
 from tenantflow.bus.settings import KafkaSettings
-from tenantflow.contracts.audit import AUDIT_TOPICS, describe, short_type
-from tenantflow.contracts.common import EventPayload, UserActor
+from tenantflow.contracts.audit import AUDIT_TOPICS, audit_fields
+from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.envelope import Envelope, EnvelopeError, decode
 
 
@@ -64,7 +64,7 @@ class Entry:
     """Without tenantflow's prefix: ``deployment.change.applied``."""
     tenant_id: UUID | None
     actor: str
-    """``user <object id> (<display name>)`` or ``service <name>``."""
+    """``user <object id>`` or ``service <name>`` (a user's display name: ``actor_name``)."""
     actor_object_id: UUID | None
     actor_name: str | None
     change_id: UUID | None
@@ -135,31 +135,7 @@ def entry_of(record: Record, prefix: str) -> Entry:
 
 
 def _entry(envelope: Envelope[EventPayload], where: dict[str, Any]) -> Entry:
-    data = envelope.data
-    actor = data.actor
-    if isinstance(actor, UserActor):
-        name = actor.display_name
-        who = f"user {actor.object_id}" + (f" ({name})" if name else "")
-        object_id: UUID | None = actor.object_id
-    else:
-        name, who, object_id = None, f"service {actor.service}", None
-    return Entry(
-        time=envelope.time,
-        event_id=envelope.id,
-        event_type=short_type(envelope.type),
-        tenant_id=data.tenant_id,
-        actor=who,
-        actor_object_id=object_id,
-        actor_name=name,
-        change_id=data.correlation_id,
-        causation_id=data.causation_id,
-        app=getattr(data, "app", None),
-        revision=getattr(data, "revision", None),
-        summary=describe(data),
-        source=envelope.source,
-        data=data,
-        **where,
-    )
+    return Entry(**audit_fields(envelope), source=envelope.source, data=envelope.data, **where)
 
 
 @dataclass
