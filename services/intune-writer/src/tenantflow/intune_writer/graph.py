@@ -73,6 +73,16 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One request's answer inside a JSON batch, already counted in the budget."""
+
+    status: int
+    body: Any
+    throttled: tuple[float, str | None] | None
+    """A 429's Retry-After (seconds) and x-ms-throttle-scope."""
+
+
 class NoBudget(Exception):
     """The tenant's budget has no room for the call now: the work waits, nothing was sent."""
 
@@ -191,33 +201,47 @@ class IntuneSession:
             {"id": str(n), "method": "GET", "url": f"{APPS_RELATIVE}/{app_id}/assignments"}
             for n, app_id in enumerate(taken)
         ]
+        batch, items = await self._batch(False, requests)
+        if batch.request_id:
+            calls.all.append(batch.request_id)
+        held = self.held if self.held is not None else {}
+        for app_id, item in zip(taken, items, strict=True):
+            body = item.body if item.status == 200 else None
+            if isinstance(body, dict) and "@odata.nextLink" not in body:
+                held[app_id] = list(body.get("value") or [])
+
+    async def _batch(
+        self, write: bool, requests: list[dict[str, Any]]
+    ) -> tuple[GraphAnswer, list[BatchItem]]:
+        """``requests`` (reserved in the budget already) as one JSON batch, each counted on
+        its own as Intune counts it: answered, or throttled with its item's Retry-After. When
+        the batch call itself fails, whether Intune saw them is unknown: all are counted, and
+        the failure raised."""
         try:
             batch = await self.graph.call(
                 self.token, "POST", "/beta/$batch", json={"requests": requests}
             )
         except BaseException as exc:
-            for _ in taken:
+            for _ in requests:
                 if isinstance(exc, Throttled):
-                    self.budget.throttled(self.clock(), exc.retry_after_s, False, exc.scope)
+                    self.budget.throttled(self.clock(), exc.retry_after_s, write, exc.scope)
                 else:
-                    self.budget.answered(self.clock(), write=False)
+                    self.budget.answered(self.clock(), write)
             raise
-        if batch.request_id:
-            calls.all.append(batch.request_id)
-        items = {str(item.get("id")): item for item in batch.body.get("responses", [])}
-        held = self.held if self.held is not None else {}
-        for n, app_id in enumerate(taken):
-            item = items.get(str(n), {"status": 500, "headers": {}})
-            headers = dict(item.get("headers") or {})
-            if int(item["status"]) == 429:
+        answered = {str(item.get("id")): item for item in batch.body.get("responses", [])}
+        items = []
+        for request in requests:
+            item = answered.get(request["id"], {"status": 500, "body": None, "headers": {}})
+            status, headers = int(item["status"]), dict(item.get("headers") or {})
+            throttled = None
+            if status == 429:
                 wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
-                scope = _header(headers, "x-ms-throttle-scope")
-                self.budget.throttled(self.clock(), wait, False, scope)
-                continue
-            self.budget.answered(self.clock(), write=False)
-            body = item.get("body") if int(item["status"]) == 200 else None
-            if isinstance(body, dict) and "@odata.nextLink" not in body:
-                held[app_id] = list(body.get("value") or [])
+                throttled = (wait, _header(headers, "x-ms-throttle-scope"))
+                self.budget.throttled(self.clock(), wait, write, throttled[1])
+            else:
+                self.budget.answered(self.clock(), write)
+            items.append(BatchItem(status, item.get("body"), throttled))
+        return batch, items
 
     async def create(self, calls: Calls, app: CatalogApp) -> UUID:
         created = await self.call(calls, True, "POST", APPS, json=app_body(self.tenant_id, app))
@@ -229,7 +253,7 @@ class IntuneSession:
         return app_id
 
     async def assignments(self, calls: Calls, app_id: UUID) -> list[dict[str, Any]]:
-        """What Intune holds for the app: from this round's inventory, or read now."""
+        """What Intune holds for the app: as this round's ``prefetch`` read it, or read now."""
         if self.held is not None and app_id in self.held:
             return self.held[app_id]
         items: list[dict[str, Any]] = []
@@ -295,40 +319,26 @@ class IntuneSession:
             for n, (app_id, body, _) in enumerate(queued)
         ]
         try:
-            batch = await self.graph.call(
-                self.token, "POST", "/beta/$batch", json={"requests": requests}
-            )
+            batch, items = await self._batch(True, requests)
         except BaseException as exc:
-            for _, _, answer in queued:  # whether Intune saw them is unknown: count them
-                if isinstance(exc, Throttled):
-                    self.budget.throttled(self.clock(), exc.retry_after_s, True, exc.scope)
-                else:
-                    self.budget.answered(self.clock(), write=True)
+            for _, _, answer in queued:
                 if not answer.done():
                     answer.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        items = {str(item.get("id")): item for item in batch.body.get("responses", [])}
-        for n, (app_id, _, answer) in enumerate(queued):
-            item = items.get(str(n), {"status": 500, "body": None, "headers": {}})
-            status, headers = int(item["status"]), dict(item.get("headers") or {})
+        for (app_id, _, answer), item in zip(queued, items, strict=True):
             what = f"POST {APPS}/{app_id}/assign"
             outcome: BaseException | str | None
-            if status == 429:
-                wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
-                scope = _header(headers, "x-ms-throttle-scope")
-                self.budget.throttled(self.clock(), wait, True, scope)
-                outcome = Throttled(wait, scope, what, batch.request_id)
+            if item.throttled is not None:
+                outcome = Throttled(*item.throttled, what, batch.request_id)
+            elif item.status < 400:
+                outcome = batch.request_id
+            elif item.status >= 500:
+                outcome = TransientError(f"{what}: Graph answered {item.status}")
             else:
-                self.budget.answered(self.clock(), write=True)
-                if status < 400:
-                    outcome = batch.request_id
-                elif status >= 500:
-                    outcome = TransientError(f"{what}: Graph answered {status}")
-                else:
-                    code, message = graph_error(item.get("body"))
-                    outcome = GraphCallFailed(status, code, message, batch.request_id)
+                code, message = graph_error(item.body)
+                outcome = GraphCallFailed(item.status, code, message, batch.request_id)
             if answer.done():
                 continue  # its round was cut short while the batch was out: counted, no more
             if isinstance(outcome, BaseException):

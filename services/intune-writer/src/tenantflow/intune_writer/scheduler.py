@@ -543,15 +543,22 @@ class Scheduler:
                 raise LeaseLost(tenant_id)
             if tenant.state != TenantState.ACTIVE:
                 raise Parked(tenant_id)
-            held = {"tenant": tenant_id, "apps": apps}
             rows = (
-                {row.app: row for row in await connection.execute(LOCK_DEPLOYMENTS, held)}
+                {
+                    row.app: row
+                    for row in await connection.execute(
+                        LOCK_DEPLOYMENTS, {"tenant": tenant_id, "apps": apps}
+                    )
+                }
                 if apps
                 else {}
             )
             waiting: dict[str, list[Any]] = defaultdict(list)
-            if any(not isinstance(o, Deferred) for o in outcomes):
-                for change in await connection.execute(WAITING_CHANGES, held):
+            ended = sorted({o.work.app for o in outcomes if not isinstance(o, Deferred)})
+            if ended:
+                for change in await connection.execute(
+                    WAITING_CHANGES, {"tenant": tenant_id, "apps": ended}
+                ):
                     waiting[change.app].append(change)
             recorded: list[dict[str, Any]] = []
             states: list[tuple[UUID, ChangeState]] = []
@@ -598,17 +605,23 @@ class Scheduler:
                 )
             await self.runtime.outbox.add_many(connection, events)
             step = await self._next(connection, tenant_id, tenant.source_of_truth, budget, pause)
-            released = self._released(budget, step.wait_s, self.clock()) if step.released else {}
+            held = (
+                self._released(budget, step.wait_s, self.clock())
+                if step.released
+                else {
+                    "lease_until": self.clock() + timedelta(seconds=self.settings.lease_s),
+                    "not_before": None,  # kept as it is (RECORD_TENANT)
+                    "budget": self._budget_state(budget),
+                }
+            )
             await connection.execute(
                 RECORD_TENANT,
                 {
                     "tenant": tenant_id,
                     "released": step.released,
-                    "until": None
-                    if step.released
-                    else self.clock() + timedelta(seconds=self.settings.lease_s),
-                    "not_before": released.get("not_before"),
-                    "budget": json.dumps(released.get("budget") or self._budget_state(budget)),
+                    "until": held["lease_until"],
+                    "not_before": held["not_before"],
+                    "budget": json.dumps(held["budget"]),
                 },
             )
         if step.wait_s > 0:
