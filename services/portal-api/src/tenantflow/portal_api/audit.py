@@ -8,9 +8,6 @@ cannot reach is 404, and the tenant's rate limit is charged only once the caller
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -22,6 +19,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import col, select
 
 from tenantflow.bus.db import snapshot
+from tenantflow.portal_api import cursors
 from tenantflow.portal_api.auth import PortalRole, Principal
 from tenantflow.portal_api.deps import PortalDep, holding, limit_tenant
 from tenantflow.portal_api.models import AuditEventRow
@@ -62,19 +60,6 @@ class AuditPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last page."
     )
-
-
-def _encode(row: AuditEventRow) -> str:
-    raw = json.dumps([row.time.isoformat(), row.event_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, str]:
-    try:
-        moment, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(str(moment)), str(event_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise Problem(400, "The cursor is not one this API returned.") from None
 
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
@@ -136,14 +121,20 @@ async def list_audit_events(
     if (moment := _aware("until", until)) is not None:
         statement = statement.where(col(rows.time) <= moment)
     if cursor is not None:
-        statement = statement.where(tuple_(col(rows.time), col(rows.event_id)) > _decode(cursor))
+        statement = statement.where(
+            tuple_(col(rows.time), col(rows.event_id))
+            > cursors.unpack(cursor, datetime.fromisoformat, str)
+        )
     async with snapshot(portal.runtime.sessions) as session:
         await reachable(session, user, wanted)
         limit_tenant(portal, wanted)
         found = list((await session.exec(statement)).all())
     more = len(found) > limit
     items = [AuditEvent.model_validate(row, from_attributes=True) for row in found[:limit]]
-    next_cursor = _encode(found[limit - 1]) if more else None
+    next_cursor = None
+    if more:
+        last = found[limit - 1]
+        next_cursor = cursors.pack(last.time.isoformat(), last.event_id)
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
         response.headers["Link"] = f'<{next_url}>; rel="next"'

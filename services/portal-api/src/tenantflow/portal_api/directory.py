@@ -7,9 +7,6 @@ tenant's rate limit is charged only once the caller is known to reach it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -22,6 +19,7 @@ from sqlmodel import col, select
 
 from tenantflow.bus.db import transaction
 from tenantflow.contracts.events import DirectorySyncRequested
+from tenantflow.portal_api import cursors
 from tenantflow.portal_api.deps import OperatorUser, PortalDep, PortalUser, limit_tenant
 from tenantflow.portal_api.models import (
     AssignmentFilterRow,
@@ -39,19 +37,6 @@ from tenantflow.portal_api.tenants import PROBLEMS, actor, problem, reachable, t
 router = APIRouter(prefix="/v1/tenants", tags=["directory"])
 
 SEARCH_MAX = 256
-
-
-def _encode_cursor(group: DirectoryGroup) -> str:
-    raw = json.dumps([group.name_key, str(group.group_id)], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, UUID]:
-    try:
-        name_key, group_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return str(name_key), UUID(str(group_id))
-    except (ValueError, TypeError, binascii.Error):
-        raise Problem(400, "The cursor is not one this API returned.") from None
 
 
 def _like_prefix(search: str) -> str:
@@ -93,7 +78,7 @@ async def list_groups(
             col(DirectoryGroup.name_key).like(_like_prefix(search), escape="\\")
         )
     if cursor is not None:
-        after = _decode_cursor(cursor)
+        after = cursors.unpack(cursor, str, UUID)
         statement = statement.where(
             tuple_(col(DirectoryGroup.name_key), col(DirectoryGroup.group_id)) > after
         )
@@ -103,7 +88,7 @@ async def list_groups(
         groups = list((await session.exec(statement)).all())
     more = len(groups) > limit
     groups = groups[:limit]
-    next_cursor = _encode_cursor(groups[-1]) if more else None
+    next_cursor = cursors.pack(groups[-1].name_key, str(groups[-1].group_id)) if more else None
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
         response.headers["Link"] = f'<{next_url}>; rel="next"'
