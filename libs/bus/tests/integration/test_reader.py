@@ -4,6 +4,7 @@ tenant's partition only, and nothing left behind for any consumer group."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from uuid import UUID, uuid4
 
 import pytest
@@ -14,7 +15,7 @@ from tenantflow.bus.reader import PartitionReader, partition_of
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.envelope import decode
-from tenantflow.contracts.events import TenantLinkRequested
+from tenantflow.contracts.events import DeploymentChangeRequested, TenantLinkRequested
 from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.testing import publish
 
@@ -74,6 +75,60 @@ async def test_one_tenants_partition_holds_all_its_events_and_none_of_the_read_c
     assert elsewhere  # twenty tenants over six partitions: some are on others
     tenants = {decode(r.headers, r.value).data.tenant_id for r in records}
     assert not tenants & set(elsewhere)
+
+
+async def test_in_time_order_merges_the_partitions_by_timestamp_keeping_each_ones_order(
+    kafka_settings: KafkaSettings,
+) -> None:
+    tenants = [uuid4() for _ in range(12)]
+    ours: list[str] = []
+    for round_ in range(3):  # one at a time: each later than the one before
+        for tenant in tenants:
+            event = requested(tenant) if round_ != 1 else applied(tenant)
+            ours += await publish(kafka_settings, event)
+    # small fetches: a partition is read in many, the others wait paused meanwhile
+    reader = PartitionReader(
+        kafka_settings, [Topic.TENANTS, Topic.DEPLOYMENTS], max_partition_fetch_bytes=2048
+    )
+    records = [r async for run in reader.in_time_order() for r in run]
+
+    assert len(records) == reader.planned
+    everything = [r async for batch in reader.batches() for r in batch]
+    assert sorted((r.topic, r.partition, r.offset) for r in records) == sorted(
+        (r.topic, r.partition, r.offset) for r in everything
+    )
+    last: dict[tuple[str, int], int] = {}
+    for record in records:  # each partition in offset order
+        assert record.offset > last.get((record.topic, record.partition), -1)
+        last[(record.topic, record.partition)] = record.offset
+    ids = [decode(r.headers, r.value).id for r in records]
+    found = [ids.index(event_id) for event_id in ours]
+    for before, after in pairwise(found):
+        if records[before].timestamp < records[after].timestamp:  # later, wherever it went
+            assert before < after
+
+
+def applied(tenant: UUID) -> DeploymentChangeRequested:
+    return DeploymentChangeRequested.model_validate(
+        {
+            "tenant_id": str(tenant),
+            "actor": {"kind": "user", "tenant_id": str(tenant), "object_id": str(uuid4())},
+            "correlation_id": str(uuid4()),
+            "app": "company-portal",
+            "revision": 1,
+            "replaces_revision": 0,
+            "operation": "replace",
+            "catalog_app": {
+                "catalog_id": "company-portal",
+                "display_name": "Company Portal",
+                "publisher": "Microsoft",
+                "package_identifier": "9WZDNCRFJ3PZ",
+                "run_as_account": "user",
+            },
+            "desired_assignments": [],
+            "previous_assignments": [],
+        }
+    )
 
 
 async def consumer_groups(settings: KafkaSettings) -> set[str]:

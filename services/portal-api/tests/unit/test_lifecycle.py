@@ -7,8 +7,8 @@ from uuid import uuid4
 
 import pytest
 
+from tenantflow.contracts.common import UserActor
 from tenantflow.portal_api import lifecycle
-from tenantflow.portal_api.auth import PortalRole, Principal
 from tenantflow.portal_api.lifecycle import CHANGE, INTUNE_WRITING, LINK, Step, Verdict
 from tenantflow.portal_api.models import (
     ChangeStatus,
@@ -21,13 +21,13 @@ from tenantflow.portal_api.models import (
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-ADA = Principal(uuid4(), uuid4(), frozenset({PortalRole.ADMIN}), "Ada")
+ADA = UserActor(tenant_id=uuid4(), object_id=uuid4(), display_name="Ada")
 REFUSED = Verdict("permission_missing", "lacks it", ("Directory.Read.All",), "https://consent")
 
 
 def requested(track: Track = Track.LINK) -> TenantTrack:
     fresh = lifecycle.new_track(uuid4(), uuid4(), track)
-    assert lifecycle.request(fresh, ADA, NOW)
+    assert lifecycle.request(fresh, uuid4(), ADA, NOW)
     return fresh
 
 
@@ -42,9 +42,9 @@ def test_a_first_request_is_pending_with_a_change_id_and_its_requester() -> None
 def test_asking_again_while_pending_or_granted_is_not_a_new_request() -> None:
     track = requested()
     first = track.change_id
-    assert not lifecycle.request(track, ADA, NOW)
+    assert not lifecycle.request(track, uuid4(), ADA, NOW)
     assert lifecycle.answer(track, first, Step.VERIFY)
-    assert not lifecycle.request(track, ADA, NOW)
+    assert not lifecycle.request(track, uuid4(), ADA, NOW)
     assert (track.status, track.change_id) == (LinkStatus.LINKED, first)
 
 
@@ -64,7 +64,7 @@ def test_a_new_request_clears_the_last_verdict() -> None:
     track = requested()
     lifecycle.answer(track, track.change_id, Step.REJECT, REFUSED)
     rejected_change = track.change_id
-    assert lifecycle.request(track, ADA, NOW)
+    assert lifecycle.request(track, uuid4(), ADA, NOW)
     assert track.change_id != rejected_change
     assert (track.status, track.reason, track.missing_permissions) == (
         LinkStatus.PENDING,

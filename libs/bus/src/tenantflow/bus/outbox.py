@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -60,9 +61,13 @@ class Outbox:
         self.source = source
 
     def envelope(
-        self, data: EventPayload, traceparent: str | None = None
+        self, data: EventPayload, traceparent: str | None = None, at: datetime | None = None
     ) -> Envelope[EventPayload]:
-        return Envelope(data=data, source=self.source, traceparent=traceparent)
+        """``data`` as this service publishes it; dated ``at`` (now when not given): a service
+        that records the moment of a decision in its rows dates the event the same."""
+        if at is None:
+            return Envelope(data=data, source=self.source, traceparent=traceparent)
+        return Envelope(data=data, source=self.source, traceparent=traceparent, time=at)
 
     def _row(self, envelope: Envelope[EventPayload]) -> dict[str, Any]:
         return {

@@ -12,9 +12,11 @@ names it, so a reader of one tenant need not read the others' partitions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from heapq import heappop, heappush
 from typing import Any, TypeAlias
 from uuid import UUID
 
@@ -49,6 +51,7 @@ class PartitionReader:
     planned: int | None = None
     """Offsets between the start and the end of the read under way (records, or fewer where
     a topic was compacted): known once ``batches`` has begun, for a progress bar."""
+    _reading: set[TopicPartition] = field(default_factory=set, init=False, repr=False)
 
     def partitions(self) -> list[TopicPartition]:
         return [
@@ -64,6 +67,56 @@ class PartitionReader:
     async def batches(self, since: datetime | None = None) -> AsyncIterator[list[Record]]:
         """Every record from the beginning (or from ``since``) to the end offsets read when
         the call began, a fetch at a time (each partition's records in offset order)."""
+        async for fetched, _ in self._fetches(since, lambda _: False):
+            batch = [record for records in fetched.values() for record in records]
+            if batch:
+                yield batch
+
+    async def in_time_order(self, since: datetime | None = None) -> AsyncIterator[list[Record]]:
+        """The same records, each partition's in offset order and the partitions merged by
+        record timestamp (when Kafka got them; ties by topic, partition), a run at a time.
+
+        Streaming: a partition is read ahead only while its buffer is empty (the others are
+        paused), so memory holds about one fetch per partition however long the log is."""
+        buffers: dict[TopicPartition, deque[Record]] = {}
+        heads: list[tuple[int, str, int, TopicPartition]] = []
+        starving: set[TopicPartition] | None = None
+        """Partitions still being read with nothing buffered: none may be passed by."""
+
+        def empty(partition: TopicPartition) -> bool:
+            return not buffers.get(partition)
+
+        async for fetched, finished in self._fetches(since, empty):
+            if starving is None:
+                starving = set(self._reading)
+            for partition, records in fetched.items():
+                buffer = buffers.setdefault(partition, deque())
+                if not buffer and records:
+                    first = records[0]
+                    heappush(heads, (first.timestamp, first.topic, first.partition, partition))
+                buffer.extend(records)
+                if buffer:
+                    starving.discard(partition)
+            starving -= finished
+            run: list[Record] = []
+            while heads and not starving:
+                _, _, _, partition = heappop(heads)
+                buffer = buffers[partition]
+                run.append(buffer.popleft())
+                if buffer:
+                    nxt = buffer[0]
+                    heappush(heads, (nxt.timestamp, nxt.topic, nxt.partition, partition))
+                elif partition not in finished:
+                    starving.add(partition)
+            if run:
+                yield run
+
+    async def _fetches(
+        self, since: datetime | None, wanted: Callable[[TopicPartition], bool]
+    ) -> AsyncIterator[tuple[dict[TopicPartition, list[Record]], set[TopicPartition]]]:
+        """Fetches to the end offsets: each one's records by partition (up to the end offset)
+        and the partitions read to their end so far. Partitions that ``wanted`` declines are
+        paused until it takes them again."""
         consumer = AIOKafkaConsumer(
             **connection_kwargs(self.settings, self.client_id),
             group_id=None,
@@ -81,21 +134,24 @@ class PartitionReader:
             starts = await self._starts(consumer, partitions, since, ends)
             self.planned = sum(ends[p] - starts[p] for p in partitions)
             left = {p for p in partitions if starts[p] < ends[p]}
+            self._reading = set(left)
             for partition in partitions:
                 consumer.seek(partition, starts[partition])
             while left:
-                fetched = await consumer.getmany(*left, timeout_ms=1000)
-                batch: list[Record] = []
+                taken = {p for p in left if wanted(p)} or left
+                consumer.pause(*(left - taken))
+                consumer.resume(*taken)
+                fetched = await consumer.getmany(*taken, timeout_ms=1000)
+                kept: dict[TopicPartition, list[Record]] = {}
                 for partition, records in fetched.items():
                     end = ends[partition]
-                    batch.extend(r for r in records if r.offset < end)
+                    kept[partition] = [r for r in records if r.offset < end]
                     if records and records[-1].offset >= end - 1:
                         left.discard(partition)
-                for partition in list(left):  # an end offset past compacted or aborted records
+                for partition in list(taken & left):  # an end past compacted or aborted records
                     if await consumer.position(partition) >= ends[partition]:
                         left.discard(partition)
-                if batch:
-                    yield batch
+                yield kept, set(partitions) - left
         finally:
             await consumer.stop()
 

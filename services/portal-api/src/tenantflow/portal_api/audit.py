@@ -1,6 +1,6 @@
 """/v1/tenants/{tenant_id}/audit: the tenant's audit trail, for the Auditor and Admin roles.
 
-Served from the portal's read model of the audit topics (``handlers.register_audit``): the same
+Served from the portal's read model of the audit topics (``handlers.audit_recorder``): the same
 events ``tenantflow-audit`` replays from Kafka, described the same way
 (``contracts.audit.describe``). Same isolation as the tenant itself: a tenant the user's account
 cannot reach is 404, and the tenant's rate limit is charged only once the caller reaches it.

@@ -52,9 +52,6 @@ def bootstrap(settings: Settings) -> Portal:
     )
     runtime.in_background("signing-keys", jwks.keep_fresh)
     handlers.register(runtime)
-    handlers.register_directory(runtime)
-    handlers.register_deployments(runtime)
-    handlers.register_audit(runtime)
     return Portal(
         settings=settings,
         runtime=runtime,

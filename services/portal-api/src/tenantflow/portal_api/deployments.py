@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenantflow.bus.db import snapshot, transaction
+from tenantflow.contracts.common import UserActor
 from tenantflow.contracts.events import (
     AssignmentTarget,
     DeploymentChangeRequested,
@@ -545,57 +546,28 @@ async def _change(
             response.status_code = 200
             [public] = await _with_latest(session, [deployment])
             return public
-        now = datetime.now(UTC)
-        change_id = uuid4()
         replaces = deployment.revision if deployment else 0
-        if deployment is None:
-            deployment = Deployment(
-                tenant_id=wanted, app=app, revision=0, latest_change_id=change_id
-            )
-        deployment.revision = replaces + 1
-        deployment.desired = _documents(desired)
-        deployment.removed = operation == "remove"
-        deployment.latest_change_id = change_id
-        deployment.updated_at = now
-        change = lifecycle.requested(
-            DeploymentChange(
-                change_id=change_id,
-                tenant_id=wanted,
-                app=app,
-                revision=deployment.revision,
-                replaces_revision=replaces,
-                operation=operation,
-                status=ChangeStatus.REQUESTED,
-                desired=deployment.desired,
-                previous=_documents(previous),
-                confirmed=confirm and impact.needs_confirmation(settings.blast_radius_max_removals),
-                requested_by_tenant_id=user.tenant_id,
-                requested_by_object_id=user.object_id,
-                requested_by_name=user.name,
-                requested_at=now,
-            )
+        event = DeploymentChangeRequested(
+            tenant_id=wanted,
+            actor=actor(user),
+            correlation_id=uuid4(),
+            app=app,
+            revision=replaces + 1,
+            catalog_app=catalog.contract_of(app_row),
+            replaces_revision=replaces,
+            operation=operation,
+            desired_assignments=desired,
+            previous_assignments=previous,
+            remove_app=remove_app,
+            confirmed=confirm and held,
+            actor_name=user.name,
         )
-        session.add_all([deployment, change])
-        await portal.runtime.outbox.add(
-            session,
-            DeploymentChangeRequested(
-                tenant_id=wanted,
-                actor=actor(user),
-                correlation_id=change_id,
-                app=app,
-                revision=deployment.revision,
-                catalog_app=catalog.contract_of(app_row),
-                replaces_revision=replaces,
-                operation=operation,
-                desired_assignments=desired,
-                previous_assignments=previous,
-                remove_app=remove_app,
-                confirmed=change.confirmed,
-                actor_name=user.name,
-            ),
-        )
+        now, outbox = datetime.now(UTC), portal.runtime.outbox
+        deployment, change = record_change_requested(session, deployment, event, now)
+        await outbox.add(session, outbox.envelope(event, at=now))
         await session.flush()
         public = DeploymentPublic.of(deployment, change)
+        change_id = change.change_id
     response.status_code = 202
     response.headers["ETag"] = f'"{public.revision}"'
     response.headers["Location"] = str(request.url_for("get_change", change_id=change_id))
@@ -615,6 +587,52 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     **WRITE_PROBLEMS,
 }
+
+
+def record_change_requested(
+    session: AsyncSession,
+    deployment: Deployment | None,
+    event: DeploymentChangeRequested,
+    at: datetime,
+) -> tuple[Deployment, DeploymentChange]:
+    """The change ``event`` requested at ``at``, recorded on its deployment (``deployment``,
+    None for a new one): by the routes as they accept it, and by a rebuild of the read models
+    from the event log (``rebuild``), so both record the same rows."""
+    if deployment is None:
+        deployment = Deployment(
+            tenant_id=event.tenant_id,
+            app=event.app,
+            revision=event.revision,
+            latest_change_id=event.correlation_id,
+        )
+    deployment.revision = event.revision
+    deployment.desired = _documents(event.desired_assignments)
+    deployment.removed = event.operation == "remove"
+    deployment.latest_change_id = event.correlation_id
+    deployment.updated_at = at
+    requester = event.actor
+    assert isinstance(requester, UserActor), "a deployment change is a user's"
+    change = lifecycle.requested(
+        DeploymentChange(
+            change_id=event.correlation_id,
+            tenant_id=event.tenant_id,
+            app=event.app,
+            revision=event.revision,
+            replaces_revision=event.replaces_revision,
+            operation=event.operation,
+            status=ChangeStatus.REQUESTED,
+            desired=deployment.desired,
+            previous=_documents(event.previous_assignments),
+            confirmed=event.confirmed,
+            requested_by_tenant_id=requester.tenant_id,
+            requested_by_object_id=requester.object_id,
+            requested_by_name=requester.display_name,
+            requested_at=at,
+            updated_at=at,
+        )
+    )
+    session.add_all([deployment, change])
+    return deployment, change
 
 
 @router.put(

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from tenantflow.portal_api.auth import Principal
+from tenantflow.contracts.common import UserActor
 from tenantflow.portal_api.models import (
     ChangeStatus,
     DeploymentChange,
@@ -146,18 +146,19 @@ def _record(track: TenantTrack, verdict: Verdict) -> None:
     track.retry_detail = None
 
 
-def request(track: TenantTrack, user: Principal, now: datetime) -> bool:
-    """A user asks (again): a new pending request with a new change id, its requester, no
-    verdict. False when the track's state takes no request (already pending or granted)."""
+def request(track: TenantTrack, change_id: UUID, requester: UserActor, at: datetime) -> bool:
+    """A user asks (again): a new pending request, the change ``change_id``, with its
+    requester and no verdict. False when the track's state takes no request (already pending
+    or granted)."""
     pending = TRACKS[track.track].after(track.status, Step.REQUEST)
     if pending is None:
         return False
     track.status = pending
-    track.change_id = uuid4()
-    track.requested_by_tenant_id = user.tenant_id
-    track.requested_by_object_id = user.object_id
-    track.requested_by_name = user.name
-    track.requested_at = now
+    track.change_id = change_id
+    track.requested_by_tenant_id = requester.tenant_id
+    track.requested_by_object_id = requester.object_id
+    track.requested_by_name = requester.display_name
+    track.requested_at = at
     _record(track, CLEAR)
     return True
 

@@ -14,7 +14,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from sqlalchemy.dialects.postgresql import insert
@@ -102,10 +102,10 @@ class LinkedTenant:
     def public(self) -> TenantPublic:
         return TenantPublic.of(self.link, self.tracks)
 
-    def changed(self, session: AsyncSession, *tracks: TenantTrack) -> None:
-        """The link or ``tracks`` changed: its version (the ETag) moves on."""
+    def changed(self, session: AsyncSession, at: datetime, *tracks: TenantTrack) -> None:
+        """The link or ``tracks`` changed at ``at``: its version (the ETag) moves on."""
         self.link.version += 1
-        self.link.updated_at = datetime.now(UTC)
+        self.link.updated_at = at
         session.add(self.link)
         session.add_all(tracks)
 
@@ -147,33 +147,127 @@ async def _tracks_of(
     return [LinkedTenant(link, tracks[(link.account_id, link.tenant_id)]) for link in links]
 
 
-async def reachable(
-    session: AsyncSession, user: Principal, tenant_id: UUID, lock: bool = False
-) -> LinkedTenant:
-    """The tenant link ``tenant_id`` of the user's account, with its tracks (locked with it
-    when ``lock``); 404 when the account does not reach it."""
+async def linked(
+    session: AsyncSession, home_tenant_id: UUID, tenant_id: UUID, lock: bool = False
+) -> LinkedTenant | None:
+    """The tenant link ``tenant_id`` of the account of ``home_tenant_id``'s users, with its
+    tracks (locked with it when ``lock``); None when that account does not reach it."""
     statement = (
         select(TenantLink)
         .join(Account, col(Account.id) == col(TenantLink.account_id))
-        .where(Account.home_tenant_id == user.tenant_id, TenantLink.tenant_id == tenant_id)
+        .where(Account.home_tenant_id == home_tenant_id, TenantLink.tenant_id == tenant_id)
     )
     if lock:
         statement = statement.with_for_update(of=TenantLink)
     link = (await session.exec(statement)).first()
     if link is None:
-        raise _not_found(tenant_id)
+        return None
     return (await _tracks_of(session, [link], lock))[0]
 
 
-async def _account_of(session: AsyncSession, user: Principal) -> UUID:
-    """The user's account; created on first use (today: one per home tenant)."""
+async def reachable(
+    session: AsyncSession, user: Principal, tenant_id: UUID, lock: bool = False
+) -> LinkedTenant:
+    """The tenant link ``tenant_id`` of the user's account, with its tracks (locked with it
+    when ``lock``); 404 when the account does not reach it."""
+    tenant = await linked(session, user.tenant_id, tenant_id, lock)
+    if tenant is None:
+        raise _not_found(tenant_id)
+    return tenant
+
+
+ACCOUNTS = UUID("0f6c2a4e-7b1d-5e3a-9c8f-2d4b6a8e1c3f")
+"""Namespace of account ids (UUID v5): an account's id follows from its home tenant, so a
+rebuild from the event log gives it the id the live database has."""
+
+
+def account_id_of(home_tenant_id: UUID) -> UUID:
+    return uuid5(ACCOUNTS, str(home_tenant_id))
+
+
+async def open_link(
+    session: AsyncSession, home_tenant_id: UUID, tenant_id: UUID, at: datetime
+) -> LinkedTenant:
+    """The link of ``tenant_id`` for the account of ``home_tenant_id``'s users, locked with
+    its tracks; the account (today: one per home tenant), the link and its tracks are created
+    at ``at`` when missing."""
     await session.exec(
         insert(Account)
-        .values(id=uuid4(), home_tenant_id=user.tenant_id)
+        .values(id=account_id_of(home_tenant_id), home_tenant_id=home_tenant_id, created_at=at)
         .on_conflict_do_nothing(index_elements=["home_tenant_id"])
     )
-    statement = select(Account.id).where(Account.home_tenant_id == user.tenant_id)
-    return (await session.exec(statement)).one()
+    account_id = (
+        await session.exec(select(Account.id).where(Account.home_tenant_id == home_tenant_id))
+    ).one()
+    created = await session.exec(
+        insert(TenantLink)
+        .values(account_id=account_id, tenant_id=tenant_id, version=1, updated_at=at)
+        .on_conflict_do_nothing()
+        .returning(col(TenantLink.tenant_id))
+    )
+    if created.first() is not None:
+        session.add_all(lifecycle.new_track(account_id, tenant_id, track) for track in Track)
+        await session.flush()
+    tenant = await linked(session, home_tenant_id, tenant_id, lock=True)
+    assert tenant is not None, "created or found above"
+    return tenant
+
+
+# --- a user's requests, recorded: by the routes as they accept one, and by a rebuild of the
+# read models from the event log (``rebuild``), so both record the same rows -----------------
+
+
+def record_link_requested(
+    session: AsyncSession, tenant: LinkedTenant, event: TenantLinkRequested, at: datetime
+) -> bool:
+    """The link request ``event`` made at ``at``; False when the link takes no request now
+    (pending or linked already: asking again is not a new request)."""
+    linking = tenant.tracks[Track.LINK]
+    first = linking.change_id is None
+    if not isinstance(event.actor, UserActor) or not lifecycle.request(
+        linking, event.correlation_id, event.actor, at
+    ):
+        return False
+    tenant.link.authorized_by = None
+    if first:
+        session.add(linking)  # version 1 is this first request
+    else:
+        tenant.changed(session, at, linking)
+    return True
+
+
+def record_intune_requested(
+    session: AsyncSession,
+    tenant: LinkedTenant,
+    event: IntuneWritingActivationRequested,
+    at: datetime,
+) -> bool:
+    """The activation request ``event`` made at ``at``; False when it is not a new request:
+    the tenant is not linked, the request is pending, or writing is enabled on these terms."""
+    intune = tenant.tracks[Track.INTUNE_WRITING]
+    enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
+    same_terms = intune.assignments_source_of_truth == event.assignments_source_of_truth
+    if (
+        tenant.status is not LinkStatus.LINKED
+        or (enabled and same_terms)
+        or not isinstance(event.actor, UserActor)
+        or not lifecycle.request(intune, event.correlation_id, event.actor, at)
+    ):
+        return False
+    intune.assignments_source_of_truth = event.assignments_source_of_truth
+    tenant.changed(session, at, intune)
+    return True
+
+
+def record_unlinked(session: AsyncSession, tenant: LinkedTenant, at: datetime) -> bool:
+    """The tenant unlinked at ``at``; False when it was unlinked already."""
+    tracks = list(tenant.tracks.values())
+    if not lifecycle.unlink(tenant.tracks[Track.LINK]):
+        return False
+    lifecycle.unlink(tenant.tracks[Track.INTUNE_WRITING])
+    tenant.link.display_name = tenant.link.default_domain = None
+    tenant.changed(session, at, *tracks)
+    return True
 
 
 @router.post(
@@ -200,37 +294,16 @@ async def link_tenant(
     if body.tenant_id != user.tenant_id:
         raise _not_found(body.tenant_id)
     limit_tenant(portal, body.tenant_id)
+    now, outbox = datetime.now(UTC), portal.runtime.outbox
     async with transaction(portal.runtime.sessions) as session:
-        account_id = await _account_of(session, user)
-        created = await session.exec(
-            insert(TenantLink)
-            .values(account_id=account_id, tenant_id=body.tenant_id, version=1)
-            .on_conflict_do_nothing()
-            .returning(col(TenantLink.tenant_id))
+        tenant = await open_link(session, user.tenant_id, body.tenant_id, now)
+        event = TenantLinkRequested(
+            tenant_id=tenant.tenant_id, actor=actor(user), correlation_id=uuid4()
         )
-        is_new = created.first() is not None
-        if is_new:
-            session.add_all(
-                lifecycle.new_track(account_id, body.tenant_id, track) for track in Track
-            )
-            await session.flush()
-        tenant = await reachable(session, user, body.tenant_id, lock=True)
-        linking = tenant.tracks[Track.LINK]
-        if not lifecycle.request(linking, user, datetime.now(UTC)):
-            linked = tenant.status is LinkStatus.LINKED
-            return _answer(request, response, tenant, 200 if linked else 202)
-        tenant.link.authorized_by = None
-        if is_new:
-            session.add(linking)  # version 1 is this first request
-        else:
-            tenant.changed(session, linking)
-        assert linking.change_id is not None
-        await portal.runtime.outbox.add(
-            session,
-            TenantLinkRequested(
-                tenant_id=tenant.tenant_id, actor=actor(user), correlation_id=linking.change_id
-            ),
-        )
+        if not record_link_requested(session, tenant, event, now):
+            is_linked = tenant.status is LinkStatus.LINKED
+            return _answer(request, response, tenant, 200 if is_linked else 202)
+        await outbox.add(session, outbox.envelope(event, at=now))
         await session.flush()
         return _answer(request, response, tenant, 202)
 
@@ -347,23 +420,17 @@ async def activate_intune_writing(
             raise Problem(
                 409, f"The tenant is {tenant.status}; link it before activating Intune writing."
             )
-        intune = tenant.tracks[Track.INTUNE_WRITING]
-        enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
-        same_terms = intune.assignments_source_of_truth == terms.assignments_source_of_truth
-        if (enabled and same_terms) or not lifecycle.request(intune, user, datetime.now(UTC)):
-            return _answer(request, response, tenant, 200 if enabled else 202)
-        intune.assignments_source_of_truth = terms.assignments_source_of_truth
-        tenant.changed(session, intune)
-        assert intune.change_id is not None
-        await portal.runtime.outbox.add(
-            session,
-            IntuneWritingActivationRequested(
-                tenant_id=wanted,
-                actor=actor(user),
-                correlation_id=intune.change_id,
-                assignments_source_of_truth=terms.assignments_source_of_truth,
-            ),
+        event = IntuneWritingActivationRequested(
+            tenant_id=wanted,
+            actor=actor(user),
+            correlation_id=uuid4(),
+            assignments_source_of_truth=terms.assignments_source_of_truth,
         )
+        now, outbox = datetime.now(UTC), portal.runtime.outbox
+        if not record_intune_requested(session, tenant, event, now):
+            enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
+            return _answer(request, response, tenant, 200 if enabled else 202)
+        await outbox.add(session, outbox.envelope(event, at=now))
         await session.flush()
         return _answer(request, response, tenant, 202)
 
@@ -394,15 +461,10 @@ async def unlink_tenant(
         tenant = await reachable(session, user, wanted, lock=True)
         limit_tenant(portal, wanted)
         _check_if_match(tenant.link, if_match, required=True)
-        tracks = list(tenant.tracks.values())
-        if not lifecycle.unlink(tenant.tracks[Track.LINK]):
+        now, outbox = datetime.now(UTC), portal.runtime.outbox
+        if not record_unlinked(session, tenant, now):
             return _answer(request, response, tenant, 200)
-        lifecycle.unlink(tenant.tracks[Track.INTUNE_WRITING])
-        tenant.link.display_name = tenant.link.default_domain = None
-        tenant.changed(session, *tracks)
-        await portal.runtime.outbox.add(
-            session,
-            TenantUnlinked(tenant_id=wanted, actor=actor(user), correlation_id=uuid4()),
-        )
+        event = TenantUnlinked(tenant_id=wanted, actor=actor(user), correlation_id=uuid4())
+        await outbox.add(session, outbox.envelope(event, at=now))
         await session.flush()
         return _answer(request, response, tenant, 202)
