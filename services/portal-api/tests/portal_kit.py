@@ -13,11 +13,14 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from tenantflow.bus.settings import KafkaSettings
+from tenantflow.bus.db import create_engine
+from tenantflow.bus.reader import PartitionReader
+from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 from tenantflow.bus.tables import bus_tables
 from tenantflow.bus.topics import ensure_topics
+from tenantflow.contracts.audit import AUDIT_TOPICS
 from tenantflow.contracts.common import EventPayload, ServiceActor
 from tenantflow.contracts.envelope import Envelope, decode
 from tenantflow.contracts.events import (
@@ -32,12 +35,13 @@ from tenantflow.contracts.events import (
     TenantLinkVerified,
 )
 from tenantflow.devinfra.pytest_plugin import RunningInfra
-from tenantflow.devinfra.testing import eventually
+from tenantflow.devinfra.testing import create_database, eventually
 from tenantflow.devinfra.testing import publish as publish_events
 from tenantflow.emulator.testing import RunningEmulator
 from tenantflow.portal_api.api import create_app
 from tenantflow.portal_api.bootstrap import Portal, bootstrap
 from tenantflow.portal_api.models import SCHEMA, FilterSyncState
+from tenantflow.portal_api.rebuild import Difference, Rebuild, compare
 from tenantflow.portal_api.settings import Settings
 
 P = TypeVar("P", bound=EventPayload)
@@ -108,9 +112,58 @@ class User:
         return self._emulator.user_token(self.tenant, who, *roles)
 
 
+async def published(portal: Portal) -> None:
+    """Until every event the portal stored is on the log."""
+    outbox = bus_tables(SCHEMA).outbox
+
+    async def relayed() -> bool:
+        async with portal.runtime.sessions() as session:
+            waiting = select(func.count()).where(outbox.c.published_at.is_(None))
+            return (await session.exec(waiting)).scalar_one() == 0
+
+    await eventually(relayed, what="the portal's outbox published")
+
+
 async def publish(portal: Portal, event: EventPayload) -> None:
-    """What another service's relay would put on the bus."""
+    """What another service's relay would put on the bus; after what the portal published,
+    as another service answers a request only once it has read it."""
+    await published(portal)
     await publish_events(portal.runtime.kafka, event, source="/tenantflow/consent")
+
+
+async def rebuilt_differences(portal: Portal, database_url: str) -> list[Difference]:
+    """The portal's read models rebuilt from its log into a new database on the server of
+    ``database_url``, compared with the portal's own: the rows that differ (none, once the
+    portal has consumed what is on the log, if the rebuild is right)."""
+    into = create_engine(DatabaseSettings(url=await create_database(database_url, "rebuild")))
+    try:
+        target = Rebuild(into, portal.runtime.kafka.topic_prefix)
+        await target.prepare()
+        reader = PartitionReader(portal.runtime.kafka, AUDIT_TOPICS)
+        async for run in reader.in_time_order():
+            assert await target.feed(run) == []
+        compared, differences = await compare(portal.runtime.engine, into)
+        assert compared > 0
+        return differences
+    finally:
+        await into.dispose()
+
+
+async def rebuilt_equal(portal: Portal, database_url: str) -> None:
+    """The rebuild equals the portal's database row for row, once the portal has caught up
+    with the log (each try rebuilds anew)."""
+    await published(portal)
+    differences: list[Difference] = []
+
+    async def equal() -> bool:
+        nonlocal differences
+        differences = await rebuilt_differences(portal, database_url)
+        return not differences
+
+    try:
+        await eventually(equal, within=30, what="the rebuild equal to the portal's database")
+    except AssertionError:
+        raise AssertionError([str(d) for d in differences]) from None
 
 
 async def link_requests(portal: Portal, tenant: UUID) -> list[Envelope[EventPayload]]:

@@ -23,6 +23,7 @@ from portal_kit import (
     outbox_of,
     publish,
     ready_tenant,
+    rebuilt_equal,
     running_portal,
 )
 
@@ -588,3 +589,12 @@ async def test_the_catalog_is_seeded_and_changed_by_the_providers_catalog_admins
     assert repackaged.status_code == 409
     assert bad.status_code == 422
     assert tenants.status_code == 403  # the catalog role reaches no tenant
+
+
+async def test_the_read_models_rebuilt_from_the_log_equal_the_portals_database(
+    portal: Portal, database_url: str
+) -> None:
+    """Whatever this module's tests did, the portal's read models (accounts, links and their
+    tracks, deployments, changes, the audit page) rebuilt from the event log alone are its
+    database's, row for row. Last in the module: it covers all the rest."""
+    await rebuilt_equal(portal, database_url)

@@ -74,7 +74,8 @@ class PartitionReader:
 
     async def in_time_order(self, since: datetime | None = None) -> AsyncIterator[list[Record]]:
         """The same records, each partition's in offset order and the partitions merged by
-        record timestamp (when Kafka got them; ties by topic, partition), a run at a time.
+        record timestamp (the producer's clock as it sent them: publication order; ties by
+        topic, partition), a run at a time.
 
         Streaming: a partition is read ahead only while its buffer is empty (the others are
         paused), so memory holds about one fetch per partition however long the log is."""

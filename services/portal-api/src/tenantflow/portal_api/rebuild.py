@@ -36,8 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenantflow.bus.consumer import Handler, HandlerContext
 from tenantflow.bus.db import SessionFactory, migrate, session_factory, snapshot, transaction
 from tenantflow.bus.outbox import Outbox
+from tenantflow.bus.reader import Record
 from tenantflow.contracts.common import EventPayload, UserActor
-from tenantflow.contracts.envelope import Envelope
+from tenantflow.contracts.envelope import Envelope, EnvelopeError, decode
 from tenantflow.contracts.events import (
     DeploymentChangeRequested,
     IntuneWritingActivationRequested,
@@ -65,7 +66,7 @@ from tenantflow.portal_api.tenants import (
 )
 
 READ_MODELS: tuple[Table, ...] = tuple(
-    model.__table__  # type: ignore[attr-defined]
+    model.__table__  # type: ignore[union-attr]
     for model in (Account, TenantLink, TenantTrack, Deployment, DeploymentChange, AuditEventRow)
 )
 
@@ -138,11 +139,25 @@ class Rebuild:
         await migrate(self.engine, MIGRATIONS, SCHEMA)
         async with snapshot(self.sessions) as session:
             for table in READ_MODELS:
-                rows = (await session.execute(select(func.count()).select_from(table))).scalar()
+                rows = (await session.exec(select(func.count()).select_from(table))).scalar()
                 if rows:
                     raise NotEmpty(
                         f"{table.fullname} holds {rows} rows: rebuild into an empty database"
                     )
+
+    async def feed(self, records: Sequence[Record]) -> list[tuple[Record, str]]:
+        """Apply ``records`` (a run of the log in its order) in one transaction; the ones that
+        cannot be decoded are left out and returned, with why."""
+        events, undecodable = [], []
+        for record in records:
+            try:
+                envelope = decode(list(record.headers or []), record.value)
+            except EnvelopeError as exc:
+                undecodable.append((record, str(exc)))
+                continue
+            events.append((envelope, (record.topic, record.partition, record.offset)))
+        await self.apply(events)
+        return undecodable
 
     async def apply(self, events: Sequence[tuple[Envelope[EventPayload], Position]]) -> None:
         """Apply ``events`` in order, in one transaction; each handler sees the database as
@@ -182,7 +197,9 @@ async def _rows(
     keys = list(table.primary_key.columns)
     order = [key.collate("C") if key.type.python_type is str else key for key in keys]
     async with snapshot(sessions) as session:
-        result = await session.stream(select(table).order_by(*order).execution_options(yield_per=1000))
+        result = await session.stream(
+            select(table).order_by(*order).execution_options(yield_per=1000)
+        )
         async for row in result.mappings():
             yield tuple(row[key.name] for key in keys), dict(row)
 

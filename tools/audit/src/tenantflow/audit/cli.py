@@ -9,6 +9,7 @@ commits no offset (``tenantflow.bus.reader``).
                               [--since TIME] [--until TIME] [--format table|jsonl|csv]
     tenantflow-audit state --tenant ID --at TIME [--format table|json]
     tenantflow-audit verify [--tenant ID]
+    tenantflow-audit rebuild --target portal --into DATABASE_URL [--compare-with DATABASE_URL]
 
 Times are ISO 8601 (``2026-11-17T14:00:00+01:00``); without an offset they are UTC.
 """
@@ -20,7 +21,8 @@ import asyncio
 import csv
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
 from uuid import UUID
@@ -32,11 +34,13 @@ from rich.table import Table
 from tenantflow.audit.replay import Entry, Filters, Replay
 from tenantflow.audit.trail import TenantState, state_at, unfinished
 from tenantflow.bus.chain import ChainVerifier
+from tenantflow.bus.db import create_engine
 from tenantflow.bus.reader import Record
-from tenantflow.bus.settings import KafkaSettings
+from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 from tenantflow.contracts.audit import targets
 from tenantflow.contracts.envelope import H_SUBJECT
 from tenantflow.contracts.events import DesiredAssignment
+from tenantflow.portal_api.rebuild import NotEmpty, Rebuild, compare
 
 
 def moment(text: str) -> datetime:
@@ -85,7 +89,41 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--tenant", type=UUID, help="one tenant only")
     common(verify)
+
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="re-create a service's read models from the log in an empty database, and "
+        "compare them with the live one (exit status 1 if a row differs)",
+    )
+    rebuild.add_argument("--target", choices=["portal"], required=True)
+    rebuild.add_argument(
+        "--into", required=True, metavar="DATABASE_URL", help="an empty database to fill"
+    )
+    rebuild.add_argument(
+        "--compare-with",
+        metavar="DATABASE_URL",
+        help="the live database: every read-model row is compared (read only)",
+    )
+    common(rebuild)
     return top
+
+
+@contextmanager
+def progress_bar(console: Console, shown: bool) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar on ``console`` while the block runs; the callable moves it."""
+    if not shown:
+        yield lambda read, planned: None
+        return
+    with Progress(
+        TextColumn("reading the log"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("read", total=None)
+        yield lambda read, planned: bar.update(task, completed=read, total=planned)
 
 
 async def replay(
@@ -96,22 +134,49 @@ async def replay(
     on_batch: Callable[[list[Record]], None] | None = None,
 ) -> list[Entry]:
     """The timeline for ``filters``, with a progress bar on standard error when asked."""
-    if not progress:
-        return await Replay(settings, filters, on_batch=on_batch).timeline()
-    with Progress(
-        TextColumn("reading the log"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("read", total=None)
-
-        def advance(read: int, planned: int | None) -> None:
-            bar.update(task, completed=read, total=planned)
-
+    with progress_bar(console, progress) as advance:
         return await Replay(settings, filters, advance, on_batch).timeline()
+
+
+async def rebuild_portal(
+    args: argparse.Namespace, settings: KafkaSettings, out: IO[str], errors: Console, shown: bool
+) -> int:
+    """The portal's read models from the whole log (``portal_api.rebuild``), then compared."""
+    into = create_engine(DatabaseSettings(url=args.into))
+    live = create_engine(DatabaseSettings(url=args.compare_with)) if args.compare_with else None
+    try:
+        target = Rebuild(into, settings.topic_prefix)
+        try:
+            await target.prepare()
+        except NotEmpty as exc:
+            errors.print(f"not rebuilt: {exc}")
+            return 2
+        reader, read, undecodable = Replay(settings).reader(), 0, 0
+        with progress_bar(errors, shown) as advance:
+            async for run in reader.in_time_order():
+                for record, why in await target.feed(run):
+                    undecodable += 1
+                    errors.print(
+                        f"undecodable record at {record.topic}/{record.partition}@"
+                        f"{record.offset}, left out: {why}"
+                    )
+                read += len(run)
+                advance(read, reader.planned)
+        out.write(
+            f"rebuilt the portal's read models from {read} events ({target.applied} recorded, "
+            f"{undecodable} undecodable)\n"
+        )
+        if live is None:
+            return 0
+        compared, differences = await compare(live, into)
+        for difference in differences:
+            out.write(f"differs: {difference}\n")
+        out.write(f"{compared} rows compared, {len(differences)} differ\n")
+        return 1 if differences else 0
+    finally:
+        await into.dispose()
+        if live is not None:
+            await live.dispose()
 
 
 def write_timeline(entries: Sequence[Entry], form: str, out: IO[str], console: Console) -> None:
@@ -209,6 +274,8 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         entries = await replay(settings, filters, progress, errors)
         write_timeline(entries, args.format, out, console)
         return 0
+    if args.command == "rebuild":
+        return await rebuild_portal(args, settings, out, errors, progress)
     if args.command == "state":
         entries = await replay(settings, Filters(tenant=args.tenant), progress, errors)
         write_state(state_at(entries, args.tenant, args.at), args.format, out, console)
