@@ -137,9 +137,10 @@ class Rebuild:
     async def prepare(self) -> None:
         """Migrate the portal's schema; refuse a database whose read models hold rows."""
         await migrate(self.engine, MIGRATIONS, SCHEMA)
-        async with snapshot(self.sessions) as session:
+        async with self.engine.connect() as connection:
             for table in READ_MODELS:
-                rows = (await session.exec(select(func.count()).select_from(table))).scalar()
+                count = select(func.count()).select_from(table)
+                rows = (await connection.execute(count)).scalar()
                 if rows:
                     raise NotEmpty(
                         f"{table.fullname} holds {rows} rows: rebuild into an empty database"
