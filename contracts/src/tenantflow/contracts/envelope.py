@@ -8,6 +8,7 @@ Spec: https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -150,7 +151,10 @@ def header_map(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
 
 def read_type(headers: Sequence[tuple[str, bytes]]) -> tuple[str, int]:
     """The (ce_type, schema version) of a message, without decoding its value."""
-    attributes = header_map(headers)
+    return _type_of(header_map(headers))
+
+
+def _type_of(attributes: dict[str, str]) -> tuple[str, int]:
     event_type = attributes.get(H_TYPE)
     if not event_type:
         raise EnvelopeError("missing ce_type header")
@@ -180,7 +184,7 @@ def decode(
     for required in (H_ID, H_SOURCE, H_TIME, H_SUBJECT):
         if not attributes.get(required):
             raise EnvelopeError(f"missing {required} header")
-    event_type, version = read_type(headers)
+    event_type, version = _type_of(attributes)
     candidates = (
         REGISTRY
         if accept is None
@@ -212,6 +216,9 @@ def decode(
     )
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _chain(attributes: dict[str, str]) -> ChainLink | None:
     """The audit chain link, if the producer gave one; a malformed one is an envelope error (a
     replay reports it as altered)."""
@@ -221,6 +228,6 @@ def _chain(attributes: dict[str, str]) -> ChainLink | None:
     if not seq.isdigit() or int(seq) < 1:
         raise EnvelopeError(f"ce_chainseq {seq!r} is not a positive integer")
     for name, hexdigest in ((H_CHAINPREV, prev), (H_CHAINHASH, digest)):
-        if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+        if not _SHA256_HEX.fullmatch(hexdigest):
             raise EnvelopeError(f"{name} is not a hex SHA-256")
     return ChainLink(int(seq), prev, digest)

@@ -3,6 +3,7 @@ moment, with coalesced and removed apps; the changes that never ended; undecodab
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -11,7 +12,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from tenantflow.audit.replay import Entry, Filters, entry_of
-from tenantflow.audit.trail import state_at, unfinished
+from tenantflow.audit.trail import TenantState, Trail, assignments, unfinished
 from tenantflow.contracts.common import EventPayload, ServiceActor, UserActor
 from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.events import (
@@ -47,6 +48,7 @@ class Log:
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
+        self.envelopes: list[Envelope[EventPayload]] = []
 
     def add(self, *events: EventPayload) -> datetime:
         for event in events:
@@ -56,7 +58,19 @@ class Log:
                 envelope.topic, 0, len(self.entries), 0, list(envelope.headers()), envelope.value()
             )
             self.entries.append(entry_of(cast(Any, record), ""))
+            self.envelopes.append(envelope)
         return self.entries[-1].time
+
+    def state_at(self, tenant: UUID, at: datetime) -> TenantState:
+        """The state the trail keeps, fed every event as the replay feeds them."""
+        trail = Trail(at)
+        for envelope in self.envelopes:
+            trail.feed(envelope.type, envelope.subject, envelope.time, json.loads(envelope.value()))
+        return trail.state(tenant)
+
+
+def groups_of(documents: list[dict[str, Any]] | None) -> list[UUID]:
+    return [a.target.group_id for a in assignments(documents or []) if a.target.group_id]
 
 
 def group(group_id: UUID) -> DesiredAssignment:
@@ -134,28 +148,28 @@ def test_state_follows_verified_and_applied_changes_coalesced_and_removed() -> N
         applied(c, 3, [], removed=True),
     )
 
-    at_first = state_at(log.entries, TENANT, first).deployments["7zip"]
+    at_first = log.state_at(TENANT, first).deployments["7zip"]
     assert (at_first.desired_revision, at_first.applied_revision, at_first.in_sync) == (1, 1, True)
-    assert [a.target.group_id for a in at_first.applied or []] == [g1]
+    assert groups_of(at_first.applied) == [g1]
 
-    at_waiting = state_at(log.entries, TENANT, waiting).deployments["7zip"]
+    at_waiting = log.state_at(TENANT, waiting).deployments["7zip"]
     assert at_waiting.desired_revision == 2
-    assert [a.target.group_id for a in at_waiting.desired or []] == [g2]
+    assert groups_of(at_waiting.desired) == [g2]
     assert at_waiting.applied_revision == 1  # Intune still held the first
     assert not at_waiting.in_sync
 
-    at_end = state_at(log.entries, TENANT, coalesced).deployments["7zip"]
+    at_end = log.state_at(TENANT, coalesced).deployments["7zip"]
     assert (at_end.desired, at_end.applied, at_end.app_removed) == ([], [], True)
     assert at_end.in_sync
-    assert state_at(log.entries, TENANT, T0 - timedelta(seconds=1)).deployments == {}
-    assert state_at(log.entries, uuid4(), coalesced).deployments == {}  # another tenant
+    assert log.state_at(TENANT, T0 - timedelta(seconds=1)).deployments == {}
+    assert log.state_at(uuid4(), coalesced).deployments == {}  # another tenant
 
 
 def test_an_unlink_drops_what_was_known_of_the_tenant() -> None:
     log, a = Log(), uuid4()
     log.add(requested(a, 1, [group(uuid4())]), verified(a, 1), applied(a, 1, []))
     gone = log.add(TenantUnlinked(tenant_id=TENANT, actor=USER, correlation_id=uuid4()))
-    state = state_at(log.entries, TENANT, gone)
+    state = log.state_at(TENANT, gone)
     assert (state.deployments, state.unlinked_at) == ({}, gone)
 
 
@@ -181,3 +195,10 @@ def test_an_undecodable_record_is_an_entry_that_says_why_and_filters_keep_by_act
     assert Filters(actor=str(USER.object_id)).keep(mine)
     assert not Filters(actor="bob").keep(mine)
     assert not Filters(app="vlc").keep(mine)
+
+
+def test_a_malformed_payload_is_counted_and_left_out() -> None:
+    trail = Trail()
+    trail.feed("dev.tenantflow.deployment.change.applied", str(TENANT), T0, {"app": "7zip"})
+    trail.feed("dev.tenantflow.tenant.link.requested", str(TENANT), T0, {})  # not followed
+    assert (trail.fed, trail.malformed) == (1, 1)

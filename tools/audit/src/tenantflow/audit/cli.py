@@ -7,7 +7,7 @@ commits no offset (``tenantflow.bus.reader``).
 
     tenantflow-audit timeline [--tenant ID] [--app APP] [--actor WHO] [--change ID]
                               [--since TIME] [--until TIME] [--format table|jsonl|csv]
-    tenantflow-audit state --tenant ID --at TIME [--format table|json]
+    tenantflow-audit state [--tenant ID] [--at TIME] [--format table|json]
     tenantflow-audit verify [--tenant ID]
     tenantflow-audit rebuild --target portal --into DATABASE_URL [--compare-with DATABASE_URL]
 
@@ -32,14 +32,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tenantflow.audit.replay import Entry, Filters, Replay
-from tenantflow.audit.trail import TenantState, state_at, unfinished
+from tenantflow.audit.trail import TenantState, assignments, unfinished
 from tenantflow.bus.chain import ChainVerifier
 from tenantflow.bus.db import create_engine
 from tenantflow.bus.reader import Record
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 from tenantflow.contracts.audit import targets
 from tenantflow.contracts.envelope import H_SUBJECT
-from tenantflow.contracts.events import DesiredAssignment
 from tenantflow.portal_api.rebuild import NotEmpty, Rebuild, compare
 
 
@@ -75,10 +74,12 @@ def parser() -> argparse.ArgumentParser:
     common(timeline)
 
     state = commands.add_parser(
-        "state", help="every deployment of a tenant at a moment: desired and applied"
+        "state", help="every deployment of a tenant (or of all) at a moment: desired, applied"
     )
-    state.add_argument("--tenant", type=UUID, required=True)
-    state.add_argument("--at", type=moment, required=True, help="the moment")
+    state.add_argument(
+        "--tenant", type=UUID, help="one tenant (read from its partitions only); default: all"
+    )
+    state.add_argument("--at", type=moment, help="the moment; default: the end of the log")
     state.add_argument("--format", choices=["table", "json"], default="table")
     common(state)
 
@@ -206,54 +207,64 @@ def write_timeline(entries: Sequence[Entry], form: str, out: IO[str], console: C
     console.print(table)
 
 
-def _wire(assignments: list[DesiredAssignment] | None) -> list[dict[str, Any]] | None:
-    return None if assignments is None else [a.model_dump(mode="json") for a in assignments]
+def state_document(state: TenantState) -> dict[str, Any]:
+    return {
+        "tenant_id": state.tenant_id,
+        "at": state.at.isoformat() if state.at else None,
+        "unlinked_at": state.unlinked_at.isoformat() if state.unlinked_at else None,
+        "deployments": [
+            {
+                "app": d.app,
+                "desired": d.desired,
+                "desired_revision": d.desired_revision,
+                "desired_change": d.desired_change,
+                "applied": d.applied,
+                "applied_revision": d.applied_revision,
+                "applied_change": d.applied_change,
+                "applied_at": d.applied_at,
+                "app_removed": d.app_removed,
+                "kept_foreign": d.kept_foreign,
+                "graph_request_ids": d.graph_request_ids,
+                "in_sync": d.in_sync,
+            }
+            for d in sorted(state.deployments.values(), key=lambda d: d.app)
+        ],
+    }
 
 
-def write_state(state: TenantState, form: str, out: IO[str], console: Console) -> None:
+def _shown(documents: list[dict[str, Any]]) -> str:
+    try:
+        return targets(assignments(documents))
+    except ValueError as exc:
+        return f"unreadable ({exc.__class__.__name__})"
+
+
+def write_states(states: Sequence[TenantState], form: str, out: IO[str], console: Console) -> None:
+    """One tenant's state as a document (json) or a table; several as a list or tables."""
     if form == "json":
-        document = {
-            "tenant_id": str(state.tenant_id),
-            "at": state.at.isoformat(),
-            "unlinked_at": state.unlinked_at.isoformat() if state.unlinked_at else None,
-            "deployments": [
-                {
-                    "app": d.app,
-                    "desired": _wire(d.desired),
-                    "desired_revision": d.desired_revision,
-                    "desired_change": str(d.desired_change) if d.desired_change else None,
-                    "applied": _wire(d.applied),
-                    "applied_revision": d.applied_revision,
-                    "applied_change": str(d.applied_change) if d.applied_change else None,
-                    "applied_at": d.applied_at.isoformat() if d.applied_at else None,
-                    "app_removed": d.app_removed,
-                    "kept_foreign": _wire(d.kept_foreign),
-                    "graph_request_ids": d.graph_request_ids,
-                    "in_sync": d.in_sync,
-                }
-                for d in sorted(state.deployments.values(), key=lambda d: d.app)
-            ],
-        }
-        out.write(json.dumps(document, indent=2) + "\n")
+        documents = [state_document(state) for state in states]
+        whole = documents[0] if len(documents) == 1 else documents
+        out.write(json.dumps(whole, indent=2) + "\n")
         return
-    title = f"tenant {state.tenant_id} at {state.at.isoformat()}"
-    if state.unlinked_at:
-        title += f" (unlinked at {state.unlinked_at.isoformat()})"
-    table = Table(title=title)
-    for column in ("app", "desired", "applied", "in Intune since", "in sync"):
-        table.add_column(column, overflow="fold")
-    for d in sorted(state.deployments.values(), key=lambda d: d.app):
-        table.add_row(
-            d.app,
-            "—" if d.desired is None else f"r{d.desired_revision}: {targets(d.desired)}",
-            "—"
-            if d.applied is None
-            else f"r{d.applied_revision}: "
-            + ("app removed" if d.app_removed else targets(d.applied)),
-            d.applied_at.isoformat(timespec="seconds") if d.applied_at else "",
-            "yes" if d.in_sync else "no",
-        )
-    console.print(table)
+    for state in states:
+        title = f"tenant {state.tenant_id} at {state.at.isoformat() if state.at else 'the end'}"
+        if state.unlinked_at:
+            title += f" (unlinked at {state.unlinked_at.isoformat()})"
+        table = Table(title=title)
+        for column in ("app", "desired", "applied", "in Intune since", "in sync"):
+            table.add_column(column, overflow="fold")
+        for d in sorted(state.deployments.values(), key=lambda d: d.app):
+            table.add_row(
+                d.app,
+                "—" if d.desired is None else f"r{d.desired_revision}: {_shown(d.desired)}",
+                "—"
+                if d.applied is None
+                else f"r{d.applied_revision}: "
+                + ("app removed" if d.app_removed else _shown(d.applied)),
+                d.applied_at or "",
+                "yes" if d.in_sync else "no",
+            )
+        console.print(table)
 
 
 async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -277,8 +288,15 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.command == "rebuild":
         return await rebuild_portal(args, settings, out, errors, progress)
     if args.command == "state":
-        entries = await replay(settings, Filters(tenant=args.tenant), progress, errors)
-        write_state(state_at(entries, args.tenant, args.at), args.format, out, console)
+        with progress_bar(errors, progress) as advance:
+            trail = await Replay(settings, Filters(tenant=args.tenant), advance).trail(args.at)
+        if trail.malformed:
+            errors.print(f"{trail.malformed} events could not be read and were left out")
+        if args.tenant is not None:
+            write_states([trail.state(args.tenant)], args.format, out, console)
+        else:
+            states = sorted(trail.tenants.values(), key=lambda state: state.tenant_id)
+            write_states(states, args.format, out, console)
         return 0
     chains = ChainVerifier(settings.topic_prefix)
     subject = str(args.tenant).encode() if args.tenant else None

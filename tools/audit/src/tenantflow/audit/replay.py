@@ -12,17 +12,20 @@ is kept as an entry of its own, so an auditor sees it rather than a silent gap.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
+from tenantflow.audit.trail import STATE_EVENTS, Trail
 from tenantflow.bus.reader import PartitionReader, Record, partition_of
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.audit import AUDIT_TOPICS, audit_fields
 from tenantflow.contracts.common import EventPayload
-from tenantflow.contracts.envelope import Envelope, EnvelopeError, decode
+from tenantflow.contracts.envelope import H_SUBJECT, H_TIME, H_TYPE, Envelope, EnvelopeError, decode
 
 
 @dataclass(frozen=True)
@@ -183,3 +186,47 @@ class Replay:
             theirs = {e.change_id for e in found if e.acted_by(actor) and e.change_id}
             found = [e for e in found if e.acted_by(actor) or e.change_id in theirs]
         return sorted(found, key=lambda e: (e.time, e.topic, e.partition, e.offset))
+
+    async def trail(self, at: datetime | None = None) -> Trail:
+        """Every deployment's state at ``at`` (None: now), of ``filters.tenant`` or of every
+        tenant: the log read in publication order, each record's headers scanned and only
+        the state's own events of the tenant parsed (``trail.Trail``)."""
+        reader, read, result = self.reader(), 0, Trail(at)
+        subject = str(self.filters.tenant).encode() if self.filters.tenant else None
+        async for run in reader.in_time_order():
+            for record in run:
+                fact = _fact(record.headers)
+                if fact is None or (subject is not None and fact[1] != subject):
+                    continue
+                event_type, tenant, time = fact
+                try:
+                    data = orjson.loads(record.value)
+                    moment = datetime.fromisoformat(time.decode())
+                except (orjson.JSONDecodeError, ValueError, TypeError):
+                    result.malformed += 1
+                    continue
+                result.feed(event_type, tenant.decode(), moment, data)
+            read += len(run)
+            if self.on_progress is not None:
+                self.on_progress(read, reader.planned)
+        return result
+
+
+def _fact(headers: Sequence[tuple[str, bytes]]) -> tuple[str, bytes, bytes] | None:
+    """(type, tenant, time) of a record of the state's events (``trail.STATE_EVENTS``), read
+    from its headers alone; None for any other record."""
+    event_type = subject = time = None
+    for name, value in headers:
+        if name == H_TYPE:
+            event_type = value
+        elif name == H_SUBJECT:
+            subject = value
+        elif name == H_TIME:
+            time = value
+    if event_type is None or subject is None or time is None:
+        return None
+    kind = _STATE_TYPES.get(event_type)
+    return None if kind is None else (kind, subject, time)
+
+
+_STATE_TYPES = {kind.encode(): kind for kind in STATE_EVENTS}
