@@ -53,7 +53,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tenantflow.bus.broker import connection_kwargs, producer_kwargs
+from tenantflow.bus.clients import connection_kwargs, producer_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics
 from tenantflow.contracts.common import EventPayload, UserActor

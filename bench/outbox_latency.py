@@ -35,7 +35,7 @@ from uuid import uuid4
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
-from tenantflow.bus.broker import producer_kwargs
+from tenantflow.bus.clients import producer_kwargs
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.db import transaction
 from tenantflow.bus.runtime import ServiceRuntime

@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tenantflow.bus.broker import connection_kwargs
 from tenantflow.bus.chain import ChainVerifier
+from tenantflow.bus.clients import connection_kwargs
 from tenantflow.bus.db import migrate, transaction
 from tenantflow.bus.relay import OutboxRelay, RelaySettings
 from tenantflow.bus.runtime import ServiceRuntime

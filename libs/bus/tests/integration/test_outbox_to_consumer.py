@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from sqlalchemy import func, select
 
-from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.clients import connection_kwargs
 from tenantflow.bus.consumer import ConsumerSettings, HandlerContext, Outcome
 from tenantflow.bus.db import migrate, transaction
 from tenantflow.bus.errors import PermanentError, TransientError

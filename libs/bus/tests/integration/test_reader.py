@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.clients import connection_kwargs
 from tenantflow.bus.reader import PartitionReader, partition_of
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.common import UserActor

@@ -10,13 +10,8 @@ from faststream import AckPolicy
 from faststream.security import SASLPlaintext, SASLScram512
 from pydantic import SecretStr, ValidationError
 
-from tenantflow.bus.broker import (
-    CONSUMER_SETTINGS,
-    KeyPartitioner,
-    make_broker,
-    producer_kwargs,
-    security,
-)
+from tenantflow.bus.broker import CONSUMER_SETTINGS, make_broker, security
+from tenantflow.bus.clients import KeyPartitioner, producer_kwargs
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tenantflow.audit import cli
-from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.clients import connection_kwargs
 from tenantflow.bus.reader import partition_of
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.topics import ensure_topics

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from tenantflow.bus.broker import KeyPartitioner, connection_kwargs
+from tenantflow.bus.clients import KeyPartitioner, connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.topics import TOPIC_CONFIGS, Topic
 

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tenantflow.bus.bounded import bounded
-from tenantflow.bus.broker import producer_kwargs
+from tenantflow.bus.clients import producer_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.bus.tables import bus_tables
 

@@ -7,7 +7,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.clients import connection_kwargs
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.topics import TOPIC_CONFIGS, TopicConfig
 

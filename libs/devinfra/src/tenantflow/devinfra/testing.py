@@ -16,7 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import make_url
 
-from tenantflow.bus.broker import connection_kwargs
+from tenantflow.bus.clients import connection_kwargs
 from tenantflow.bus.reader import PartitionReader
 from tenantflow.bus.settings import KafkaSettings
 from tenantflow.contracts.common import EventPayload

@@ -27,19 +27,18 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from uuid import UUID
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tenantflow.audit.replay import Entry, Filters, Replay
-from tenantflow.audit.trail import TenantState, assignments, unfinished
+from tenantflow.audit.trail import TenantState, assignments, documents, unfinished
 from tenantflow.bus.chain import ChainVerifier
-from tenantflow.bus.db import create_engine
 from tenantflow.bus.reader import Record
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
 from tenantflow.contracts.audit import targets
 from tenantflow.contracts.envelope import H_SUBJECT
-from tenantflow.portal_api.rebuild import NotEmpty, Rebuild, compare
 
 
 def moment(text: str) -> datetime:
@@ -143,6 +142,10 @@ async def rebuild_portal(
     args: argparse.Namespace, settings: KafkaSettings, out: IO[str], errors: Console, shown: bool
 ) -> int:
     """The portal's read models from the whole log (``portal_api.rebuild``), then compared."""
+    # imported here: the other commands need neither the portal nor a database
+    from tenantflow.bus.db import create_engine
+    from tenantflow.portal_api.rebuild import NotEmpty, Rebuild, compare
+
     into = create_engine(DatabaseSettings(url=args.into))
     live = create_engine(DatabaseSettings(url=args.compare_with)) if args.compare_with else None
     try:
@@ -215,15 +218,15 @@ def state_document(state: TenantState) -> dict[str, Any]:
         "deployments": [
             {
                 "app": d.app,
-                "desired": d.desired,
+                "desired": documents(d.desired),
                 "desired_revision": d.desired_revision,
                 "desired_change": d.desired_change,
-                "applied": d.applied,
+                "applied": documents(d.applied),
                 "applied_revision": d.applied_revision,
                 "applied_change": d.applied_change,
                 "applied_at": d.applied_at,
                 "app_removed": d.app_removed,
-                "kept_foreign": d.kept_foreign,
+                "kept_foreign": documents(d.kept_foreign),
                 "graph_request_ids": d.graph_request_ids,
                 "in_sync": d.in_sync,
             }
@@ -232,9 +235,9 @@ def state_document(state: TenantState) -> dict[str, Any]:
     }
 
 
-def _shown(documents: list[dict[str, Any]]) -> str:
+def _shown(raw: msgspec.Raw) -> str:
     try:
-        return targets(assignments(documents))
+        return targets(assignments(raw))
     except ValueError as exc:
         return f"unreadable ({exc.__class__.__name__})"
 

@@ -18,8 +18,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
-
 from tenantflow.audit.trail import STATE_EVENTS, Trail
 from tenantflow.bus.reader import PartitionReader, Record, partition_of
 from tenantflow.bus.settings import KafkaSettings
@@ -200,12 +198,11 @@ class Replay:
                     continue
                 event_type, tenant, time = fact
                 try:
-                    data = orjson.loads(record.value)
                     moment = datetime.fromisoformat(time.decode())
-                except (orjson.JSONDecodeError, ValueError, TypeError):
+                except ValueError:
                     result.malformed += 1
                     continue
-                result.feed(event_type, tenant.decode(), moment, data)
+                result.feed(event_type, tenant.decode(), moment, record.value or b"")
             read += len(run)
             if self.on_progress is not None:
                 self.on_progress(read, reader.planned)
@@ -215,14 +212,8 @@ class Replay:
 def _fact(headers: Sequence[tuple[str, bytes]]) -> tuple[str, bytes, bytes] | None:
     """(type, tenant, time) of a record of the state's events (``trail.STATE_EVENTS``), read
     from its headers alone; None for any other record."""
-    event_type = subject = time = None
-    for name, value in headers:
-        if name == H_TYPE:
-            event_type = value
-        elif name == H_SUBJECT:
-            subject = value
-        elif name == H_TIME:
-            time = value
+    attributes = dict(headers)
+    event_type, subject, time = (attributes.get(h) for h in (H_TYPE, H_SUBJECT, H_TIME))
     if event_type is None or subject is None or time is None:
         return None
     kind = _STATE_TYPES.get(event_type)
