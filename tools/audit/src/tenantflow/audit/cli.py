@@ -21,7 +21,7 @@ import asyncio
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -183,21 +183,25 @@ async def rebuild_portal(
             await live.dispose()
 
 
-def write_timeline(entries: Sequence[Entry], form: str, out: IO[str], console: Console) -> None:
+async def write_timeline(
+    entries: AsyncIterator[Entry], form: str, out: IO[str], console: Console
+) -> None:
+    """JSON Lines and CSV are written as the entries stream in; a table once all are read."""
     if form == "jsonl":
-        for entry in entries:
+        async for entry in entries:
             out.write(json.dumps(entry.row()) + "\n")
         return
     if form == "csv":
-        rows = [entry.row() for entry in entries]
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["time"])
+        writer = csv.DictWriter(out, fieldnames=Entry.FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
+        async for entry in entries:
+            writer.writerow(entry.row())
         return
-    table = Table(title=f"{len(entries)} events", show_lines=False)
+    rows = [entry async for entry in entries]
+    table = Table(title=f"{len(rows)} events", show_lines=False)
     for column in ("time", "tenant", "event", "actor", "change", "app", "what"):
         table.add_column(column, overflow="fold")
-    for entry in entries:
+    for entry in rows:
         table.add_row(
             entry.time.isoformat(timespec="milliseconds"),
             str(entry.tenant_id or "")[:8],
@@ -285,8 +289,10 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             since=args.since,
             until=args.until,
         )
-        entries = await replay(settings, filters, progress, errors)
-        write_timeline(entries, args.format, out, console)
+        with progress_bar(errors, progress) as advance:
+            await write_timeline(
+                Replay(settings, filters, advance).entries(), args.format, out, console
+            )
         return 0
     if args.command == "rebuild":
         return await rebuild_portal(args, settings, out, errors, progress)

@@ -5,9 +5,11 @@ Audit-relevant topics (kept forever, hash-chained): ``tenants`` (links, Intune w
 consent, unlinks), ``deployments`` (changes requested, verified or rejected, applied, failed,
 superseded) and ``deadletter`` (what a consumer could not handle, and why). The ``directory``
 topic is a cache of Entra ID (users, groups, devices), not a record of anyone's
-decision, and is not replayed. Events are ordered by their CloudEvents time (the producing
-service's clock at the event), then topic, partition and offset; a record that cannot be decoded
-is kept as an entry of its own, so an auditor sees it rather than a silent gap.
+decision, and is not replayed. Events come in the log's order: each partition in offset order,
+the partitions merged by when their records were published, so a replay streams in flat memory
+however long the log. An event's time is its producer's clock at the event, so two services'
+events may show times a little out of that order. A record that cannot be decoded is kept as
+an entry of its own, so an auditor sees it rather than a silent gap.
 """
 
 from __future__ import annotations
@@ -85,6 +87,26 @@ class Entry:
             or self.actor.lower() == f"service {wanted}"
         )
 
+    FIELDS = (
+        "time",
+        "tenant_id",
+        "event_type",
+        "actor",
+        "actor_object_id",
+        "actor_name",
+        "change_id",
+        "causation_id",
+        "app",
+        "revision",
+        "summary",
+        "source",
+        "event_id",
+        "topic",
+        "partition",
+        "offset",
+    )
+    """The fields of ``row``, in order (a CSV export's header)."""
+
     def row(self) -> dict[str, Any]:
         """The entry as flat fields (JSON Lines and CSV export)."""
         return {
@@ -159,31 +181,35 @@ class Replay:
         return PartitionReader(self.settings, AUDIT_TOPICS, only=only, client_id="tenantflow-audit")
 
     async def entries(self) -> AsyncIterator[Entry]:
-        """Every kept entry but for the actor filter, in each partition's order (not yet
-        ordered across them); undecodable records always."""
-        reader, read = self.reader(), 0
-        filters = replace(self.filters, actor=None)
-        async for batch in reader.batches(self.filters.since):
-            read += len(batch)
+        """The kept entries in the log's order, streamed: each partition in offset order, the
+        partitions merged by when Kafka got their records (``PartitionReader.in_time_order``);
+        undecodable records always. For an actor: what they did, and the rest of the story of
+        every change they asked for (its verification and outcome come from services, after
+        the request on the same partition)."""
+        reader, read, theirs = self.reader(), 0, set()
+        filters, actor = replace(self.filters, actor=None), self.filters.actor
+        async for run in reader.in_time_order(self.filters.since):
+            read += len(run)
             if self.on_batch is not None:
-                self.on_batch(batch)
-            for record in batch:
+                self.on_batch(run)
+            for record in run:
                 entry = entry_of(record, self.settings.topic_prefix)
-                if entry.event_type == "undecodable" or filters.keep(entry):
-                    yield entry
+                if entry.event_type != "undecodable":
+                    if not filters.keep(entry):
+                        continue
+                    if actor is not None:
+                        if entry.acted_by(actor):
+                            if entry.change_id is not None:
+                                theirs.add(entry.change_id)
+                        elif entry.change_id not in theirs:
+                            continue
+                yield entry
             if self.on_progress is not None:
                 self.on_progress(read, reader.planned)
 
     async def timeline(self) -> list[Entry]:
-        """The kept entries in time order (then topic, partition, offset). For an actor:
-        what they did, and the whole story of every change they asked for (its verification
-        and outcome come from services)."""
-        found = [entry async for entry in self.entries()]
-        if self.filters.actor is not None:
-            actor = self.filters.actor
-            theirs = {e.change_id for e in found if e.acted_by(actor) and e.change_id}
-            found = [e for e in found if e.acted_by(actor) or e.change_id in theirs]
-        return sorted(found, key=lambda e: (e.time, e.topic, e.partition, e.offset))
+        """The kept entries, in the log's order (``entries``)."""
+        return [entry async for entry in self.entries()]
 
     async def trail(self, at: datetime | None = None) -> Trail:
         """Every deployment's state at ``at`` (None: now), of ``filters.tenant`` or of every
