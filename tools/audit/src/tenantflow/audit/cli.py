@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gc
 import json
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -108,22 +109,51 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+COLLECT_EVERY = 200_000
+"""Records read between two garbage collections during a replay (see ``progress_bar``)."""
+
+
 @contextmanager
 def progress_bar(console: Console, shown: bool) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar on ``console`` while the block runs; the callable moves it."""
-    if not shown:
-        yield lambda read, planned: None
-        return
-    with Progress(
-        TextColumn("reading the log"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("read", total=None)
-        yield lambda read, planned: bar.update(task, completed=read, total=planned)
+    """A progress bar on ``console`` while the block runs; the callable moves it.
+
+    It also paces garbage collection: a replay makes millions of short-lived objects, and
+    Python's automatic collection, triggered by their count, rescanned them often enough to
+    cost about a third of a replay's time (bench/audit_replay.py: 12k events/s before, 23k after). The heap as
+    imported is frozen, automatic collection is off while the block runs, and a collection
+    runs every ``COLLECT_EVERY`` records instead, so memory stays bounded."""
+    gc.freeze()
+    gc.disable()
+    collected = 0
+
+    def collect(read: int) -> None:
+        nonlocal collected
+        if read - collected >= COLLECT_EVERY:
+            gc.collect()
+            collected = read
+
+    try:
+        if not shown:
+            yield lambda read, planned: collect(read)
+            return
+        with Progress(
+            TextColumn("reading the log"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("read", total=None)
+
+            def advance(read: int, planned: int | None) -> None:
+                bar.update(task, completed=read, total=planned)
+                collect(read)
+
+            yield advance
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 async def replay(

@@ -219,6 +219,8 @@ class Replay:
         subject = str(self.filters.tenant).encode() if self.filters.tenant else None
         async for run in reader.in_time_order():
             for record in run:
+                if subject is not None and record.key != subject:
+                    continue  # another tenant's (events are keyed by tenant id)
                 fact = _fact(record.headers)
                 if fact is None or (subject is not None and fact[1] != subject):
                     continue
