@@ -118,10 +118,10 @@ def progress_bar(console: Console, shown: bool) -> Iterator[Callable[[int, int |
     """A progress bar on ``console`` while the block runs; the callable moves it.
 
     It also paces garbage collection: a replay makes millions of short-lived objects, and
-    Python's automatic collection, triggered by their count, rescanned them often enough to
-    cost about a third of a replay's time (bench/audit_replay.py: 12k events/s before, 23k after). The heap as
-    imported is frozen, automatic collection is off while the block runs, and a collection
-    runs every ``COLLECT_EVERY`` records instead, so memory stays bounded."""
+    Python's automatic collection, triggered by their count, rescanned them so often that it
+    took half of a replay's time (bench/audit_replay.py: 12k events/s with it, 23k without).
+    The heap as imported is frozen, automatic collection is off while the block runs, and a
+    collection runs every ``COLLECT_EVERY`` records instead, so memory stays bounded."""
     gc.freeze()
     gc.disable()
     collected = 0
