@@ -125,7 +125,11 @@ class PartitionReader:
             fetch_max_bytes=self.fetch_max_bytes,
             max_partition_fetch_bytes=self.max_partition_fetch_bytes,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # what it opened before it failed
+            raise
         try:
             partitions = self.partitions()
             if not partitions:

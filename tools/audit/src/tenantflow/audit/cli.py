@@ -29,6 +29,7 @@ from typing import IO, Any
 from uuid import UUID
 
 import msgspec
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
             "--no-progress", action="store_true", help="no progress bar on standard error"
         )
 
-    timeline = commands.add_parser("timeline", help="every audit event, in time order")
+    timeline = commands.add_parser("timeline", help="every audit event, in the log's order")
     timeline.add_argument("--tenant", type=UUID, help="one tenant's events only")
     timeline.add_argument("--app", help="one catalog app's deployment events only")
     timeline.add_argument(
@@ -173,6 +174,8 @@ async def rebuild_portal(
 ) -> int:
     """The portal's read models from the whole log (``portal_api.rebuild``), then compared."""
     # imported here: the other commands need neither the portal nor a database
+    from sqlalchemy.exc import SQLAlchemyError
+
     from tenantflow.bus.db import create_engine
     from tenantflow.portal_api.rebuild import NotEmpty, Rebuild, compare
 
@@ -184,6 +187,9 @@ async def rebuild_portal(
             await target.prepare()
         except NotEmpty as exc:
             errors.print(f"not rebuilt: {exc}")
+            return 2
+        except SQLAlchemyError as exc:
+            errors.print(f"not rebuilt: the database to fill cannot be used: {exc}")
             return 2
         reader, read, undecodable = Replay(settings).reader(), 0, 0
         with progress_bar(errors, shown) as advance:
@@ -379,7 +385,12 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return asyncio.run(run(args, sys.stdout, sys.stderr))
+    try:
+        return asyncio.run(run(args, sys.stdout, sys.stderr))
+    except (KafkaError, OSError) as exc:
+        # the cluster or a database cannot be reached: say so, not a traceback
+        sys.stderr.write(f"tenantflow-audit: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":
