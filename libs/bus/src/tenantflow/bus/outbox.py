@@ -79,10 +79,14 @@ class Outbox:
         }
 
     async def add(
-        self, db: AsyncSession | AsyncConnection, event: EventPayload | Envelope[EventPayload]
+        self,
+        db: AsyncSession | AsyncConnection,
+        event: EventPayload | Envelope[EventPayload],
+        at: datetime | None = None,
     ) -> Envelope[EventPayload]:
-        """Store ``event`` in the caller's transaction; it is published only if that commits."""
-        envelope = event if isinstance(event, Envelope) else self.envelope(event)
+        """Store ``event`` in the caller's transaction; it is published only if that commits.
+        ``at`` dates a payload's envelope (see ``envelope``)."""
+        envelope = event if isinstance(event, Envelope) else self.envelope(event, at=at)
         connection = await db.connection() if isinstance(db, AsyncSession) else db
         [envelope] = await self._chained(connection, [envelope])
         await connection.execute(insert(self._table).values(self._row(envelope)))

@@ -562,9 +562,9 @@ async def _change(
             confirmed=confirm and held,
             actor_name=user.name,
         )
-        now, outbox = datetime.now(UTC), portal.runtime.outbox
+        now = datetime.now(UTC)
         deployment, change = record_change_requested(session, deployment, event, now)
-        await outbox.add(session, outbox.envelope(event, at=now))
+        await portal.runtime.outbox.add(session, event, at=now)
         await session.flush()
         public = DeploymentPublic.of(deployment, change)
         change_id = change.change_id

@@ -294,7 +294,7 @@ async def link_tenant(
     if body.tenant_id != user.tenant_id:
         raise _not_found(body.tenant_id)
     limit_tenant(portal, body.tenant_id)
-    now, outbox = datetime.now(UTC), portal.runtime.outbox
+    now = datetime.now(UTC)
     async with transaction(portal.runtime.sessions) as session:
         tenant = await open_link(session, user.tenant_id, body.tenant_id, now)
         event = TenantLinkRequested(
@@ -303,7 +303,7 @@ async def link_tenant(
         if not record_link_requested(session, tenant, event, now):
             is_linked = tenant.status is LinkStatus.LINKED
             return _answer(request, response, tenant, 200 if is_linked else 202)
-        await outbox.add(session, outbox.envelope(event, at=now))
+        await portal.runtime.outbox.add(session, event, at=now)
         await session.flush()
         return _answer(request, response, tenant, 202)
 
@@ -426,11 +426,11 @@ async def activate_intune_writing(
             correlation_id=uuid4(),
             assignments_source_of_truth=terms.assignments_source_of_truth,
         )
-        now, outbox = datetime.now(UTC), portal.runtime.outbox
+        now = datetime.now(UTC)
         if not record_intune_requested(session, tenant, event, now):
             enabled = tenant.intune_status is IntuneWritingStatus.ENABLED
             return _answer(request, response, tenant, 200 if enabled else 202)
-        await outbox.add(session, outbox.envelope(event, at=now))
+        await portal.runtime.outbox.add(session, event, at=now)
         await session.flush()
         return _answer(request, response, tenant, 202)
 
@@ -461,10 +461,10 @@ async def unlink_tenant(
         tenant = await reachable(session, user, wanted, lock=True)
         limit_tenant(portal, wanted)
         _check_if_match(tenant.link, if_match, required=True)
-        now, outbox = datetime.now(UTC), portal.runtime.outbox
+        now = datetime.now(UTC)
         if not record_unlinked(session, tenant, now):
             return _answer(request, response, tenant, 200)
         event = TenantUnlinked(tenant_id=wanted, actor=actor(user), correlation_id=uuid4())
-        await outbox.add(session, outbox.envelope(event, at=now))
+        await portal.runtime.outbox.add(session, event, at=now)
         await session.flush()
         return _answer(request, response, tenant, 202)
