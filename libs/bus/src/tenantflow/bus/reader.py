@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from heapq import heappop, heappush
 from typing import Any, TypeAlias
@@ -51,7 +51,6 @@ class PartitionReader:
     planned: int | None = None
     """Offsets between the start and the end of the read under way (records, or fewer where
     a topic was compacted): known once ``batches`` has begun, for a progress bar."""
-    _reading: set[TopicPartition] = field(default_factory=set, init=False, repr=False)
 
     def partitions(self) -> list[TopicPartition]:
         return [
@@ -67,7 +66,7 @@ class PartitionReader:
     async def batches(self, since: datetime | None = None) -> AsyncIterator[list[Record]]:
         """Every record from the beginning (or from ``since``) to the end offsets read when
         the call began, a fetch at a time (each partition's records in offset order)."""
-        async for fetched, _ in self._fetches(since, lambda _: False):
+        async for fetched, _ in self._fetches(since, lambda _: True):
             batch = [record for records in fetched.values() for record in records]
             if batch:
                 yield batch
@@ -81,15 +80,13 @@ class PartitionReader:
         paused), so memory holds about one fetch per partition however long the log is."""
         buffers: dict[TopicPartition, deque[Record]] = {}
         heads: list[tuple[int, str, int, TopicPartition]] = []
-        starving: set[TopicPartition] | None = None
+        starving = set(self.partitions())
         """Partitions still being read with nothing buffered: none may be passed by."""
 
         def empty(partition: TopicPartition) -> bool:
             return not buffers.get(partition)
 
         async for fetched, finished in self._fetches(since, empty):
-            if starving is None:
-                starving = set(self._reading)
             for partition, records in fetched.items():
                 buffer = buffers.setdefault(partition, deque())
                 if not buffer and records:
@@ -139,7 +136,6 @@ class PartitionReader:
             starts = await self._starts(consumer, partitions, since, ends)
             self.planned = sum(ends[p] - starts[p] for p in partitions)
             left = {p for p in partitions if starts[p] < ends[p]}
-            self._reading = set(left)
             for partition in partitions:
                 consumer.seek(partition, starts[partition])
             while left:

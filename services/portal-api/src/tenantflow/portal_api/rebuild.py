@@ -124,7 +124,8 @@ class Rebuild:
     topic_prefix: str = ""
     applied: int = 0
     """Events that at least one projection handled."""
-    handlers: dict[type[EventPayload], list[Handler]] = field(default_factory=dict)
+    handlers: dict[type[EventPayload], list[Handler]] = field(default_factory=dict, init=False)
+    """Every projection's handlers of each event type, in the order they run."""
 
     def __post_init__(self) -> None:
         self.sessions: SessionFactory = session_factory(self.engine)

@@ -191,17 +191,16 @@ async def rebuild_portal(
         except SQLAlchemyError as exc:
             errors.print(f"not rebuilt: the database to fill cannot be used: {exc}")
             return 2
-        reader, read, undecodable = Replay(settings).reader(), 0, 0
+        read, undecodable = 0, 0
         with progress_bar(errors, shown) as advance:
-            async for run in reader.in_time_order():
+            async for run in Replay(settings, on_progress=advance).runs():
+                read += len(run)
                 for record, why in await target.feed(run):
                     undecodable += 1
                     errors.print(
                         f"undecodable record at {record.topic}/{record.partition}@"
                         f"{record.offset}, left out: {why}"
                     )
-                read += len(run)
-                advance(read, reader.planned)
         out.write(
             f"rebuilt the portal's read models from {read} events ({target.applied} recorded, "
             f"{undecodable} undecodable)\n"

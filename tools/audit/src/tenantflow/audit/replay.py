@@ -180,18 +180,28 @@ class Replay:
             only = {topic: [partition_of(topic, self.filters.tenant)] for topic in AUDIT_TOPICS}
         return PartitionReader(self.settings, AUDIT_TOPICS, only=only, client_id="tenantflow-audit")
 
+    async def runs(self, since: datetime | None = None) -> AsyncIterator[list[Record]]:
+        """The log's records for ``filters.tenant`` (all of them without one), from ``since``,
+        a run at a time in the log's order (``PartitionReader.in_time_order``), each handed
+        to ``on_batch`` first and counted for ``on_progress`` once the caller is done with it."""
+        reader, read = self.reader(), 0
+        async for run in reader.in_time_order(since):
+            if self.on_batch is not None:
+                self.on_batch(run)
+            yield run
+            read += len(run)
+            if self.on_progress is not None:
+                self.on_progress(read, reader.planned)
+
     async def entries(self) -> AsyncIterator[Entry]:
         """The kept entries in the log's order, streamed: each partition in offset order, the
         partitions merged by when Kafka got their records (``PartitionReader.in_time_order``);
         undecodable records always. For an actor: what they did, and the rest of the story of
         every change they asked for (its verification and outcome come from services, after
         the request on the same partition)."""
-        reader, read, theirs = self.reader(), 0, set()
+        theirs: set[UUID] = set()
         filters, actor = replace(self.filters, actor=None), self.filters.actor
-        async for run in reader.in_time_order(self.filters.since):
-            read += len(run)
-            if self.on_batch is not None:
-                self.on_batch(run)
+        async for run in self.runs(self.filters.since):
             for record in run:
                 entry = entry_of(record, self.settings.topic_prefix)
                 if entry.event_type != "undecodable":
@@ -204,8 +214,6 @@ class Replay:
                         elif entry.change_id not in theirs:
                             continue
                 yield entry
-            if self.on_progress is not None:
-                self.on_progress(read, reader.planned)
 
     async def timeline(self) -> list[Entry]:
         """The kept entries, in the log's order (``entries``)."""
@@ -215,9 +223,9 @@ class Replay:
         """Every deployment's state at ``at`` (None: now), of ``filters.tenant`` or of every
         tenant: the log read in publication order, each record's headers scanned and only
         the state's own events of the tenant parsed (``trail.Trail``)."""
-        reader, read, result = self.reader(), 0, Trail(at)
+        result = Trail(at)
         subject = str(self.filters.tenant).encode() if self.filters.tenant else None
-        async for run in reader.in_time_order():
+        async for run in self.runs():
             for record in run:
                 if subject is not None and record.key != subject:
                     continue  # another tenant's (events are keyed by tenant id)
@@ -231,9 +239,6 @@ class Replay:
                     result.malformed += 1
                     continue
                 result.feed(event_type, tenant.decode(), moment, record.value or b"")
-            read += len(run)
-            if self.on_progress is not None:
-                self.on_progress(read, reader.planned)
         return result
 
 
