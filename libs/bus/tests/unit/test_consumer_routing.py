@@ -69,3 +69,32 @@ def test_a_handler_for_another_topic_is_refused() -> None:
     events = consumer()
     with pytest.raises(ValueError, match="not consumed here"):
         events.handles(GroupRemoved)
+
+
+async def test_an_empty_poll_is_followed_by_the_next_one_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FastStream's batch subscriber sleeps after an empty poll, and a record arriving then
+    waits out the sleep; the consumer's subscriber polls again at once instead (getmany itself
+    waits for a record)."""
+    import anyio
+    from faststream.kafka import KafkaBroker
+
+    async def no_sleep(*_: object) -> None:
+        raise AssertionError("slept after an empty poll")
+
+    monkeypatch.setattr(anyio, "sleep", no_sleep)
+    broker = KafkaBroker("localhost:9092")
+    consumer().subscribe(broker)
+    (subscriber,) = broker.subscribers
+    polls: list[dict[str, int]] = []
+    record = FakeRecord(headers=[], value=b"{}")
+
+    class FakeKafka:
+        async def getmany(self, **kwargs: int) -> dict[str, list[FakeRecord]]:
+            polls.append(kwargs)
+            return {} if len(polls) == 1 else {"partition": [record]}
+
+    assert await subscriber.get_msg(FakeKafka()) == ()
+    assert await subscriber.get_msg(FakeKafka()) == (record,)
+    assert polls[0]["timeout_ms"] > 0  # each poll waits for a record
