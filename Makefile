@@ -45,6 +45,7 @@ bench: ## benchmarks: print figures, write JSON to bench/results/
 	$(UV) run --frozen python bench/deployment_latency.py
 	$(UV) run --frozen python bench/intune_writer.py
 	$(UV) run --frozen python bench/directory_sync.py
+	$(UV) run --frozen python bench/audit_replay.py
 
 infra-up:
 	$(UV) run --frozen tenantflow-infra up
