@@ -1,14 +1,20 @@
 # tenantflow: `make setup` once, then `make run` or `make test`.
-UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTHON ?= python3
+UV_LOCAL := $(CURDIR)/.local/uv/bin/uv
+# uv from PATH; where there is none, `make setup` installs it from PyPI into .local/uv (no root)
+UV ?= $(shell command -v uv 2>/dev/null || echo $(UV_LOCAL))
 PYTEST = $(UV) run --frozen pytest
 SRC = contracts/src libs/bus/src libs/graph/src libs/devinfra/src services/portal-api/src services/consent/src \
       services/directory-sync/src services/intune-writer/src emulator/src tools/audit/src
 
 .PHONY: setup run test test-unit test-integration test-e2e lint format contracts bench infra-up infra-down clean
 
-setup: ## environment with uv, and the Kafka broker's jars in the user cache
+setup: $(filter $(UV_LOCAL),$(UV)) ## environment with uv, and the Kafka broker's jars in the user cache
 	$(UV) sync --frozen --all-packages
 	$(UV) run --frozen tenantflow-infra fetch
+
+$(UV_LOCAL):
+	$(PYTHON) tools/bootstrap_uv.py $(CURDIR)/.local/uv
 
 run: ## local Kafka + PostgreSQL (or KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL) and every service
 	$(UV) run --frozen python -m tenantflow.devinfra.run

