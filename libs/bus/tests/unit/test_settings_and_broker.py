@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from uuid import uuid4
 
 import pytest
@@ -10,9 +11,10 @@ from faststream import AckPolicy
 from faststream.security import SASLPlaintext, SASLScram512
 from pydantic import SecretStr, ValidationError
 
-from tenantflow.bus.broker import CONSUMER_SETTINGS, make_broker, security
+from tenantflow.bus.broker import CONSUMER_SETTINGS, FASTSTREAM_LOGGER, make_broker, security
 from tenantflow.bus.clients import KeyPartitioner, producer_kwargs
-from tenantflow.bus.settings import DatabaseSettings, KafkaSettings
+from tenantflow.bus.serve import quiet_libraries
+from tenantflow.bus.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +101,33 @@ def test_the_key_partitioner_places_every_key_where_kafkas_default_partitioner_d
         for key in keys + keys:  # the second time from what it remembered (or forgot)
             assert remembered(key, partitions, partitions) == default(key, partitions, partitions)
     assert remembered(None, [0, 1, 2], [1]) == 1  # no key: an available partition
+
+
+@pytest.mark.parametrize(
+    ("log_level", "library_log_level", "expected"),
+    [
+        ("INFO", None, logging.WARNING),
+        ("DEBUG", None, logging.DEBUG),
+        ("INFO", "INFO", logging.INFO),
+    ],
+)
+def test_libraries_are_quiet_unless_asked(
+    log_level: str, library_log_level: str | None, expected: int
+) -> None:
+    settings = ServiceSettings.model_validate(
+        {"log_level": log_level, "library_log_level": library_log_level}
+    )
+    quiet_libraries(settings)
+    for name in ("aiokafka", "alembic", "uvicorn.access", FASTSTREAM_LOGGER):
+        assert logging.getLogger(name).level == expected
+
+
+def test_the_brokers_logger_drops_the_warning_about_topic_auto_creation() -> None:
+    make_broker(KafkaSettings(), "test")
+    logger = logging.getLogger(FASTSTREAM_LOGGER)
+    chatter = logging.LogRecord(
+        FASTSTREAM_LOGGER, logging.WARNING, "", 0, "Auto create topics is disabled.", (), None
+    )
+    useful = logging.LogRecord(FASTSTREAM_LOGGER, logging.WARNING, "", 0, "other", (), None)
+    assert not logger.filter(chatter)
+    assert logger.filter(useful)

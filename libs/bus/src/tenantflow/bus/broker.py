@@ -37,6 +37,18 @@ def security(settings: KafkaSettings) -> BaseSecurity | None:
     return mechanism(username, password, ssl_context=context if use_ssl else None, use_ssl=use_ssl)
 
 
+FASTSTREAM_LOGGER = "tenantflow.bus.faststream"
+
+
+def _not_about_auto_creation(record: logging.LogRecord) -> bool:
+    """FastStream warns at each subscriber that auto-creation of topics is off: by design, the
+    services create their topics from the contracts at start-up (or an operator does)."""
+    return "Auto create topics is disabled" not in record.getMessage()
+
+
+logging.getLogger(FASTSTREAM_LOGGER).addFilter(_not_about_auto_creation)
+
+
 def make_broker(settings: KafkaSettings, client_id: str, **overrides: Any) -> KafkaBroker:
     """A broker with safe producer settings and at-least-once consumption by default."""
     options: dict[str, Any] = {
@@ -51,6 +63,9 @@ def make_broker(settings: KafkaSettings, client_id: str, **overrides: Any) -> Ka
         "request_timeout_ms": 30_000,
         "graceful_timeout": 15.0,
         "log_level": logging.DEBUG,  # per-message logs only when asked for
+        # FastStream's own logger has a handler and level of its own; this one goes through
+        # the service's logging like every other library's (serve.LIBRARIES)
+        "logger": logging.getLogger(FASTSTREAM_LOGGER),
     }
     options.update(overrides)
     return KafkaBroker(settings.bootstrap_servers, **options)

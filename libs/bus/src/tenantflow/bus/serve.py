@@ -18,10 +18,21 @@ from typing import Any
 
 import uvicorn
 
+from tenantflow.bus.broker import FASTSTREAM_LOGGER
 from tenantflow.bus.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 EXIT_GRACE_EXCEEDED = 70
+LIBRARIES = (
+    "aiokafka",
+    "alembic",
+    "faststream",
+    FASTSTREAM_LOGGER,
+    "uvicorn.error",
+    "uvicorn.access",
+    "httpx",
+)
+"""Loggers whose INFO is chatter for an operator (group joins, migrations, each request)."""
 
 
 class _GracefulServer(uvicorn.Server):
@@ -58,4 +69,11 @@ def serve(app: Any, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=max(1, round(settings.http_drain_seconds)),
         proxy_headers=False,
     )
+    quiet_libraries(settings)  # after uvicorn's Config, which sets its own loggers' levels
     _GracefulServer(config, settings.shutdown_grace_seconds).run()
+
+
+def quiet_libraries(settings: ServiceSettings) -> None:
+    level = settings.library_log_level or ("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(level)

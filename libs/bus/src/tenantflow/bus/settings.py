@@ -81,6 +81,9 @@ class ServiceSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    library_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    """The libraries' loggers (aiokafka's consumer-group joins, Alembic's migrations, uvicorn's
+    start-up and access lines, FastStream): WARNING unless set here, DEBUG with LOG_LEVEL DEBUG."""
     create_topics: bool = True
     """Create missing topics from the contracts at start-up (off where an operator owns them)."""
     shutdown_grace_seconds: float = Field(default=20.0, ge=2.0, le=600.0)

@@ -2,24 +2,92 @@
 Graph emulator with its demo tenants (unless TENANTFLOW_GRAPH_BASE_URL points at the real
 thing), then every service.
 
-Output is prefixed with the service's name. Ctrl-C or SIGTERM stops the services (each gets a
-SIGTERM and a graceful shutdown), then the infrastructure this command started itself.
+Each service runs as a supervised process: one that exits is started again after a backoff
+(1 s, doubling up to 30 s; back to 1 s once it ran a minute), and each restart is logged. Output
+is prefixed with the service's name. Ctrl-C or SIGTERM stops the services (each gets a SIGTERM
+and a graceful shutdown, in its own process group so the terminal's Ctrl-C reaches only this
+supervisor), then the emulator and the infrastructure this command started itself; a service
+whose supervisor is killed outright is ended by the kernel (parent-death signal).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from tenantflow.devinfra.infra import LocalInfra
-from tenantflow.devinfra.processes import InfraError
-from tenantflow.devinfra.services import SERVICES
+from tenantflow.devinfra.processes import InfraError, die_with_parent
+from tenantflow.devinfra.services import SERVICES, Service
+from tenantflow.emulator.seeds import demo_tenants
 from tenantflow.emulator.testing import start_emulator
+
+INITIAL_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
+STABLE_S = 60.0
+"""A service that ran this long before it exited is restarted after the initial backoff again."""
+
+
+def say(text: str) -> None:
+    sys.stdout.write(f"{'run':>15} | {text}\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Supervised:
+    """One service under `make run`: its process, and when to start it again if it exits."""
+
+    service: Service
+    env: Mapping[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    """Exits in a row, each after less than ``STABLE_S``."""
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def start(self, now: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.service.module],
+            env=dict(self.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+        self.started_at = now
+        say(f"{self.service.name} started (pid {self.process.pid})")
+        assert self.process.stdout is not None
+        threading.Thread(
+            target=_pipe, args=(self.service.name, self.process.stdout), daemon=True
+        ).start()
+
+    def watch(self, now: float) -> None:
+        """Start the service when it is due; note an exit and when to start it again."""
+        if self.process is not None and self.process.poll() is not None:
+            ran = now - self.started_at
+            self.crashes = 0 if ran >= STABLE_S else self.crashes + 1
+            delay = min(MAX_BACKOFF_S, INITIAL_BACKOFF_S * 2 ** max(0, self.crashes - 1))
+            self.restarts += 1
+            say(
+                f"{self.service.name} exited with status {self.process.returncode} after "
+                f"{ran:.1f} s; restart {self.restarts} in {delay:.0f} s"
+            )
+            self.process, self.next_start = None, now + delay
+        if self.process is None and now >= self.next_start:
+            self.start(now)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
 
 def _pipe(name: str, stream: IO[bytes]) -> None:
@@ -58,49 +126,75 @@ def main() -> None:
     microsoft, emulator = _microsoft_endpoints(workdir.parent / "emulator")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    processes: list[subprocess.Popen[bytes]] = []
+    supervised = [
+        Supervised(service, _environment(service, infra.environment(), microsoft))
+        for service in SERVICES.values()
+    ]
     try:
-        for service in SERVICES.values():
-            port = os.environ.get(f"{service.env_prefix}PORT", str(service.port))
-            env = {
-                **os.environ,
-                **infra.environment(),
-                **{f"{service.env_prefix}{name}": value for name, value in microsoft.items()},
-                f"{service.env_prefix}PORT": port,
-                f"{service.env_prefix}HOST": os.environ.get(
-                    f"{service.env_prefix}HOST", "127.0.0.1"
-                ),
-            }
-            process = subprocess.Popen(
-                [sys.executable, "-m", service.module],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            assert process.stdout is not None
-            threading.Thread(target=_pipe, args=(service.name, process.stdout), daemon=True).start()
-            processes.append(process)
-            print(f"{service.name} on http://127.0.0.1:{port} (/healthz, /readyz)")
-        while not stop.wait(0.5):
-            if any(p.poll() is not None for p in processes):
-                print("a service exited; stopping the others", file=sys.stderr)
-                break
+        now = time.monotonic()
+        for each in supervised:
+            each.start(now)
+        _print_welcome(supervised, microsoft)
+        while not stop.wait(0.2):  # the supervisor's own pace, not a synchronisation
+            now = time.monotonic()
+            for each in supervised:
+                each.watch(now)
     except KeyboardInterrupt:
         pass
     finally:
-        everything: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = [*processes]
+        say("stopping")
+        for each in supervised:
+            each.stop()
+        if emulator is not None and emulator.poll() is None:
+            emulator.send_signal(signal.SIGTERM)
+        children: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = [
+            each.process for each in supervised if each.process is not None
+        ]
         if emulator is not None:
-            everything.append(emulator)
-        for child in everything:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in everything:
+            children.append(emulator)
+        for child in children:
             try:
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
         if started_here:
             infra.stop()
+        say("stopped")
+
+
+def _environment(
+    service: Service, infrastructure: Mapping[str, str], microsoft: Mapping[str, str]
+) -> dict[str, str]:
+    port = os.environ.get(f"{service.env_prefix}PORT", str(service.port))
+    return {
+        **os.environ,
+        **infrastructure,
+        **{f"{service.env_prefix}{name}": value for name, value in microsoft.items()},
+        f"{service.env_prefix}PORT": port,
+        f"{service.env_prefix}HOST": os.environ.get(f"{service.env_prefix}HOST", "127.0.0.1"),
+    }
+
+
+def _print_welcome(supervised: list[Supervised], microsoft: Mapping[str, str]) -> None:
+    for each in supervised:
+        port = each.env[f"{each.service.env_prefix}PORT"]
+        say(f"{each.service.name} on http://127.0.0.1:{port} (/healthz, /readyz)")
+    portal = next(each for each in supervised if each.service.name == "portal-api")
+    url = f"http://127.0.0.1:{portal.env['TENANTFLOW_PORTAL_PORT']}"
+    say(f"portal API: {url}/v1 — OpenAPI {url}/openapi.json, docs {url}/docs")
+    say(f"AsyncAPI (the events): {Path('contracts/asyncapi.json').resolve()}")
+    if microsoft:
+        contoso = demo_tenants()[0]
+        admin = contoso["users"][0]  # a Global Administrator
+        body = json.dumps(
+            {"tenant_id": contoso["id"], "user_id": admin["id"], "roles": ["Tenantflow.Admin"]}
+        )
+        say(
+            f"a demo token ({admin['display_name']}, admin of {contoso['display_name']}): "
+            f"curl --cacert {microsoft['CA_BUNDLE']} -X POST "
+            f"{microsoft['LOGIN_BASE_URL']}/_emulator/tokens -d '{body}'"
+        )
+    say("Ctrl-C stops everything")
 
 
 if __name__ == "__main__":

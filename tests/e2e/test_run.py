@@ -1,0 +1,119 @@
+"""`make run`: every service supervised, the instructions it prints work, a crashed service is
+restarted, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tenantflow.devinfra.processes import free_port
+from tenantflow.devinfra.services import SERVICES
+from tenantflow.devinfra.testing import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Processes whose command line names ``directory`` (the broker, PostgreSQL, the emulator)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(directory) in command and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    ports = {service.name: free_port() for service in SERVICES.values()}
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TENANTFLOW_", "KAFKA_"))},
+        "TENANTFLOW_INFRA_DIR": str(tmp_path / "infra"),
+        "TENANTFLOW_EMULATOR_PORT": str(free_port()),
+        **{f"{s.env_prefix}PORT": str(ports[s.name]) for s in SERVICES.values()},
+    }
+    environment.pop("DATABASE_URL", None)
+    log = tmp_path / "run.log"
+    with log.open("w") as sink:
+        supervisor = subprocess.Popen(  # noqa: ASYNC220 - its exit is awaited in a thread
+            [sys.executable, "-m", "tenantflow.devinfra.run"],
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        output = lambda: log.read_text(errors="replace")  # noqa: E731
+
+        async def every_service_ready() -> bool:
+            assert supervisor.poll() is None, output()[-4000:]
+            async with httpx.AsyncClient(timeout=5) as client:
+                for port in ports.values():
+                    try:
+                        answer = await client.get(f"http://127.0.0.1:{port}/readyz")
+                    except httpx.TransportError:
+                        return False
+                    if answer.status_code != 200:
+                        return False
+            return True
+
+        await eventually(every_service_ready, within=180, what="every service ready")
+
+        # the demo token it prints opens the portal API it names
+        token_line = next(line for line in output().splitlines() if "a demo token" in line)
+        ca, url, body = re.search(r"--cacert (\S+) -X POST (\S+) -d '(.+)'", token_line).groups()  # type: ignore[union-attr]
+        async with httpx.AsyncClient(verify=ca, timeout=10) as emulator:
+            token = (await emulator.post(url, content=body)).json()["access_token"]
+        portal = f"http://127.0.0.1:{ports['portal-api']}"
+        assert f"portal API: {portal}/v1" in output()
+        async with httpx.AsyncClient(base_url=portal, timeout=10) as client:
+            answer = await client.get("/v1/tenants", headers={"authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+            assert (await client.get("/openapi.json")).status_code == 200
+
+        # a service killed outright is started again, and the restart is logged
+        started = re.findall(r"intune-writer started \(pid (\d+)\)", output())
+        assert len(started) == 1
+        os.kill(int(started[0]), signal.SIGKILL)
+        await eventually(
+            lambda: (
+                "intune-writer exited with status -9" in output()
+                and len(re.findall(r"intune-writer started \(pid (\d+)\)", output())) == 2
+            ),
+            within=60,
+            what="the writer restarted",
+        )
+        assert "restart 1 in 1 s" in output()
+        await eventually(every_service_ready, within=120, what="the writer ready again")
+
+        # Ctrl-C: the terminal signals the supervisor's process group only (each service has
+        # its own), and the supervisor stops everything it started
+        pids = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", output())]
+        supervisor.send_signal(signal.SIGINT)
+        await asyncio.to_thread(supervisor.wait, 120)
+        assert output().rstrip().endswith("stopped"), output()[-2000:]
+        assert not [pid for pid in pids if alive(pid)]
+        assert not processes_under(tmp_path)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
