@@ -10,12 +10,14 @@ import pytest
 import yaml
 
 from tenantflow.bus.settings import ServiceSettings
+from tenantflow.devinfra.services import SERVICES as RUN_SERVICES
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("portal-api", "consent", "directory-sync", "intune-writer")
-WORKERS = ("consent", "directory-sync", "intune-writer")
+SERVICES = tuple(RUN_SERVICES)
+"""The one list `make run` and the tests start (tenantflow.devinfra.services)."""
+WORKERS = tuple(name for name in SERVICES if name != "portal-api")
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +127,12 @@ def test_dockerfile_syncs_dependencies_in_two_steps() -> None:
         assert f"COPY {member}/pyproject.toml" in dockerfile, member
     for library in ("contracts", "libs/bus", "libs/graph"):  # what the services import
         assert f"COPY {library} {library}" in dockerfile, library
+
+
+def test_compose_runs_the_services_make_run_runs(compose: dict[str, Any]) -> None:
+    built = {
+        name
+        for name, service in compose["services"].items()
+        if "build" in service and "tools" not in service.get("profiles", [])
+    }
+    assert built - {"emulator"} == set(SERVICES)  # the emulator stands in for Microsoft

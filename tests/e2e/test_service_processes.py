@@ -25,7 +25,8 @@ async def test_service_starts_ready_and_stops_on_sigterm(
     }
     # consent refuses the emulator's demo secrets with Microsoft's endpoints: point it at the
     # emulator, as make run does
-    settings = emulated_microsoft(emulator).get(service)
+    # uvicorn's lifecycle lines are library chatter, shown when asked for
+    settings = {**emulated_microsoft(emulator).get(service, {}), "LIBRARY_LOG_LEVEL": "INFO"}
     async with service_process(service, tmp_path / "service.log", environment, settings) as running:
         async with httpx.AsyncClient(base_url=running.url) as client:
             health = await client.get("/healthz")

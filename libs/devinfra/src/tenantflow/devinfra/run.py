@@ -56,7 +56,7 @@ class Supervised:
 
     def start(self, now: float) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.service.module],
+            self.service.command,
             env=dict(self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -165,14 +165,14 @@ def main() -> None:
 def _environment(
     service: Service, infrastructure: Mapping[str, str], microsoft: Mapping[str, str]
 ) -> dict[str, str]:
-    port = os.environ.get(f"{service.env_prefix}PORT", str(service.port))
-    return {
-        **os.environ,
-        **infrastructure,
-        **{f"{service.env_prefix}{name}": value for name, value in microsoft.items()},
-        f"{service.env_prefix}PORT": port,
-        f"{service.env_prefix}HOST": os.environ.get(f"{service.env_prefix}HOST", "127.0.0.1"),
-    }
+    """The service's environment under `make run`: its port and host unless set already."""
+    prefix = service.env_prefix
+    return service.environment(
+        infrastructure,
+        microsoft,
+        port=os.environ.get(f"{prefix}PORT", service.port),
+        host=os.environ.get(f"{prefix}HOST", "127.0.0.1"),
+    )
 
 
 def _print_welcome(supervised: list[Supervised], microsoft: Mapping[str, str]) -> None:

@@ -1,6 +1,8 @@
 """tenantflow's services as processes: which there are, and running one until it is ready.
 
-Used by `make run`, the e2e tests and the benchmarks, so all of them start a service the same way.
+The one list of services, and the one way to start one (``Service.command``,
+``Service.environment``): `make run` (devinfra.run), the e2e tests and the benchmarks all use
+them, and the compose.yaml check holds compose to the same list.
 """
 
 from __future__ import annotations
@@ -28,6 +30,29 @@ class Service:
     env_prefix: str
     port: int
     """Its port under `make run`."""
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module]
+
+    def environment(
+        self,
+        shared: Mapping[str, str],
+        settings: Mapping[str, str] | None = None,
+        port: int | str | None = None,
+        host: str = "127.0.0.1",
+    ) -> dict[str, str]:
+        """This process's environment plus ``shared`` (KAFKA_*, DATABASE_URL) and the
+        service's own ``settings`` under its prefix (``CA_BUNDLE`` becomes
+        ``TENANTFLOW_CONSENT_CA_BUNDLE``), listening on ``host``:``port`` (default: its port
+        under `make run`)."""
+        return {
+            **os.environ,
+            **shared,
+            **{f"{self.env_prefix}{key}": value for key, value in (settings or {}).items()},
+            f"{self.env_prefix}PORT": str(self.port if port is None else port),
+            f"{self.env_prefix}HOST": host,
+        }
 
 
 SERVICES = {
@@ -74,19 +99,10 @@ async def service_process(
     DATABASE_URL); ``settings`` are the service's own, without its prefix (``CA_BUNDLE``)."""
     service = SERVICES[name]
     port = free_port()
-    env = {
-        **os.environ,
-        **environment,
-        **{f"{service.env_prefix}{key}": value for key, value in (settings or {}).items()},
-        f"{service.env_prefix}PORT": str(port),
-        f"{service.env_prefix}HOST": "127.0.0.1",
-    }
     with log.open("w") as sink:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            service.module,
-            env=env,
+            *service.command,
+            env=service.environment(environment, settings, port),
             stdout=sink,
             stderr=asyncio.subprocess.STDOUT,
             # a test run that dies without cleaning up leaves no service behind
