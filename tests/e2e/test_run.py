@@ -1,5 +1,5 @@
-"""`make run`: every service supervised, the instructions it prints work, a crashed service is
-restarted, and Ctrl-C leaves no process behind."""
+"""`make run`: every service supervised, the instructions it prints work, `make demo` passes
+against it, a crashed service is restarted, and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
             assert answer.status_code == 200, answer.text
             assert (await client.get("/openapi.json")).status_code == 200
 
+        # make demo against it: the whole journey, every step passing
+        demo = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tenantflow.devinfra.demo"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        assert demo.stdout.count(": applied") == 2, demo.stdout
+        assert "deployment.change.applied" in demo.stdout  # the audit timeline
+        assert "every step passed" in demo.stdout
+
         # a service killed outright is started again, and the restart is logged
         started = re.findall(r"intune-writer started \(pid (\d+)\)", output())
         assert len(started) == 1
@@ -113,6 +128,7 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
         assert output().rstrip().endswith("stopped"), output()[-2000:]
         assert not [pid for pid in pids if alive(pid)]
         assert not processes_under(tmp_path)
+        assert not (tmp_path / "run.json").exists()  # make demo finds nothing running now
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

@@ -36,6 +36,13 @@ STABLE_S = 60.0
 """A service that ran this long before it exited is restarted after the initial backoff again."""
 
 
+def run_state_file() -> Path:
+    """Where `make run` says what it started (the portal, the emulator and its CA), for
+    `make demo`; removed when it stops."""
+    workdir = Path(os.environ.get("TENANTFLOW_INFRA_DIR", ".local/infra")).resolve()
+    return workdir.parent / "run.json"
+
+
 def say(text: str) -> None:
     sys.stdout.write(f"{'run':>15} | {text}\n")
     sys.stdout.flush()
@@ -135,6 +142,17 @@ def main() -> None:
         for each in supervised:
             each.start(now)
         _print_welcome(supervised, microsoft)
+        portal = SERVICES["portal-api"]
+        run_state_file().write_text(
+            json.dumps(
+                {
+                    "portal": "http://127.0.0.1:"
+                    + os.environ.get(f"{portal.env_prefix}PORT", str(portal.port)),
+                    "emulator": microsoft.get("LOGIN_BASE_URL"),
+                    "ca": microsoft.get("CA_BUNDLE"),
+                }
+            )
+        )
         while not stop.wait(0.2):  # the supervisor's own pace, not a synchronisation
             now = time.monotonic()
             for each in supervised:
@@ -143,6 +161,7 @@ def main() -> None:
         pass
     finally:
         say("stopping")
+        run_state_file().unlink(missing_ok=True)
         for each in supervised:
             each.stop()
         if emulator is not None and emulator.poll() is None:
