@@ -170,6 +170,28 @@ def unknown_key(entra: FakeEntra) -> str:
     return token
 
 
+def own_key_with_a_real_kid(entra: FakeEntra) -> str:
+    """Signed by a key of the attacker's own, naming a kid Entra publishes."""
+    forger = FakeEntra()  # its key-1 is another RSA key
+    return forger.token("key-1")
+
+
+def signed_with(algorithm: str) -> Any:
+    """Entra's own key, but an algorithm other than the RS256 Entra signs with."""
+
+    def make(entra: FakeEntra) -> str:
+        _, body, _ = entra.token().split(".")
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        pem = entra.keys["key-1"].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return jwt.encode(claims, pem, algorithm=algorithm, headers={"kid": "key-1"})
+
+    return make
+
+
 def alg_none(entra: FakeEntra) -> str:
     _, body, _ = entra.token().split(".")
     none = base64.urlsafe_b64encode(b'{"alg":"none","kid":"key-1"}').rstrip(b"=").decode()
@@ -185,6 +207,14 @@ def alg_none(entra: FakeEntra) -> str:
         ("audience list holding ours", lambda e: e.token(aud=[CLIENT_ID, str(uuid4())])),
         ("audience list of only ours", lambda e: e.token(aud=[CLIENT_ID])),
         ("wrong issuer", lambda e: e.token(iss=f"https://sts.windows.net/{TENANT}/")),
+        (
+            "a v1.0 token (v1 issuer and version)",
+            lambda e: e.token(iss=f"https://sts.windows.net/{TENANT}/", ver="1.0"),
+        ),
+        ("signed by our own key naming a real kid", own_key_with_a_real_kid),
+        ("RS384 with Entra's key", signed_with("RS384")),
+        ("RS512 with Entra's key", signed_with("RS512")),
+        ("PS256 with Entra's key", signed_with("PS256")),
         (
             "issuer of another tenant",
             lambda e: e.token(iss=TEMPLATE.replace("{tenantid}", str(OTHER_TENANT))),
