@@ -117,6 +117,7 @@ async def get_catalog_app(
         201: {"description": "Added", "model": CatalogAppPublic},
         404: problem("No such app (to change one, it must exist)"),
         409: problem("The package identifier or install experience would change"),
+        415: problem("The body is not sent as application/json"),
         412: problem("If-Match or If-None-Match does not hold"),
         428: problem("If-Match or If-None-Match: * is required"),
         **PROBLEMS,
