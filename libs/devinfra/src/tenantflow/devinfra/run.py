@@ -132,7 +132,10 @@ def main() -> None:
     print("infrastructure:", *(f"{k}={v}" for k, v in infra.environment().items()))
     microsoft, emulator = _microsoft_endpoints(workdir.parent / "emulator")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM both ask for an orderly stop: a second Ctrl-C does not cut the
+    # stopping short, and a SIGINT a parent set to be ignored (a background job) still stops it
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     supervised = [
         Supervised(service, _environment(service, infra.environment(), microsoft))
         for service in SERVICES.values()
