@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tenantflow.devinfra.processes import free_port
 from tenantflow.devinfra.services import SERVICES
@@ -41,6 +42,28 @@ def processes_under(directory: Path) -> list[int]:
                 continue
             if str(directory) in command and alive(int(entry.name)):
                 found.append(int(entry.name))
+    return found
+
+
+async def metrics(port: int) -> dict[tuple[str, str, str], float]:
+    """A service's /metrics, summed by (sample name, the label that matters, its value)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    found: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            labels.pop("service", None)
+            if sample.name == "tenantflow_graph_calls_total":
+                key = (sample.name, "call", f"{labels['method']} {labels['status']}")
+            elif labels:
+                label = sorted(labels)[-1] if "outcome" not in labels else "outcome"
+                key = (sample.name, label, labels[label])
+            else:
+                key = (sample.name, "", "")
+            found[key] = found.get(key, 0.0) + sample.value
     return found
 
 
@@ -104,6 +127,21 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
         assert demo.stdout.count(": applied") == 2, demo.stdout
         assert "deployment.change.applied" in demo.stdout  # the audit timeline
         assert "every step passed" in demo.stdout
+
+        # every service's Prometheus metrics tell what the demo did
+        samples = {name: await metrics(port) for name, port in ports.items()}
+        assert samples["intune-writer"][("tenantflow_changes_ended_total", "state", "applied")] == 2
+        writer_graph = [
+            value
+            for (name, label, status), value in samples["intune-writer"].items()
+            if name == "tenantflow_graph_calls_total" and status.startswith("POST 2")
+        ]
+        assert sum(writer_graph) >= 2  # the app created, its assignments written
+        for name in ports:
+            assert samples[name][("tenantflow_events_published_total", "", "")] > 0, name
+            assert ("tenantflow_outbox_backlog", "", "") in samples[name], name
+        handled = ("tenantflow_events_consumed_total", "outcome", "handled")
+        assert samples["portal-api"][handled] > 0
 
         # a service killed outright is started again, and the restart is logged
         started = re.findall(r"intune-writer started \(pid (\d+)\)", output())

@@ -1,4 +1,5 @@
-"""A minimal ASGI app for workers: lifespan runs the service, /healthz and /readyz report on it.
+"""A minimal ASGI app for workers: lifespan runs the service, /healthz and /readyz report on it,
+/metrics gives its Prometheus metrics.
 
 uvicorn serves it, so SIGTERM gives a clean shutdown through the lifespan protocol.
 """
@@ -9,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tenantflow.bus.metrics import CONTENT_TYPE
 from tenantflow.bus.runtime import ServiceRuntime
 
 Scope = MutableMapping[str, Any]
@@ -66,6 +68,19 @@ def worker_app(
         elif scope["path"] == "/readyz":
             checks = await runtime.readiness()
             await respond(send, 200 if all(checks.values()) else 503, checks)
+        elif scope["path"] == "/metrics" and scope["method"] == "GET":
+            payload = await runtime.metrics.render()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", CONTENT_TYPE.encode()),
+                        (b"content-length", str(len(payload)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
         elif scope["path"] in reports and scope["method"] == "GET":
             await respond(send, 200, await reports[scope["path"]]())
         else:

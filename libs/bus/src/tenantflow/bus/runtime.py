@@ -25,6 +25,7 @@ from tenantflow.bus.bounded import bounded
 from tenantflow.bus.broker import make_broker
 from tenantflow.bus.consumer import ConsumerSettings, EventConsumer
 from tenantflow.bus.db import asyncpg_dsn, create_engine, migrate, session_factory
+from tenantflow.bus.metrics import Metrics
 from tenantflow.bus.outbox import Outbox
 from tenantflow.bus.relay import OutboxRelay, RelaySettings
 from tenantflow.bus.settings import DatabaseSettings, KafkaSettings, ServiceSettings
@@ -66,6 +67,7 @@ class ServiceRuntime:
         )
         self.started = False
         self.consumers: list[EventConsumer] = []
+        self.metrics = Metrics(self)
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._loops: dict[str, Callable[[], Awaitable[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +157,19 @@ class ServiceRuntime:
             )
         await bounded(self.engine.dispose(), left(), f"{self.service}: database pool")
         log.info("%s stopped", self.service)
+
+    async def outbox_backlog(self) -> tuple[int, float]:
+        """Events stored but not published yet, and the oldest one's age in seconds."""
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text(
+                        f"SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at)) "  # noqa: S608
+                        f'FROM "{self.schema}".outbox WHERE published_at IS NULL'
+                    )
+                )
+            ).one()
+        return int(row[0]), float(row[1] or 0.0)
 
     async def readiness(self) -> dict[str, Any]:
         """Each dependency's state; ready when every value is true."""

@@ -13,6 +13,7 @@ import asyncio
 import random
 import re
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -99,6 +100,9 @@ class GraphClient:
     _msal: dict[tuple[UUID, str], msal.ConfidentialClientApplication] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.answers: Counter[tuple[str, str, str]] = Counter()
+        """Graph's answers by method, status (or "unreachable") and x-ms-throttle-scope, for
+        the service's metrics."""
         self._tokens = ThreadPoolExecutor(self.token_threads, thread_name_prefix="msal")
         self._verify: str | bool = self.ca_bundle or True
         # one session for every tenant's MSAL app: one connection pool and TLS context to
@@ -191,11 +195,14 @@ class GraphClient:
             try:
                 response = await self._http(method, url, headers, params, body)
             except Unreachable as exc:  # timeouts and dropped connections included
+                self.answers[(method, "unreachable", "")] += 1
                 if last:
                     raise TransientError(f"Graph unreachable: {what}: {exc!r}") from exc
                 await asyncio.sleep(self.backoff(attempt))
                 continue
             request_id = response.headers.get("request-id")
+            scope = response.headers.get("x-ms-throttle-scope") or ""
+            self.answers[(method, str(response.status), scope)] += 1
             if response.status == 429:
                 raise Throttled(
                     retry_after_seconds(response.headers.get("Retry-After"), self.backoff_s),

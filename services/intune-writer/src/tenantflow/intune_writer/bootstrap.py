@@ -52,6 +52,12 @@ def bootstrap(settings: Settings) -> tuple[ServiceRuntime, Scheduler]:
         report_denied=access_denied_reporter(runtime, ACTOR, EnterpriseApp.INTUNE_WRITER),
     )
     runtime.on_stop(graph.close)
+    runtime.metrics.count(
+        "tenantflow_graph_calls",
+        "Calls to Entra ID and Graph, by method, status and x-ms-throttle-scope.",
+        ("method", "status", "throttle_scope"),
+        graph.answers,
+    )
     credentials = AppCredentials.of(
         settings.intune_writer_client_id,
         settings.intune_writer_secret,
@@ -66,5 +72,11 @@ def bootstrap(settings: Settings) -> tuple[ServiceRuntime, Scheduler]:
         retry=timedelta(seconds=settings.filter_retry_seconds),
     )
     scheduler = Scheduler(runtime, graph, credentials, scheduler_settings(settings))
+    runtime.metrics.count(
+        "tenantflow_changes_ended",
+        "Deployment changes the writer ended, by state (applied, failed, superseded).",
+        ("state",),
+        scheduler.ended,
+    )
     handlers.register(runtime, filters, scheduler, settings.poll_seconds)
     return runtime, scheduler

@@ -30,7 +30,7 @@ import random
 import socket
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -293,6 +293,8 @@ class Scheduler:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = asyncio.Event()
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
+        self.ended: Counter[tuple[str]] = Counter()
+        """Changes this process ended, by state, for the service's metrics."""
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -624,6 +626,7 @@ class Scheduler:
                     "budget": json.dumps(held["budget"]),
                 },
             )
+        self.ended.update((state.value,) for _, state in states)
         if step.wait_s > 0:
             self.wake.set()  # recompute when to look next
         return step

@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from tenantflow.bus.metrics import CONTENT_TYPE
 from tenantflow.portal_api import audit, catalog, deployments, directory, problems, tenants
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import PortalDep
@@ -60,5 +61,10 @@ def create_app(portal: Portal) -> FastAPI:
         """PostgreSQL and Kafka are reachable and the outbox relay runs."""
         checks = await portal.runtime.readiness()
         return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics(portal: PortalDep) -> Response:
+        """Prometheus metrics (the text format)."""
+        return Response(await portal.runtime.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

@@ -1,0 +1,100 @@
+"""Prometheus metrics of a service, at GET /metrics (prometheus-client's text format).
+
+Read from what the service already keeps, when a scrape asks, so the hot paths do no extra work:
+
+- ``tenantflow_events_consumed_total{consumer, outcome}``: records by outcome (handled,
+  duplicate, ignored, dead_lettered), per consumer group;
+- ``tenantflow_events_published_total``: events the outbox relay sent to Kafka and marked;
+- ``tenantflow_outbox_backlog`` and ``tenantflow_outbox_oldest_seconds``: events stored but not
+  published yet, and the age of the oldest (read from the outbox table at scrape time);
+- whatever else the service registers (``Metrics.count``): the Graph client's calls by method,
+  status and throttle scope (consent, directory-sync, intune-writer), the changes the writer
+  ended by state.
+
+Every series carries ``service``. A registry per runtime (not prometheus-client's global one),
+so tests can run several services in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from tenantflow.bus.runtime import ServiceRuntime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class RuntimeCollector(Collector):
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.backlog: tuple[int, float] = (0, 0.0)
+        """The outbox's unpublished events and the oldest one's age, as last read."""
+        self.extra: list[Callable[[], Iterable[Metric]]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.runtime.service
+        consumed = CounterMetricFamily(
+            "tenantflow_events_consumed",
+            "Records consumed, by consumer group and outcome.",
+            labels=["service", "consumer", "outcome"],
+        )
+        for consumer in self.runtime.consumers:
+            for outcome, count in sorted(consumer.stats.items()):
+                consumed.add_metric([service, consumer.name, str(outcome)], count)
+        yield consumed
+        published = CounterMetricFamily(
+            "tenantflow_events_published",
+            "Events the outbox relay published to Kafka.",
+            labels=["service"],
+        )
+        published.add_metric([service], self.runtime.relay.published)
+        yield published
+        backlog, age = self.backlog
+        for name, documentation, value in (
+            ("tenantflow_outbox_backlog", "Events stored, not yet published.", backlog),
+            ("tenantflow_outbox_oldest_seconds", "Age of the oldest unpublished event.", age),
+        ):
+            gauge = GaugeMetricFamily(name, documentation, labels=["service"])
+            gauge.add_metric([service], value)
+            yield gauge
+        for extra in self.extra:
+            yield from extra()
+
+
+class Metrics:
+    """A runtime's metrics: ``render`` reads the outbox, then formats every series."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = RuntimeCollector(runtime)
+        self.registry.register(self.collector)
+
+    def count(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        counts: Mapping[Any, int],
+    ) -> None:
+        """Expose ``counts`` (kept by the service, such as the Graph client's answers; keys
+        are tuples of label values) as the counter ``name`` with ``labels`` and ``service``."""
+        service = self.runtime.service
+
+        def family() -> Iterable[Metric]:
+            counter = CounterMetricFamily(name, documentation, labels=["service", *labels])
+            for values, count in sorted(counts.items()):
+                counter.add_metric([service, *values], count)
+            return [counter]
+
+        self.collector.extra.append(family)
+
+    async def render(self) -> bytes:
+        self.collector.backlog = await self.runtime.outbox_backlog()
+        return generate_latest(self.registry)
