@@ -4,6 +4,7 @@ against it, a crashed service is restarted, and Ctrl-C leaves no process behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -74,6 +75,7 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
         "TENANTFLOW_INFRA_DIR": str(tmp_path / "infra"),
         "TENANTFLOW_EMULATOR_PORT": str(free_port()),
         **{f"{s.env_prefix}PORT": str(ports[s.name]) for s in SERVICES.values()},
+        **{f"{s.env_prefix}LOG_FORMAT": "json" for s in SERVICES.values()},
     }
     environment.pop("DATABASE_URL", None)
     log = tmp_path / "run.log"
@@ -142,6 +144,17 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
             assert ("tenantflow_outbox_backlog", "", "") in samples[name], name
         handled = ("tenantflow_events_consumed_total", "outcome", "handled")
         assert samples["portal-api"][handled] > 0
+
+        # LOG_FORMAT=json: every service line is a JSON object, and what was logged while a
+        # tenant's work went on names the tenant
+        lines = [
+            json.loads(line.split(" | ", 1)[1])
+            for line in output().splitlines()
+            if " | " in line and not line.lstrip().startswith("run |")
+        ]
+        assert {line["service"] for line in lines} == set(ports)
+        contoso = re.search(r'"tenant_id": "([0-9a-f-]{36})"', token_line).group(1)  # type: ignore[union-attr]
+        assert any(line["tenant_id"] == contoso for line in lines), lines[-20:]
 
         # a service killed outright is started again, and the restart is logged
         started = re.findall(r"intune-writer started \(pid (\d+)\)", output())

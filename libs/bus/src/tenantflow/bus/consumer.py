@@ -42,6 +42,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tenantflow.bus.broker import CONSUMER_SETTINGS
 from tenantflow.bus.db import SessionFactory, transaction
 from tenantflow.bus.errors import PermanentError, is_transient
+from tenantflow.bus.logs import event_context
 from tenantflow.bus.offsets import OffsetCommitter
 from tenantflow.bus.outbox import Outbox
 from tenantflow.bus.tables import bus_tables
@@ -292,7 +293,9 @@ class EventConsumer:
                     await session.flush()
                     session.expire_all()
                     ctx = HandlerContext(session, envelope, self.outbox, position=_at(record))
-                    await handler(envelope.data, ctx)
+                    data = envelope.data
+                    with event_context(data.tenant_id, data.correlation_id, envelope.traceparent):
+                        await handler(data, ctx)
                     committed.extend(ctx.committed)
                     emitted.extend(ctx.emitted)
                     outcomes.append(Outcome.HANDLED)
@@ -335,6 +338,13 @@ class EventConsumer:
         return await self._handle(record, envelope, handler)
 
     async def _handle(
+        self, record: Record, envelope: Envelope[EventPayload], handler: Handler
+    ) -> Outcome:
+        data = envelope.data
+        with event_context(data.tenant_id, data.correlation_id, envelope.traceparent):
+            return await self._handle_in_context(record, envelope, handler)
+
+    async def _handle_in_context(
         self, record: Record, envelope: Envelope[EventPayload], handler: Handler
     ) -> Outcome:
         attempt = 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from tenantflow.bus import logs
 from tenantflow.bus.broker import FASTSTREAM_LOGGER
 from tenantflow.bus.settings import ServiceSettings
 
@@ -55,16 +56,14 @@ class _GracefulServer(uvicorn.Server):
         os._exit(EXIT_GRACE_EXCEEDED)
 
 
-def serve(app: Any, settings: ServiceSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def serve(app: Any, settings: ServiceSettings, service: str) -> None:
+    logs.configure(service, settings.log_level, settings.log_format)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through the service's logging (text or JSON)
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.http_drain_seconds)),
         proxy_headers=False,

@@ -81,6 +81,9 @@ class ServiceSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """json: one JSON object a line, with the service and the tenant, change and trace being
+    worked on (bus.logs)."""
     library_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     """The libraries' loggers (aiokafka's consumer-group joins, Alembic's migrations, uvicorn's
     start-up and access lines, FastStream): WARNING unless set here, DEBUG with LOG_LEVEL DEBUG."""

@@ -39,6 +39,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import is_transient
+from tenantflow.bus.logs import event_context
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.common import EventPayload, ServiceActor
 from tenantflow.contracts.events import (
@@ -404,6 +405,10 @@ class TenantSync:
 
     async def sync(self, claimed: SyncedTenant) -> None:
         """Sync ``claimed`` (leased to this replica) until its run finishes, pauses or fails."""
+        with event_context(claimed.tenant_id, None, None):  # its tenant on every log line
+            await self._sync(claimed)
+
+    async def _sync(self, claimed: SyncedTenant) -> None:
         tenant = str(claimed.tenant_id)
         run: Run | None = None
         try:

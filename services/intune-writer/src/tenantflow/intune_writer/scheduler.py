@@ -44,6 +44,7 @@ from sqlmodel import col
 
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import TransientError, is_transient
+from tenantflow.bus.logs import event_context
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.common import EventPayload
 from tenantflow.contracts.events import (
@@ -371,6 +372,10 @@ class Scheduler:
     # --- one tenant ----------------------------------------------------------------------
 
     async def _serve(self, claimed: Claimed) -> None:
+        with event_context(claimed.tenant_id, None, None):  # its tenant on every log line
+            await self._serve_tenant(claimed)
+
+    async def _serve_tenant(self, claimed: Claimed) -> None:
         tenant_id, budget = claimed.tenant_id, claimed.budget
         try:
             token = await self.graph.token(self.credentials, str(tenant_id))

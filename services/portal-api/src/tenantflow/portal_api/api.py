@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,11 +10,37 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from tenantflow.bus.logs import event_context
 from tenantflow.bus.metrics import CONTENT_TYPE
 from tenantflow.portal_api import audit, catalog, deployments, directory, problems, tenants
 from tenantflow.portal_api.bootstrap import Portal
 from tenantflow.portal_api.deps import PortalDep
 from tenantflow.portal_api.proxy import TrustedProxies
+
+TENANT_IN_PATH = re.compile(r"^/v1/tenants/([0-9a-fA-F-]{36})")
+CHANGE_IN_PATH = re.compile(r"^/v1/changes/([0-9a-fA-F-]{36})")
+
+
+class LogContext:
+    """Every line logged while a request is handled names its tenant, change (from the path)
+    and trace (its traceparent header): bus.logs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        tenant, change = TENANT_IN_PATH.match(path), CHANGE_IN_PATH.match(path)
+        traceparent = dict(scope.get("headers") or []).get(b"traceparent", b"").decode("latin-1")
+        with event_context(
+            tenant.group(1) if tenant else None,
+            change.group(1) if change else None,
+            traceparent or None,
+        ):
+            await self.app(scope, receive, send)
 
 
 def create_app(portal: Portal) -> FastAPI:
@@ -36,6 +63,7 @@ def create_app(portal: Portal) -> FastAPI:
     app.add_middleware(problems.BodyLimit, max_bytes=portal.settings.max_body_bytes)
     problems.install(app)
     app.add_middleware(TrustedProxies, trusted=portal.settings.trusted_proxies)
+    app.add_middleware(LogContext)
     app.include_router(tenants.router)
     app.include_router(directory.router)
     app.include_router(deployments.router)
