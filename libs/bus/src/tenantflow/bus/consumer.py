@@ -26,6 +26,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import chain
@@ -293,9 +294,8 @@ class EventConsumer:
                     await session.flush()
                     session.expire_all()
                     ctx = HandlerContext(session, envelope, self.outbox, position=_at(record))
-                    data = envelope.data
-                    with event_context(data.tenant_id, data.correlation_id, envelope.traceparent):
-                        await handler(data, ctx)
+                    with _log_context(envelope):
+                        await handler(envelope.data, ctx)
                     committed.extend(ctx.committed)
                     emitted.extend(ctx.emitted)
                     outcomes.append(Outcome.HANDLED)
@@ -335,16 +335,10 @@ class EventConsumer:
             envelope = decode(record.headers, record.value, accept=[payload_type])
         except EnvelopeError as exc:
             return await self._dead_letter(record, None, _Failure("undecodable", str(exc), 1))
-        return await self._handle(record, envelope, handler)
+        with _log_context(envelope):
+            return await self._handle(record, envelope, handler)
 
     async def _handle(
-        self, record: Record, envelope: Envelope[EventPayload], handler: Handler
-    ) -> Outcome:
-        data = envelope.data
-        with event_context(data.tenant_id, data.correlation_id, envelope.traceparent):
-            return await self._handle_in_context(record, envelope, handler)
-
-    async def _handle_in_context(
         self, record: Record, envelope: Envelope[EventPayload], handler: Handler
     ) -> Outcome:
         attempt = 0
@@ -467,6 +461,12 @@ def _correlation_of(record: Record) -> UUID:
 
 def _at(record: Record) -> tuple[str, int, int]:
     return (str(record.topic), int(record.partition), int(record.offset))
+
+
+def _log_context(envelope: Envelope[EventPayload]) -> AbstractContextManager[None]:
+    """Every line logged while ``envelope`` is handled names its tenant, change and trace."""
+    data = envelope.data
+    return event_context(data.tenant_id, data.correlation_id, envelope.traceparent)
 
 
 async def _poll(subscriber: Any, consumer: Any) -> tuple[Any, ...]:

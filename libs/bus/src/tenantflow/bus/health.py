@@ -29,13 +29,15 @@ def worker_app(
     reports = reports or {}
 
     async def respond(send: Send, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
+        await answer(send, status, json.dumps(body).encode(), "application/json")
+
+    async def answer(send: Send, status: int, payload: bytes, content_type: str) -> None:
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", content_type.encode()),
                     (b"content-length", str(len(payload)).encode()),
                 ],
             }
@@ -69,18 +71,7 @@ def worker_app(
             checks = await runtime.readiness()
             await respond(send, 200 if all(checks.values()) else 503, checks)
         elif scope["path"] == "/metrics" and scope["method"] == "GET":
-            payload = await runtime.metrics.render()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", CONTENT_TYPE.encode()),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await answer(send, 200, await runtime.metrics.render(), CONTENT_TYPE)
         elif scope["path"] in reports and scope["method"] == "GET":
             await respond(send, 200, await reports[scope["path"]]())
         else:

@@ -144,13 +144,12 @@ def main() -> None:
         now = time.monotonic()
         for each in supervised:
             each.start(now)
-        _print_welcome(supervised, microsoft)
-        portal = SERVICES["portal-api"]
+        portal = _portal_url(supervised)
+        _print_welcome(supervised, portal, microsoft)
         run_state_file().write_text(
             json.dumps(
                 {
-                    "portal": "http://127.0.0.1:"
-                    + os.environ.get(f"{portal.env_prefix}PORT", str(portal.port)),
+                    "portal": portal,
                     "emulator": microsoft.get("LOGIN_BASE_URL"),
                     "ca": microsoft.get("CA_BUNDLE"),
                 }
@@ -197,12 +196,17 @@ def _environment(
     )
 
 
-def _print_welcome(supervised: list[Supervised], microsoft: Mapping[str, str]) -> None:
+def _url(each: Supervised) -> str:
+    return f"http://127.0.0.1:{each.env[f'{each.service.env_prefix}PORT']}"
+
+
+def _portal_url(supervised: list[Supervised]) -> str:
+    return _url(next(each for each in supervised if each.service.name == "portal-api"))
+
+
+def _print_welcome(supervised: list[Supervised], url: str, microsoft: Mapping[str, str]) -> None:
     for each in supervised:
-        port = each.env[f"{each.service.env_prefix}PORT"]
-        say(f"{each.service.name} on http://127.0.0.1:{port} (/healthz, /readyz)")
-    portal = next(each for each in supervised if each.service.name == "portal-api")
-    url = f"http://127.0.0.1:{portal.env['TENANTFLOW_PORTAL_PORT']}"
+        say(f"{each.service.name} on {_url(each)} (/healthz, /readyz)")
     say(f"portal API: {url}/v1 — OpenAPI {url}/openapi.json, docs {url}/docs")
     say(f"AsyncAPI (the events): {Path('contracts/asyncapi.json').resolve()}")
     if microsoft:

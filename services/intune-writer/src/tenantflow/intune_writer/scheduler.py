@@ -306,7 +306,9 @@ class Scheduler:
                 self.wake.clear()
                 free = self.settings.tenants_per_process - len(self.tasks)
                 for claimed in await self._claim(free) if free > 0 else []:
-                    task = asyncio.create_task(self._serve(claimed))
+                    # the task copies this context: its tenant on every line it logs
+                    with event_context(claimed.tenant_id, None, None):
+                        task = asyncio.create_task(self._serve(claimed))
                     self.tasks[claimed.tenant_id] = task
                     task.add_done_callback(functools.partial(self._done, claimed.tenant_id))
                 delay = await self._next_due()
@@ -372,10 +374,6 @@ class Scheduler:
     # --- one tenant ----------------------------------------------------------------------
 
     async def _serve(self, claimed: Claimed) -> None:
-        with event_context(claimed.tenant_id, None, None):  # its tenant on every log line
-            await self._serve_tenant(claimed)
-
-    async def _serve_tenant(self, claimed: Claimed) -> None:
         tenant_id, budget = claimed.tenant_id, claimed.budget
         try:
             token = await self.graph.token(self.credentials, str(tenant_id))
