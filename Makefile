@@ -7,7 +7,7 @@ PYTEST = $(UV) run --frozen pytest
 SRC = contracts/src libs/bus/src libs/graph/src libs/devinfra/src services/portal-api/src services/consent/src \
       services/directory-sync/src services/intune-writer/src emulator/src tools/audit/src
 
-.PHONY: setup run demo test test-unit test-integration test-e2e lint format contracts bench infra-up infra-down clean
+.PHONY: setup run demo chaos test test-unit test-integration test-e2e lint format contracts bench infra-up infra-down clean
 
 setup: $(filter $(UV_LOCAL),$(UV)) ## environment with uv, and the Kafka broker's jars in the user cache
 	$(UV) sync --frozen --all-packages
@@ -21,6 +21,9 @@ run: ## local Kafka + PostgreSQL (or KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL) and
 
 demo: ## against `make run`: link the demo tenant, deploy two apps, print statuses and the audit
 	$(UV) run --frozen python -m tenantflow.devinfra.demo
+
+chaos: ## 1,000 changes across 50 tenants while services, Kafka and PostgreSQL are killed (make test runs a short form)
+	$(UV) run --frozen python -m tenantflow.devinfra.chaos --json bench/results/chaos.json
 
 test: ## every tier: unit, integration (real Kafka and PostgreSQL), e2e (services as processes)
 	$(PYTEST)

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tenantflow.bus.consumer import NIL_TENANT, _correlation_of, _tenant_of
 from tenantflow.bus.errors import PermanentError, TransientError, is_transient
@@ -24,10 +24,24 @@ pytestmark = pytest.mark.unit
         ConnectionResetError(),
         TimeoutError(),
         asyncpg.exceptions.ConnectionDoesNotExistError("gone"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
     ],
 )
 def test_infrastructure_failures_are_transient(exc: BaseException) -> None:
     assert is_transient(exc)
+
+
+def _wrapped(driver_error: Exception) -> DBAPIError:
+    """As SQLAlchemy's asyncpg adapter raises it: its own error, caused by the driver's."""
+    adapted = Exception(str(driver_error))
+    adapted.__cause__ = driver_error
+    return DBAPIError("SELECT 1", {}, adapted, connection_invalidated=False)
+
+
+def test_a_server_restart_seen_through_sqlalchemy_is_transient() -> None:
+    assert is_transient(_wrapped(asyncpg.exceptions.AdminShutdownError("postmaster exit")))
+    assert is_transient(_wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("closed")))
+    assert not is_transient(_wrapped(asyncpg.exceptions.UniqueViolationError("duplicate")))
 
 
 @pytest.mark.parametrize("exc", [PermanentError("bad"), KeyError("bug"), ValueError("x")])

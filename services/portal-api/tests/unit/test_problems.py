@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -51,6 +52,10 @@ def app(limit: int = LIMIT) -> FastAPI:
     @application.get("/crash")
     async def crash() -> None:
         raise RuntimeError("boom")
+
+    @application.get("/database-restarting")
+    async def database_restarting() -> None:
+        raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
 
     return application
 
@@ -102,6 +107,15 @@ async def test_a_crash_is_a_500_problem_without_internals(client: httpx.AsyncCli
     assert body["type"] == "https://tenantflow.dev/problems/internal-error"
     assert "boom" not in response.text
     assert body["request_id"] == "gw-500"
+
+
+async def test_a_database_restarting_is_a_503_to_retry(client: httpx.AsyncClient) -> None:
+    response = await client.get("/database-restarting")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "https://tenantflow.dev/problems/unavailable"
+    assert "starting up" not in response.text
 
 
 async def test_a_malformed_request_id_is_replaced(client: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ PostgreSQL refuses to run as root; as root the server runs as an unprivileged sy
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -157,10 +158,25 @@ class PostgresServer:
                     f"postgres exited with {process.returncode}:\n"
                     + self.log_file.read_text(errors="replace")[-3000:]
                 )
+            # this server's: one killed before left its own behind
             pid_file = self.pgdata / "postmaster.pid"
-            return pid_file.exists() and pid_file.read_text().rstrip().endswith("ready")
+            lines = pid_file.read_text().split("\n") if pid_file.exists() else [""]
+            return lines[0] == str(process.pid) and any(s.strip() == "ready" for s in lines[-2:])
 
         wait_until(ready, 60, f"PostgreSQL on {self.host}:{self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its backends at once, as a crash or a lost machine would
+        (chaos tests; a server run as this process's child only). The next ``start`` recovers
+        from the write-ahead log, on the same port."""
+        if self._process is None:
+            raise InfraError("only a server started as this process's child can be killed")
+        postmaster = self._process.pid
+        for pid in (postmaster, *_children(postmaster)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._process.wait(timeout=60)
+        self._process = None
 
     def stop(self) -> None:
         if self._process is not None:
@@ -171,3 +187,19 @@ class PostgresServer:
         if not (self.pgdata / "postmaster.pid").exists():
             return
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", user=self._run_as())
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        # the fields after the command's closing parenthesis: state, then the parent's pid
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children

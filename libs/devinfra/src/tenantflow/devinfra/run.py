@@ -60,18 +60,25 @@ class Supervised:
     """Exits in a row, each after less than ``STABLE_S``."""
     restarts: int = 0
     next_start: float = 0.0
+    log: Path | None = None
+    """Where its output goes (appended across restarts); None: this process's output, each
+    line prefixed with the service's name."""
 
     def start(self, now: float) -> None:
+        sink = self.log.open("ab") if self.log else None
         self.process = subprocess.Popen(
             self.service.command,
             env=dict(self.env),
-            stdout=subprocess.PIPE,
+            stdout=sink or subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
         self.started_at = now
         say(f"{self.service.name} started (pid {self.process.pid})")
+        if sink:
+            sink.close()
+            return
         assert self.process.stdout is not None
         threading.Thread(
             target=_pipe, args=(self.service.name, self.process.stdout), daemon=True

@@ -16,6 +16,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantflow.bus.errors import is_transient
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -47,7 +49,10 @@ TITLES = {
     428: ("precondition-required", "Precondition required"),
     429: ("rate-limited", "Too many requests"),
     500: ("internal-error", "Internal error"),
+    503: ("unavailable", "Service unavailable"),
 }
+RETRY_AFTER_S = 1
+"""What a 503 asks a client to wait: the database or broker restarting is a matter of seconds."""
 
 
 class ProblemDetails(BaseModel):
@@ -176,7 +181,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Make the OpenAPI document say what error answers really are: application/problem+json
     with the ProblemDetails schema (ValidationProblem for 422, not FastAPI's
     HTTPValidationError), and the statuses any route can answer: 400 for a body that is not
-    JSON, 413, 500."""
+    JSON, 413, 500, and 503 (the database restarting: retry)."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -190,6 +195,9 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 responses["422"]["description"] = "The request does not match the schema"
             responses.setdefault("413", {"description": "The request body is too large"})
             responses.setdefault("500", {"description": "An unexpected error"})
+            responses.setdefault(
+                "503", {"description": "The database is briefly unavailable: retry (Retry-After)"}
+            )
             if "429" in responses:
                 responses["429"]["headers"] = {
                     "Retry-After": {
@@ -244,6 +252,16 @@ def install(app: FastAPI) -> None:
         )
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            # the database restarting, say: nothing was changed, and trying again will work
+            log.warning("%s %s: %r", request.method, request.url.path, exc)
+            unavailable = Problem(
+                503,
+                "A service this API depends on is briefly unavailable; nothing was changed. "
+                "Retry after the time Retry-After gives.",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+            return problem_response(request, unavailable)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, Problem(500, "An unexpected error occurred."))
 
