@@ -21,9 +21,11 @@ import pytest
 
 from tenantflow.audit import cli
 from tenantflow.bus.settings import KafkaSettings
+from tenantflow.contracts.envelope import decode
+from tenantflow.contracts.topics import Topic
 from tenantflow.devinfra.pytest_plugin import RunningInfra
 from tenantflow.devinfra.services import emulated_microsoft, service_process
-from tenantflow.devinfra.testing import create_database, eventually
+from tenantflow.devinfra.testing import create_database, eventually, read_topic
 from tenantflow.emulator.testing import RunningEmulator
 
 pytestmark = pytest.mark.e2e
@@ -475,3 +477,41 @@ async def test_the_portal_rebuilt_from_the_log_equals_its_live_database(stack: S
     assert compared > 50  # the module's links, tracks, deployments, changes, audit rows
     status, _ = await audit(stack, "rebuild", "--target", "portal", "--into", stack.database_url)
     assert status == 2  # the live database is not empty: nothing is written to it
+
+
+async def test_a_change_continues_its_callers_trace_through_every_service(stack: Stack) -> None:
+    """W3C trace context with OpenTelemetry: the portal continues the trace of the request's
+    traceparent, and each service that handles the change continues it in a span of its own
+    (carried by the events' headers through Kafka), up to the change applied."""
+    tenant = await ready(stack)
+    trace_id, caller_span = uuid4().hex, uuid4().hex[:16]
+    async with stack.client(tenant.id, tenant.operator, OPERATOR) as operator:
+        created = await operator.put(
+            f"/v1/tenants/{tenant.id}/deployments/{APP}",
+            json={
+                "assignments": [
+                    {
+                        "target": {"kind": "group", "group_id": str(tenant.groups[2])},
+                        "intent": "available",
+                    }
+                ]
+            },
+            headers={"if-none-match": "*", "traceparent": f"00-{trace_id}-{caller_span}-01"},
+        )
+        assert created.status_code == 202, created.text
+        change = await change_status(operator, created.headers["location"], {"applied"})
+    records = await read_topic(stack.kafka, Topic.DEPLOYMENTS, 3)
+    hops = {}
+    for record in records:
+        envelope = decode(record.headers, record.value)
+        if envelope.data.correlation_id == UUID(change["id"]):
+            hops[envelope.type.rsplit(".", 1)[-1]] = envelope.traceparent
+    assert set(hops) == {"requested", "verified", "applied"}, hops
+    for traceparent in hops.values():
+        assert traceparent is not None, hops
+        version, trace, _, flags = traceparent.split("-")
+        assert (version, trace) == ("00", trace_id)
+        assert int(flags, 16) & 1, "sampled, as the caller asked"
+    # each service's own span: no hop passes the caller's span or another hop's on unchanged
+    parents = [traceparent.split("-")[2] for traceparent in hops.values()]
+    assert len({caller_span, *parents}) == 4, hops

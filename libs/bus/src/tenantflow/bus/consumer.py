@@ -25,8 +25,8 @@ import functools
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import chain
@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tenantflow.bus import tracing
 from tenantflow.bus.broker import CONSUMER_SETTINGS
 from tenantflow.bus.db import SessionFactory, transaction
 from tenantflow.bus.errors import PermanentError, is_transient
@@ -127,15 +128,16 @@ class HandlerContext:
         return self.envelope.id
 
     async def emit(self, data: EventPayload) -> Envelope[EventPayload]:
-        """Store a follow-up event in this transaction. The trace context is carried over, and
+        """Store a follow-up event in this transaction. The trace continues from the handling, and
         the causation id is the handled event's unless the handler set another."""
         if data.causation_id is None:
             data = data.model_copy(update={"causation_id": self.envelope.id})
+        # the span handling the event, or (a handler called outside one) the event's own
+        traceparent, tracestate = tracing.current()
+        if traceparent is None:
+            traceparent, tracestate = self.envelope.traceparent, self.envelope.tracestate
         follow_up = Envelope(
-            data=data,
-            source=self.outbox.source,
-            traceparent=self.envelope.traceparent,
-            tracestate=self.envelope.tracestate,
+            data=data, source=self.outbox.source, traceparent=traceparent, tracestate=tracestate
         )
         self.emitted.append(follow_up)
         return follow_up
@@ -294,7 +296,7 @@ class EventConsumer:
                     await session.flush()
                     session.expire_all()
                     ctx = HandlerContext(session, envelope, self.outbox, position=_at(record))
-                    with _log_context(envelope):
+                    with _handling(self.name, record, envelope):
                         await handler(envelope.data, ctx)
                     committed.extend(ctx.committed)
                     emitted.extend(ctx.emitted)
@@ -335,7 +337,7 @@ class EventConsumer:
             envelope = decode(record.headers, record.value, accept=[payload_type])
         except EnvelopeError as exc:
             return await self._dead_letter(record, None, _Failure("undecodable", str(exc), 1))
-        with _log_context(envelope):
+        with _handling(self.name, record, envelope):
             return await self._handle(record, envelope, handler)
 
     async def _handle(
@@ -463,10 +465,24 @@ def _at(record: Record) -> tuple[str, int, int]:
     return (str(record.topic), int(record.partition), int(record.offset))
 
 
-def _log_context(envelope: Envelope[EventPayload]) -> AbstractContextManager[None]:
-    """Every line logged while ``envelope`` is handled names its tenant, change and trace."""
+@contextmanager
+def _handling(group: str, record: Record, envelope: Envelope[EventPayload]) -> Iterator[None]:
+    """While ``envelope`` is handled: a consumer span continuing its trace (the events its
+    handler emits carry the span's context), and every line logged naming its tenant, change
+    and trace."""
     data = envelope.data
-    return event_context(data.tenant_id, data.correlation_id, envelope.traceparent)
+    with tracing.consuming(
+        envelope.traceparent,
+        envelope.tracestate,
+        str(record.topic),
+        group,
+        envelope.type,
+        envelope.id,
+        (int(record.partition), int(record.offset)),
+    ):
+        traceparent, _ = tracing.current()
+        with event_context(data.tenant_id, data.correlation_id, traceparent):
+            yield
 
 
 async def _poll(subscriber: Any, consumer: Any) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from tenantflow.bus import tracing
 from tenantflow.bus.tables import bus_tables
 from tenantflow.contracts.chain import GENESIS
 from tenantflow.contracts.common import EventPayload
@@ -61,13 +62,24 @@ class Outbox:
         self.source = source
 
     def envelope(
-        self, data: EventPayload, traceparent: str | None = None, at: datetime | None = None
+        self,
+        data: EventPayload,
+        traceparent: str | None = None,
+        at: datetime | None = None,
+        tracestate: str | None = None,
     ) -> Envelope[EventPayload]:
         """``data`` as this service publishes it; dated ``at`` (now when not given): a service
-        that records the moment of a decision in its rows dates the event the same."""
+        that records the moment of a decision in its rows dates the event the same. Its trace
+        context is ``traceparent`` and ``tracestate``, else the current span's (bus.tracing)."""
+        if traceparent is None:
+            traceparent, tracestate = tracing.current()
         if at is None:
-            return Envelope(data=data, source=self.source, traceparent=traceparent)
-        return Envelope(data=data, source=self.source, traceparent=traceparent, time=at)
+            return Envelope(
+                data=data, source=self.source, traceparent=traceparent, tracestate=tracestate
+            )
+        return Envelope(
+            data=data, source=self.source, traceparent=traceparent, tracestate=tracestate, time=at
+        )
 
     def _row(self, envelope: Envelope[EventPayload]) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from tenantflow.bus import logs
+from tenantflow.bus import logs, tracing
 from tenantflow.bus.broker import FASTSTREAM_LOGGER
 from tenantflow.bus.settings import ServiceSettings
 
@@ -58,6 +58,7 @@ class _GracefulServer(uvicorn.Server):
 
 def serve(app: Any, settings: ServiceSettings, service: str) -> None:
     logs.configure(service, settings.log_level, settings.log_format)
+    tracing.configure(service)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tenantflow.bus import tracing
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.db import transaction
 from tenantflow.bus.errors import is_transient
@@ -239,6 +240,7 @@ class ChangeChecks:
         ):
             await ctx.emit(_verdict(event, actor, ctx.event_id, None))
             return
+        traceparent, tracestate = tracing.current()  # the request's handling
         await session.exec(
             insert(PendingChange)
             .values(
@@ -252,6 +254,8 @@ class ChangeChecks:
                 revision=event.revision,
                 queued_at=now,
                 next_attempt_at=now,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
             .on_conflict_do_nothing()
         )
@@ -331,7 +335,11 @@ class ChangeChecks:
                 refusal = refusal_of(tenant, _user(change)) or (
                     refusal_after_check(user_result) if user_result else None
                 )
-                verdict = _verdict(change, _user(change), change.request_event_id, refusal)
+                verdict = self.runtime.outbox.envelope(
+                    _verdict(change, _user(change), change.request_event_id, refusal),
+                    traceparent=change.traceparent,
+                    tracestate=change.tracestate,
+                )
                 await self.runtime.outbox.add(session, verdict)
                 await session.exec(
                     delete(PendingChange).where(col(PendingChange.change_id) == change.change_id)

@@ -83,3 +83,6 @@ class PendingChange(ConsentTable, table=True):
     queued_at: datetime = Field(sa_type=DateTime(timezone=True))
     next_attempt_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
     attempts: int = 0
+    traceparent: str | None = None
+    """The trace context its request was handled in, which its verdict continues."""
+    tracestate: str | None = None

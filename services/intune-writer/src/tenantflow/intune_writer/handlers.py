@@ -18,6 +18,7 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 
+from tenantflow.bus import tracing
 from tenantflow.bus.consumer import HandlerContext
 from tenantflow.bus.errors import PermanentError
 from tenantflow.bus.runtime import ServiceRuntime
@@ -56,7 +57,8 @@ STORE_REQUEST = text("""
 VERIFY = text("""
     WITH verified AS (
         UPDATE intune_writer.changes c
-        SET state = 'verified', verified_event = :event, updated_at = :at
+        SET state = 'verified', verified_event = :event, updated_at = :at,
+            traceparent = :traceparent, tracestate = :tracestate
         WHERE c.change_id = :change AND c.state = 'requested'
           AND NOT EXISTS (SELECT 1 FROM intune_writer.writer_tenants t
                           WHERE t.tenant_id = c.tenant_id AND t.state = 'unlinked'
@@ -216,9 +218,16 @@ def register(
         statement when nothing is unusual (the path every change takes); the unusual cases
         (never requested, already handled, an unlinked tenant) are told apart after it."""
         connection = await ctx.session.connection()
+        traceparent, tracestate = tracing.current()
         verified = await connection.execute(
             VERIFY,
-            {"change": event.correlation_id, "event": ctx.event_id, "at": ctx.envelope.time},
+            {
+                "change": event.correlation_id,
+                "event": ctx.event_id,
+                "at": ctx.envelope.time,
+                "traceparent": traceparent,
+                "tracestate": tracestate,
+            },
         )
         row = verified.first()
         if row is not None:
@@ -246,6 +255,7 @@ def register(
             await fail_unlinked(ctx, change)
             return
         change.state, change.verified_event = ChangeState.VERIFIED, ctx.event_id
+        change.traceparent, change.tracestate = traceparent, tracestate
         change.updated_at = ctx.envelope.time
         ctx.session.add(change)
         await desire(ctx, DeploymentChangeRequested.model_validate(change.requested))

@@ -112,4 +112,7 @@ class Change(WriterTable, table=True):
     """The DeploymentChangeRequested payload."""
     verified_event: str | None = None
     """The id of the event that verified it: the causation of its outcome."""
+    traceparent: str | None = None
+    """The trace context its verification was handled in, which its outcome continues."""
+    tracestate: str | None = None
     updated_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -47,6 +47,7 @@ from tenantflow.bus.errors import TransientError, is_transient
 from tenantflow.bus.logs import event_context
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.common import EventPayload
+from tenantflow.contracts.envelope import Envelope
 from tenantflow.contracts.events import (
     CatalogApp,
     DeploymentChangeApplied,
@@ -125,7 +126,8 @@ LOCK_DEPLOYMENTS = text("""
     WHERE tenant_id = :tenant AND app = ANY(CAST(:apps AS text[]))
     ORDER BY app FOR UPDATE""")
 WAITING_CHANGES = text("""
-    SELECT change_id, app, revision, verified_event FROM intune_writer.changes
+    SELECT change_id, app, revision, verified_event, traceparent, tracestate
+    FROM intune_writer.changes
     WHERE tenant_id = :tenant AND app = ANY(CAST(:apps AS text[])) AND state = 'verified'
     ORDER BY change_id FOR UPDATE""")
 RECORD_DEPLOYMENTS = text("""
@@ -567,7 +569,7 @@ class Scheduler:
                     waiting[change.app].append(change)
             recorded: list[dict[str, Any]] = []
             states: list[tuple[UUID, ChangeState]] = []
-            events: list[EventPayload] = []
+            events: list[Envelope[EventPayload]] = []
             for outcome in outcomes:
                 row = rows.get(outcome.work.app)
                 if row is None:
@@ -668,12 +670,14 @@ class Scheduler:
 
     def _conclude(
         self, waiting: Sequence[Any], outcome: Applied | Failed, now: datetime
-    ) -> tuple[list[EventPayload], list[tuple[UUID, ChangeState]]]:
+    ) -> tuple[list[Envelope[EventPayload]], list[tuple[UUID, ChangeState]]]:
         """The change's outcome event, and Superseded for the older changes it coalesced
-        (``waiting``: the deployment's verified changes, locked), with each one's new state."""
+        (``waiting``: the deployment's verified changes, locked), with each one's new state.
+        Each event continues its change's trace (the context its verification was handled
+        in)."""
         work = outcome.work
         common = {"tenant_id": work.tenant_id, "actor": ACTOR, "app": work.app}
-        events: list[EventPayload] = []
+        events: list[Envelope[EventPayload]] = []
         states: list[tuple[UUID, ChangeState]] = []
         for change in sorted(waiting, key=lambda c: c.revision):
             if change.revision > work.revision:
@@ -706,7 +710,11 @@ class Scheduler:
                     graph_request_ids=outcome.request_ids,
                 )
             states.append((change.change_id, state))
-            events.append(event)
+            events.append(
+                self.runtime.outbox.envelope(
+                    event, traceparent=change.traceparent, tracestate=change.tracestate
+                )
+            )
         return events, states
 
     async def _release(self, tenant_id: UUID, budget: Budget, wait_s: float) -> None:

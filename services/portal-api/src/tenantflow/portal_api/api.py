@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from tenantflow.bus import tracing
 from tenantflow.bus.logs import event_context
 from tenantflow.bus.metrics import CONTENT_TYPE
 from tenantflow.portal_api import audit, catalog, deployments, directory, problems, tenants
@@ -22,8 +23,9 @@ CHANGE_IN_PATH = re.compile(r"^/v1/changes/([0-9a-fA-F-]{36})")
 
 
 class LogContext:
-    """Every line logged while a request is handled names its tenant, change (from the path)
-    and trace (its traceparent header): bus.logs."""
+    """Each request is handled in a server span continuing its caller's trace (its
+    traceparent header; the events it stores carry the span's context: bus.tracing), and every
+    line logged meanwhile names its tenant, change (from the path) and trace: bus.logs."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -34,13 +36,20 @@ class LogContext:
             return
         path = scope.get("path", "")
         tenant, change = TENANT_IN_PATH.match(path), CHANGE_IN_PATH.match(path)
-        traceparent = dict(scope.get("headers") or []).get(b"traceparent", b"").decode("latin-1")
-        with event_context(
-            tenant.group(1) if tenant else None,
-            change.group(1) if change else None,
-            traceparent or None,
+        headers = dict(scope.get("headers") or [])
+        with tracing.serving(
+            scope.get("method", ""),
+            path,
+            headers.get(b"traceparent", b"").decode("latin-1") or None,
+            headers.get(b"tracestate", b"").decode("latin-1") or None,
         ):
-            await self.app(scope, receive, send)
+            traceparent, _ = tracing.current()
+            with event_context(
+                tenant.group(1) if tenant else None,
+                change.group(1) if change else None,
+                traceparent,
+            ):
+                await self.app(scope, receive, send)
 
 
 def create_app(portal: Portal) -> FastAPI:
