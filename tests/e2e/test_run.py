@@ -144,6 +144,22 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
             assert ("tenantflow_outbox_backlog", "", "") in samples[name], name
         handled = ("tenantflow_events_consumed_total", "outcome", "handled")
         assert samples["portal-api"][handled] > 0
+        # latency histograms: each change from verified to applied, Graph calls, portal
+        # requests (by route template, never by the ids in a path), each hop's delivery
+        writer = samples["intune-writer"]
+        assert writer[("tenantflow_change_seconds_count", "state", "applied")] == 2
+        assert writer[("tenantflow_graph_call_seconds_count", "method", "POST")] >= 2
+        portal = samples["portal-api"]
+        assert portal[("tenantflow_http_request_seconds_count", "status", "202")] >= 2
+        delivered = ("tenantflow_event_delivery_seconds_count", "consumer", "portal-api.results")
+        assert portal[delivered] > 0
+        # each consumer group's lag per partition: nothing left behind once the demo is done
+        lags = [v for (name, _, _), v in portal.items() if name == "tenantflow_consumer_lag"]
+        assert lags and sum(lags) == 0
+        async with httpx.AsyncClient(timeout=10) as client:
+            exposed = (await client.get(f"http://127.0.0.1:{ports['portal-api']}/metrics")).text
+        assert 'route="/v1/tenants/{tenant_id}/deployments/{app}"' in exposed
+        assert not re.search(r'route="[^"]*[0-9a-f]{8}-[0-9a-f]{4}-', exposed)
 
         # LOG_FORMAT=json: every service line is a JSON object, and what was logged while a
         # tenant's work went on names the tenant

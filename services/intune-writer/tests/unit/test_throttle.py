@@ -196,3 +196,13 @@ def test_a_tenant_out_of_writes_comes_back_for_a_batch_but_never_waits_a_window_
         assert spend(learned, at, writes) == writes
     assert learned.wait(23.75, True, 20) == pytest.approx(18.55)  # a whole window for twenty
     assert learned.gathered_wait(23.75, 20) == pytest.approx(0.13)  # the ten free first
+
+
+def test_a_waiting_tenant_says_whether_its_quota_or_a_retry_after_holds_it() -> None:
+    budget = Budget(LIMITS)
+    spend(budget, 0.0, 100)
+    assert budget.holding(1.0) == "quota"
+    assert budget.take(1.0, write=False)
+    budget.throttled(1.0, 30.0, write=False)
+    assert budget.holding(2.0) == "retry_after"
+    assert budget.holding(31.0) == "quota"  # the Retry-After passed; the window not yet

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain
 from typing import Any, Protocol, TypeVar
@@ -168,6 +169,8 @@ class EventConsumer:
     )
 
     def __post_init__(self) -> None:
+        self.delivered: Callable[[float], None] = lambda _: None
+        """Told each event's age as its handling starts (the service's metrics)."""
         self._inbox = bus_tables(self.outbox.schema).inbox
         self.stats: Counter[Outcome] = Counter()
         self.polls_together = 0
@@ -296,7 +299,7 @@ class EventConsumer:
                     await session.flush()
                     session.expire_all()
                     ctx = HandlerContext(session, envelope, self.outbox, position=_at(record))
-                    with _handling(self.name, record, envelope):
+                    with _handling(self.name, record, envelope, self.delivered):
                         await handler(envelope.data, ctx)
                     committed.extend(ctx.committed)
                     emitted.extend(ctx.emitted)
@@ -337,7 +340,7 @@ class EventConsumer:
             envelope = decode(record.headers, record.value, accept=[payload_type])
         except EnvelopeError as exc:
             return await self._dead_letter(record, None, _Failure("undecodable", str(exc), 1))
-        with _handling(self.name, record, envelope):
+        with _handling(self.name, record, envelope, self.delivered):
             return await self._handle(record, envelope, handler)
 
     async def _handle(
@@ -466,10 +469,16 @@ def _at(record: Record) -> tuple[str, int, int]:
 
 
 @contextmanager
-def _handling(group: str, record: Record, envelope: Envelope[EventPayload]) -> Iterator[None]:
+def _handling(
+    group: str,
+    record: Record,
+    envelope: Envelope[EventPayload],
+    delivered: Callable[[float], None],
+) -> Iterator[None]:
     """While ``envelope`` is handled: a consumer span continuing its trace (the events its
     handler emits carry the span's context), and every line logged naming its tenant, change
-    and trace."""
+    and trace. ``delivered`` is told how old the event is (from its time) as handling starts."""
+    delivered((datetime.now(UTC) - envelope.time).total_seconds())
     data = envelope.data
     with tracing.consuming(
         envelope.traceparent,

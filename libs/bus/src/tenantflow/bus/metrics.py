@@ -7,9 +7,16 @@ Read from what the service already keeps, when a scrape asks, so the hot paths d
 - ``tenantflow_events_published_total``: events the outbox relay sent to Kafka and marked;
 - ``tenantflow_outbox_backlog`` and ``tenantflow_outbox_oldest_seconds``: events stored but not
   published yet, and the age of the oldest (read from the outbox table at scrape time);
-- whatever else the service registers (``Metrics.count``): the Graph client's calls by method,
-  status and throttle scope (consent, directory-sync, intune-writer), the changes the writer
-  ended by state.
+- ``tenantflow_consumer_lag{consumer, topic, partition}``: records on the partition after the
+  last one the consumer group handled (from the high watermark of its last fetch);
+- ``tenantflow_event_delivery_seconds{consumer}`` (histogram): how old an event was when a
+  consumer handled it (from its CloudEvents time, when the producer stored it): the latency
+  of each hop, outbox and relay included;
+- whatever else the service registers (``Metrics.count``, ``Metrics.histogram``,
+  ``Metrics.graph_client``): Graph calls by method, status and throttle scope and their
+  durations (consent, directory-sync, intune-writer), portal requests' durations, the
+  changes the writer ended by state, how long they took from verified, and the waits its
+  tenants were given (quota, Retry-After).
 
 Every series carries ``service``. A registry per runtime (not prometheus-client's global one),
 so tests can run several services in one process.
@@ -20,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
     from tenantflow.bus.runtime import ServiceRuntime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+WAIT_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 
 class RuntimeCollector(Collector):
@@ -35,6 +44,8 @@ class RuntimeCollector(Collector):
         self.runtime = runtime
         self.backlog: tuple[int, float] = (0, 0.0)
         """The outbox's unpublished events and the oldest one's age, as last read."""
+        self.lags: dict[str, dict[tuple[str, int], int]] = {}
+        """Each consumer group's lag per partition, as last read."""
         self.extra: list[Callable[[], Iterable[Metric]]] = []
 
     def collect(self) -> Iterator[Metric]:
@@ -55,6 +66,15 @@ class RuntimeCollector(Collector):
         )
         published.add_metric([service], self.runtime.relay.published)
         yield published
+        lag = GaugeMetricFamily(
+            "tenantflow_consumer_lag",
+            "Records after the last one handled, per consumer group and partition.",
+            labels=["service", "consumer", "topic", "partition"],
+        )
+        for group, partitions in sorted(self.lags.items()):
+            for (topic, partition), behind in sorted(partitions.items()):
+                lag.add_metric([service, group, topic, str(partition)], behind)
+        yield lag
         backlog, age = self.backlog
         for name, documentation, value in (
             ("tenantflow_outbox_backlog", "Events stored, not yet published.", backlog),
@@ -95,6 +115,39 @@ class Metrics:
 
         self.collector.extra.append(family)
 
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        """A histogram the service observes into; its first label is ``service`` (give the
+        runtime's service as the first label value)."""
+        return Histogram(
+            name, documentation, ["service", *labels], registry=self.registry, buckets=buckets
+        )
+
+    def graph_client(self, graph: Any) -> None:
+        """A Graph client's calls (its ``answers``, counted by method, status and throttle
+        scope) and their durations (observed through its ``timed`` hook)."""
+        self.count(
+            "tenantflow_graph_calls",
+            "Calls to Entra ID and Graph, by method, status and x-ms-throttle-scope.",
+            ("method", "status", "throttle_scope"),
+            graph.answers,
+        )
+        durations = self.histogram(
+            "tenantflow_graph_call_seconds",
+            "Time to Graph's answer (or the failure), by method.",
+            ("method",),
+        )
+        service = self.runtime.service
+        graph.timed = lambda method, seconds: durations.labels(service, method).observe(seconds)
+
     async def render(self) -> bytes:
         self.collector.backlog = await self.runtime.outbox_backlog()
+        self.collector.lags = {
+            consumer.name: await consumer.offsets.lag() for consumer in self.runtime.consumers
+        }
         return generate_latest(self.registry)

@@ -27,11 +27,14 @@ class OffsetCommitter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
+        self._next: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last record processed (for the lag)."""
 
     def processed(self, consumer: AIOKafkaConsumer, record: Any) -> None:
         """``record`` is done (its transaction committed): its offset may be committed."""
         self._consumer = consumer
-        self._pending[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        partition = TopicPartition(record.topic, record.partition)
+        self._pending[partition] = self._next[partition] = record.offset + 1
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"offsets-{self._name}")
@@ -57,6 +60,27 @@ class OffsetCommitter:
         except (IllegalStateError, KafkaError) as exc:
             # a rebalance took the partition: its new owner resumes from the last commit
             log.warning("%s: offset commit skipped: %r", self._name, exc)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records after the last one processed, per partition assigned now, against the high
+        watermark of the consumer's last fetch of it; on a partition with nothing processed
+        yet, from the consumer's position (where it resumed)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lag = {}
+        for partition in consumer.assignment():
+            end = consumer.highwater(partition)
+            if end is None:
+                continue  # not fetched yet
+            done = self._next.get(partition)
+            if done is None:
+                try:
+                    done = await consumer.position(partition)
+                except (IllegalStateError, KafkaError):
+                    continue  # taken by a rebalance meanwhile
+            lag[(partition.topic, partition.partition)] = max(0, end - done)
+        return lag
 
     async def close(self) -> None:
         """Stop committing. Offsets still pending are redelivered later; the inbox drops them."""

@@ -68,6 +68,12 @@ class ServiceRuntime:
         self.started = False
         self.consumers: list[EventConsumer] = []
         self.metrics = Metrics(self)
+        self._delivery = self.metrics.histogram(
+            "tenantflow_event_delivery_seconds",
+            "How old an event was when a consumer group started handling it (from when it "
+            "was stored in its producer's outbox).",
+            ("consumer",),
+        )
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._loops: dict[str, Callable[[], Awaitable[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -115,6 +121,7 @@ class ServiceRuntime:
             service=self.service,
             settings=self.consumer_settings,
         )
+        consumer.delivered = self._delivery.labels(self.service, consumer.name).observe
         consumer.subscribe(self.broker)
         self.consumers.append(consumer)
         return consumer

@@ -13,6 +13,7 @@ import asyncio
 import random
 import re
 import ssl
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,8 @@ class GraphClient:
         self.answers: Counter[tuple[str, str, str]] = Counter()
         """Graph's answers by method, status (or "unreachable") and x-ms-throttle-scope, for
         the service's metrics."""
+        self.timed: Callable[[str, float], None] = lambda method, seconds: None
+        """Told how long each call took to its answer or failure (the service's metrics)."""
         self._tokens = ThreadPoolExecutor(self.token_threads, thread_name_prefix="msal")
         self._verify: str | bool = self.ca_bundle or True
         # one session for every tenant's MSAL app: one connection pool and TLS context to
@@ -192,14 +195,17 @@ class GraphClient:
         what = f"{method} {path}"
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
+            started = time.monotonic()
             try:
                 response = await self._http(method, url, headers, params, body)
             except Unreachable as exc:  # timeouts and dropped connections included
+                self.timed(method, time.monotonic() - started)
                 self.answers[(method, "unreachable", "")] += 1
                 if last:
                     raise TransientError(f"Graph unreachable: {what}: {exc!r}") from exc
                 await asyncio.sleep(self.backoff(attempt))
                 continue
+            self.timed(method, time.monotonic() - started)
             request_id = response.headers.get("request-id")
             scope = response.headers.get("x-ms-throttle-scope") or ""
             self.answers[(method, str(response.status), scope)] += 1

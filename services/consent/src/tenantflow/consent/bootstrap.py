@@ -24,12 +24,7 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         attempts=settings.graph_attempts,
     )
     runtime.on_stop(graph.close)
-    runtime.metrics.count(
-        "tenantflow_graph_calls",
-        "Calls to Entra ID and Graph, by method, status and x-ms-throttle-scope.",
-        ("method", "status", "throttle_scope"),
-        graph.answers,
-    )
+    runtime.metrics.graph_client(graph)
     apps = handlers.Apps(
         directory_connector=AppCredentials.of(
             settings.directory_connector_client_id,

@@ -30,12 +30,7 @@ def bootstrap(settings: Settings) -> ServiceRuntime:
         report_denied=access_denied_reporter(runtime, ACTOR, EnterpriseApp.DIRECTORY_CONNECTOR),
     )
     runtime.on_stop(graph.close)
-    runtime.metrics.count(
-        "tenantflow_graph_calls",
-        "Calls to Entra ID and Graph, by method, status and x-ms-throttle-scope.",
-        ("method", "status", "throttle_scope"),
-        graph.answers,
-    )
+    runtime.metrics.graph_client(graph)
     credentials = AppCredentials.of(
         settings.directory_connector_client_id,
         settings.directory_connector_secret,

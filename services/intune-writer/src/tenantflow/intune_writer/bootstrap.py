@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from tenantflow.bus.metrics import WAIT_BUCKETS
 from tenantflow.bus.reports import access_denied_reporter
 from tenantflow.bus.runtime import ServiceRuntime
 from tenantflow.contracts.events import EnterpriseApp
@@ -52,12 +53,7 @@ def bootstrap(settings: Settings) -> tuple[ServiceRuntime, Scheduler]:
         report_denied=access_denied_reporter(runtime, ACTOR, EnterpriseApp.INTUNE_WRITER),
     )
     runtime.on_stop(graph.close)
-    runtime.metrics.count(
-        "tenantflow_graph_calls",
-        "Calls to Entra ID and Graph, by method, status and x-ms-throttle-scope.",
-        ("method", "status", "throttle_scope"),
-        graph.answers,
-    )
+    runtime.metrics.graph_client(graph)
     credentials = AppCredentials.of(
         settings.intune_writer_client_id,
         settings.intune_writer_secret,
@@ -78,5 +74,19 @@ def bootstrap(settings: Settings) -> tuple[ServiceRuntime, Scheduler]:
         ("state",),
         scheduler.ended,
     )
+    took = runtime.metrics.histogram(
+        "tenantflow_change_seconds",
+        "Time from a change verified to its end in the writer, by state.",
+        ("state",),
+    )
+    scheduler.took = lambda state, seconds: took.labels(SERVICE, state).observe(seconds)
+    waits = runtime.metrics.histogram(
+        "tenantflow_throttle_wait_seconds",
+        "Waits the writer gave a tenant before its next Graph call, by reason: quota (the "
+        "window's writes spent), retry_after (a 429), access_denied, backoff.",
+        ("reason",),
+        buckets=WAIT_BUCKETS,
+    )
+    scheduler.waited = lambda reason, seconds: waits.labels(SERVICE, reason).observe(seconds)
     handlers.register(runtime, filters, scheduler, settings.poll_seconds)
     return runtime, scheduler

@@ -126,7 +126,8 @@ LOCK_DEPLOYMENTS = text("""
     WHERE tenant_id = :tenant AND app = ANY(CAST(:apps AS text[]))
     ORDER BY app FOR UPDATE""")
 WAITING_CHANGES = text("""
-    SELECT change_id, app, revision, verified_event, traceparent, tracestate
+    SELECT change_id, app, revision, verified_event, traceparent, tracestate,
+           updated_at AS verified_at
     FROM intune_writer.changes
     WHERE tenant_id = :tenant AND app = ANY(CAST(:apps AS text[])) AND state = 'verified'
     ORDER BY change_id FOR UPDATE""")
@@ -272,6 +273,8 @@ class Step:
     source_of_truth: bool
     released: bool = False
     wait_s: float = 0.0
+    reason: str = ""
+    """Why the tenant waits ``wait_s``: quota, retry_after or access_denied."""
 
 
 class LeaseLost(Exception):
@@ -298,6 +301,11 @@ class Scheduler:
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
         self.ended: Counter[tuple[str]] = Counter()
         """Changes this process ended, by state, for the service's metrics."""
+        self.waited: Callable[[str, float], None] = lambda reason, seconds: None
+        """Told each wait a tenant is given and why (quota, retry_after, access_denied,
+        backoff): the service's metrics."""
+        self.took: Callable[[str, float], None] = lambda state, seconds: None
+        """Told how long each change took from verified to its end, by state."""
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -381,12 +389,14 @@ class Scheduler:
             token = await self.graph.token(self.credentials, str(tenant_id))
         except TokenRefused as refused:
             log.warning("no token for %s: %s", tenant_id, refused)
-            await self._release(tenant_id, budget, self.settings.access_denied_pause_s)
+            await self._release(
+                tenant_id, budget, self.settings.access_denied_pause_s, "access_denied"
+            )
             return
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            await self._release(tenant_id, budget, self.settings.backoff_initial_s)
+            await self._release(tenant_id, budget, self.settings.backoff_initial_s, "backoff")
             return
         intune = IntuneSession(self.graph, token, tenant_id, budget, clock=self.monotonic)
         work, source_of_truth = claimed.work, claimed.source_of_truth
@@ -432,7 +442,8 @@ class Scheduler:
             # back when a batch's worth of writes fits, not a write at a time
             due = await connection.scalar(WAITING_COUNT, {"tenant": tenant_id})
             wait = budget.gathered_wait(moment, min(int(due or 0), GATHER)) or wait
-        return Step([], source_of_truth, released=True, wait_s=wait)
+        reason = "access_denied" if pause else budget.holding(moment)
+        return Step([], source_of_truth, released=True, wait_s=wait, reason=reason)
 
     async def _take(
         self, connection: AsyncConnection, tenant_id: UUID, limit: int, now: datetime
@@ -570,6 +581,7 @@ class Scheduler:
             recorded: list[dict[str, Any]] = []
             states: list[tuple[UUID, ChangeState]] = []
             events: list[Envelope[EventPayload]] = []
+            took: list[tuple[str, float]] = []
             for outcome in outcomes:
                 row = rows.get(outcome.work.app)
                 if row is None:
@@ -582,6 +594,11 @@ class Scheduler:
                     concluded, states_now = self._conclude(waiting[outcome.work.app], outcome, now)
                     events += concluded
                     states += states_now
+                    verified_at = {c.change_id: c.verified_at for c in waiting[outcome.work.app]}
+                    took += [
+                        (state.value, (now - verified_at[change_id]).total_seconds())
+                        for change_id, state in states_now
+                    ]
             if recorded:
                 await connection.execute(
                     RECORD_DEPLOYMENTS,
@@ -632,7 +649,10 @@ class Scheduler:
                 },
             )
         self.ended.update((state.value,) for _, state in states)
+        for state, seconds in took:
+            self.took(state, seconds)
         if step.wait_s > 0:
+            self.waited(step.reason, step.wait_s)
             self.wake.set()  # recompute when to look next
         return step
 
@@ -717,7 +737,9 @@ class Scheduler:
             )
         return events, states
 
-    async def _release(self, tenant_id: UUID, budget: Budget, wait_s: float) -> None:
+    async def _release(
+        self, tenant_id: UUID, budget: Budget, wait_s: float, reason: str = ""
+    ) -> None:
         now = self.clock()
         async with transaction(self.runtime.sessions) as session:
             await session.exec(
@@ -727,6 +749,7 @@ class Scheduler:
                 .values(**self._released(budget, wait_s, now))
             )
         if wait_s > 0:
+            self.waited(reason, wait_s)
             self.wake.set()  # recompute when to look next
 
     def _released(self, budget: Budget, wait_s: float, now: datetime) -> dict[str, Any]:

@@ -116,6 +116,11 @@ class Budget:
             wait = max(wait, self.writes.wait(writes_limit, now, count))
         return wait
 
+    def holding(self, now: float) -> str:
+        """Why no write may go now: ``retry_after`` (a 429's, or a takeover's wait) or
+        ``quota`` (the window is full)."""
+        return "retry_after" if self.not_before > now else "quota"
+
     def gathered_wait(self, now: float, count: int, slack_s: float = GATHER_SLACK_S) -> float:
         """Seconds until as many of ``count`` writes as will fit about as soon as the first
         one does (within ``slack_s`` of it): a tenant out of writes comes back for a batch, not

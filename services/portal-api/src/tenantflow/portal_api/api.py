@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import Histogram
 
 from tenantflow.bus import tracing
 from tenantflow.bus.logs import event_context
@@ -22,23 +24,35 @@ TENANT_IN_PATH = re.compile(r"^/v1/tenants/([0-9a-fA-F-]{36})")
 CHANGE_IN_PATH = re.compile(r"^/v1/changes/([0-9a-fA-F-]{36})")
 
 
-class LogContext:
+class RequestContext:
     """Each request is handled in a server span continuing its caller's trace (its
-    traceparent header; the events it stores carry the span's context: bus.tracing), and every
-    line logged meanwhile names its tenant, change (from the path) and trace: bus.logs."""
+    traceparent header; the events it stores carry the span's context: bus.tracing); every
+    line logged meanwhile names its tenant, change (from the path) and trace (bus.logs); and
+    its duration is observed by route template, method and status."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, durations: Histogram, service: str) -> None:
         self.app = app
+        self.durations = durations
+        self.service = service
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        path, method = scope.get("path", ""), scope.get("method", "")
         tenant, change = TENANT_IN_PATH.match(path), CHANGE_IN_PATH.match(path)
         headers = dict(scope.get("headers") or [])
+        status = 500  # unless an answer starts
+
+        async def send_observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.monotonic()
         with tracing.serving(
-            scope.get("method", ""),
+            method,
             path,
             headers.get(b"traceparent", b"").decode("latin-1") or None,
             headers.get(b"tracestate", b"").decode("latin-1") or None,
@@ -49,7 +63,14 @@ class LogContext:
                 change.group(1) if change else None,
                 traceparent,
             ):
-                await self.app(scope, receive, send)
+                try:
+                    await self.app(scope, receive, send_observed)
+                finally:
+                    # the template, not the path: one series per route, whatever its ids
+                    route = getattr(scope.get("route"), "path", None) or "unmatched"
+                    self.durations.labels(self.service, method, route, str(status)).observe(
+                        time.monotonic() - started
+                    )
 
 
 def create_app(portal: Portal) -> FastAPI:
@@ -72,7 +93,15 @@ def create_app(portal: Portal) -> FastAPI:
     app.add_middleware(problems.BodyLimit, max_bytes=portal.settings.max_body_bytes)
     problems.install(app)
     app.add_middleware(TrustedProxies, trusted=portal.settings.trusted_proxies)
-    app.add_middleware(LogContext)
+    app.add_middleware(
+        RequestContext,
+        durations=portal.runtime.metrics.histogram(
+            "tenantflow_http_request_seconds",
+            "Time to answer a portal API request, by method, route template and status.",
+            ("method", "route", "status"),
+        ),
+        service=portal.runtime.service,
+    )
     app.include_router(tenants.router)
     app.include_router(directory.router)
     app.include_router(deployments.router)
