@@ -247,6 +247,7 @@ async def measure(infra: LocalInfra, emulator: RunningEmulator, changes: int, wa
         "accepted_to_verdict": latency_summary([figures[2] for figures in measured]),
         "accepted_to_written": latency_summary([figures[3] for figures in measured]),
         "accepted_to_applied": latency_summary([figures[4] for figures in measured]),
+        "accepted_to_applied_samples_ms": [round(figures[4] * 1000, 1) for figures in measured],
         "hops": hops,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }

@@ -340,8 +340,18 @@ def quota_check(
             max((t[-1] for t in writes.values() if t), default=0) - first, 2
         ),
     }
+    # the writes as they went, for the plot against what the quota allows
+    went = sorted(t - enabled for times in writes.values() for t in times)
+    series, count = [], 0
+    for step in range(math.ceil((went[-1] if went else 0) / 0.1) + 1):
+        while count < len(went) and went[count] <= step * 0.1:
+            count += 1
+        series.append([round(step * 0.1, 1), count])
     return {
         **timeline,
+        "writes_over_time": series,
+        "tenants_written": len(writes),
+        "window_s": window_s,
         "graph_calls": len(ours),
         "answered_429": len(throttled),
         # <Scope>/<Limit> of x-ms-throttle-scope: which limit refused them
