@@ -155,7 +155,8 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
         assert portal[delivered] > 0
         # each consumer group's lag per partition: nothing left behind once the demo is done
         lags = [v for (name, _, _), v in portal.items() if name == "tenantflow_consumer_lag"]
-        assert lags and sum(lags) == 0
+        assert lags
+        assert sum(lags) == 0
         async with httpx.AsyncClient(timeout=10) as client:
             exposed = (await client.get(f"http://127.0.0.1:{ports['portal-api']}/metrics")).text
         assert 'route="/v1/tenants/{tenant_id}/deployments/{app}"' in exposed
