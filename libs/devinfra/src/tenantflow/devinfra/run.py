@@ -24,9 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from dotenv import dotenv_values
+
 from tenantflow.devinfra.infra import LocalInfra
 from tenantflow.devinfra.processes import InfraError, die_with_parent
-from tenantflow.devinfra.services import SERVICES, Service
+from tenantflow.devinfra.services import (
+    SERVICES,
+    MicrosoftNotConfigured,
+    Service,
+    emulated_microsoft,
+    entra_microsoft,
+)
 from tenantflow.emulator.seeds import demo_tenants
 from tenantflow.emulator.testing import start_emulator
 
@@ -110,22 +118,62 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
         sys.stdout.flush()
 
 
-def _microsoft_endpoints(state_dir: Path) -> tuple[dict[str, str], subprocess.Popen[str] | None]:
-    """Where Entra ID and Graph are: the environment's, or an emulator started here. The names
-    come back without a prefix; each service gets them under its own (TENANTFLOW_CONSENT_…)."""
-    if os.environ.get("TENANTFLOW_GRAPH_BASE_URL"):
-        return {}, None
+@dataclass
+class Microsoft:
+    """Entra ID and Graph for this run: each service's settings (without prefix), and the
+    emulator when it runs them."""
+
+    settings: dict[str, dict[str, str]]
+    emulator: subprocess.Popen[str] | None = None
+    emulator_url: str | None = None
+    ca: str | None = None
+
+
+def load_env_file() -> Path | None:
+    """The variables of ``.env`` (or ``TENANTFLOW_ENV_FILE``) that the environment does not set
+    already, for this process and every service it starts."""
+    path = Path(os.environ.get("TENANTFLOW_ENV_FILE", ".env"))
+    if not path.is_file():
+        return None
+    for name, value in dotenv_values(path).items():
+        if value is not None:
+            os.environ.setdefault(name, value)
+    return path
+
+
+def _entra() -> Microsoft | None:
+    """With ``TENANTFLOW_MICROSOFT=entra``: the real Entra ID and Graph and tenantflow's app
+    registrations there (see .env.example); None for the emulator. Checked before anything
+    starts, so a setting missing stops the run at once."""
+    mode = os.environ.get("TENANTFLOW_MICROSOFT", "emulator")
+    if mode == "emulator":
+        return None
+    if mode != "entra":
+        raise SystemExit(f"tenantflow run: TENANTFLOW_MICROSOFT is emulator or entra, not {mode}")
+    try:
+        apps = entra_microsoft(os.environ)
+    except MicrosoftNotConfigured as exc:
+        raise SystemExit(f"tenantflow run: {exc}") from exc
+    print(f"Entra ID on {apps.login_base_url}, Microsoft Graph on {apps.graph_base_url}")
+    return Microsoft(apps.settings())
+
+
+def _emulator(state_dir: Path) -> Microsoft:
+    """The emulator with its demo tenants, and the services' settings for it."""
     port = os.environ.get("TENANTFLOW_EMULATOR_PORT", "8443")
     try:
         emulator, running = start_emulator(state_dir, "--port", port, "--seed", "demo")
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from exc
-    url, ca = running.url, running.ca
-    print(f"emulator on {url} (CA {ca}); demo tenants Contoso and Fabrikam")
-    return {"LOGIN_BASE_URL": url, "GRAPH_BASE_URL": url, "CA_BUNDLE": ca}, emulator
+    print(f"emulator on {running.url} (CA {running.ca}); demo tenants Contoso and Fabrikam")
+    return Microsoft(emulated_microsoft(running), emulator, running.url, running.ca)
 
 
 def main() -> None:
+    env_file = load_env_file()
+    if env_file is not None:
+        print(f"settings from {env_file}")
+    entra = _entra()
     workdir = Path(os.environ.get("TENANTFLOW_INFRA_DIR", ".local/infra")).resolve()
     infra = LocalInfra.from_state(workdir)
     started_here = infra is None
@@ -137,14 +185,17 @@ def main() -> None:
             print(f"tenantflow run: {exc}", file=sys.stderr)
             raise SystemExit(2) from exc
     print("infrastructure:", *(f"{k}={v}" for k, v in infra.environment().items()))
-    microsoft, emulator = _microsoft_endpoints(workdir.parent / "emulator")
+    microsoft = entra or _emulator(workdir.parent / "emulator")
+    emulator = microsoft.emulator
     stop = threading.Event()
     # Ctrl-C and SIGTERM both ask for an orderly stop: a second Ctrl-C does not cut the
     # stopping short, and a SIGINT a parent set to be ignored (a background job) still stops it
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     supervised = [
-        Supervised(service, _environment(service, infra.environment(), microsoft))
+        Supervised(
+            service, _environment(service, infra.environment(), microsoft.settings[service.name])
+        )
         for service in SERVICES.values()
     ]
     try:
@@ -157,8 +208,8 @@ def main() -> None:
             json.dumps(
                 {
                     "portal": portal,
-                    "emulator": microsoft.get("LOGIN_BASE_URL"),
-                    "ca": microsoft.get("CA_BUNDLE"),
+                    "emulator": microsoft.emulator_url,
+                    "ca": microsoft.ca,
                 }
             )
         )
@@ -211,12 +262,12 @@ def _portal_url(supervised: list[Supervised]) -> str:
     return _url(next(each for each in supervised if each.service.name == "portal-api"))
 
 
-def _print_welcome(supervised: list[Supervised], url: str, microsoft: Mapping[str, str]) -> None:
+def _print_welcome(supervised: list[Supervised], url: str, microsoft: Microsoft) -> None:
     for each in supervised:
         say(f"{each.service.name} on {_url(each)} (/healthz, /readyz)")
     say(f"portal API: {url}/v1 — OpenAPI {url}/openapi.json, docs {url}/docs")
     say(f"AsyncAPI (the events): {Path('contracts/asyncapi.json').resolve()}")
-    if microsoft:
+    if microsoft.emulator_url:
         contoso = demo_tenants()[0]
         admin = contoso["users"][0]  # a Global Administrator
         body = json.dumps(
@@ -224,8 +275,8 @@ def _print_welcome(supervised: list[Supervised], url: str, microsoft: Mapping[st
         )
         say(
             f"a demo token ({admin['display_name']}, admin of {contoso['display_name']}): "
-            f"curl --cacert {microsoft['CA_BUNDLE']} -X POST "
-            f"{microsoft['LOGIN_BASE_URL']}/_emulator/tokens -d '{body}'"
+            f"curl --cacert {microsoft.ca} -X POST "
+            f"{microsoft.emulator_url}/_emulator/tokens -d '{body}'"
         )
     say("Ctrl-C stops everything")
 

@@ -126,36 +126,107 @@ async def service_process(
         await running.stop()
 
 
+MICROSOFT_LOGIN = "https://login.microsoftonline.com"
+MICROSOFT_GRAPH = "https://graph.microsoft.com"
+
+
+@dataclass(frozen=True)
+class MicrosoftApps:
+    """Where Entra ID and Graph are, and tenantflow's three app registrations there: the
+    settings (without prefix) of each service that talks to them. Credentials are given by
+    suffix: ``CLIENT_ID`` and ``SECRET``, or ``CLIENT_ID``, ``CERTIFICATE`` and
+    ``PRIVATE_KEY``."""
+
+    login_base_url: str
+    graph_base_url: str
+    ca_bundle: str | None
+    portal_client_id: str
+    directory_connector: Mapping[str, str]
+    intune_writer: Mapping[str, str]
+    provider_tenant_id: str | None = None
+
+    def settings(self) -> dict[str, dict[str, str]]:
+        endpoints = {"LOGIN_BASE_URL": self.login_base_url, "GRAPH_BASE_URL": self.graph_base_url}
+        if self.ca_bundle:
+            endpoints["CA_BUNDLE"] = self.ca_bundle
+        connector = {f"DIRECTORY_CONNECTOR_{k}": v for k, v in self.directory_connector.items()}
+        writer = {f"INTUNE_WRITER_{k}": v for k, v in self.intune_writer.items()}
+        portal = {
+            "LOGIN_BASE_URL": self.login_base_url,
+            "CLIENT_ID": self.portal_client_id,
+            **({"CA_BUNDLE": self.ca_bundle} if self.ca_bundle else {}),
+            **({"PROVIDER_TENANT_ID": self.provider_tenant_id} if self.provider_tenant_id else {}),
+        }
+        return {
+            "portal-api": portal,
+            "consent": {**endpoints, **connector, **writer},
+            "directory-sync": {**endpoints, **connector},
+            "intune-writer": {**endpoints, **writer},
+        }
+
+
 def emulated_microsoft(emulator: RunningEmulator) -> dict[str, dict[str, str]]:
     """The settings (without prefix) that point the services talking to Entra ID and Graph at
     ``emulator``, with the app registrations it knows."""
     connector, writer = emulator.apps["directory-connector"], emulator.apps["intune-writer"]
-    endpoints = {
-        "LOGIN_BASE_URL": emulator.url,
-        "GRAPH_BASE_URL": emulator.url,
-        "CA_BUNDLE": emulator.ca,
-    }
-    return {
-        "portal-api": {
-            "LOGIN_BASE_URL": emulator.url,
-            "CA_BUNDLE": emulator.ca,
-            "CLIENT_ID": str(emulator.apps["portal-api"]["client_id"]),
+    return MicrosoftApps(
+        login_base_url=emulator.url,
+        graph_base_url=emulator.url,
+        ca_bundle=emulator.ca,
+        portal_client_id=str(emulator.apps["portal-api"]["client_id"]),
+        directory_connector={
+            "CLIENT_ID": str(connector["client_id"]),
+            "SECRET": str(connector["client_secret"]),
         },
-        "consent": {
-            **endpoints,
-            "DIRECTORY_CONNECTOR_CLIENT_ID": str(connector["client_id"]),
-            "DIRECTORY_CONNECTOR_SECRET": str(connector["client_secret"]),
-            "INTUNE_WRITER_CLIENT_ID": str(writer["client_id"]),
-            "INTUNE_WRITER_SECRET": str(writer["client_secret"]),
+        intune_writer={
+            "CLIENT_ID": str(writer["client_id"]),
+            "SECRET": str(writer["client_secret"]),
         },
-        "directory-sync": {
-            **endpoints,
-            "DIRECTORY_CONNECTOR_CLIENT_ID": str(connector["client_id"]),
-            "DIRECTORY_CONNECTOR_SECRET": str(connector["client_secret"]),
-        },
-        "intune-writer": {
-            **endpoints,
-            "INTUNE_WRITER_CLIENT_ID": str(writer["client_id"]),
-            "INTUNE_WRITER_SECRET": str(writer["client_secret"]),
-        },
-    }
+    ).settings()
+
+
+class MicrosoftNotConfigured(Exception):
+    """The settings for real Entra ID and Graph are incomplete; the message names what is
+    missing."""
+
+
+def entra_microsoft(environment: Mapping[str, str]) -> MicrosoftApps:
+    """Real Entra ID and Graph, from ``environment`` (a .env file, see .env.example):
+    ``TENANTFLOW_LOGIN_BASE_URL`` and ``TENANTFLOW_GRAPH_BASE_URL`` (Microsoft's global cloud
+    unless set), ``TENANTFLOW_CA_BUNDLE`` (a TLS-inspecting proxy's CA; the system's trust
+    store unless set), ``TENANTFLOW_PORTAL_API_CLIENT_ID``, ``TENANTFLOW_PROVIDER_TENANT_ID``
+    (optional), and for the directory connector and the Intune writer
+    ``TENANTFLOW_<APP>_CLIENT_ID`` with ``_SECRET``, or with ``_CERTIFICATE`` and
+    ``_PRIVATE_KEY`` (PEM file paths, preferred)."""
+    missing: list[str] = []
+
+    def credentials(app: str) -> dict[str, str]:
+        prefix = f"TENANTFLOW_{app}_"
+        found = {
+            key: environment[prefix + key]
+            for key in ("CLIENT_ID", "SECRET", "CERTIFICATE", "PRIVATE_KEY")
+            if environment.get(prefix + key)
+        }
+        if "CLIENT_ID" not in found:
+            missing.append(prefix + "CLIENT_ID")
+        if "SECRET" not in found and not {"CERTIFICATE", "PRIVATE_KEY"} <= set(found):
+            missing.append(f"{prefix}SECRET (or {prefix}CERTIFICATE and {prefix}PRIVATE_KEY)")
+        return found
+
+    portal = environment.get("TENANTFLOW_PORTAL_API_CLIENT_ID", "")
+    if not portal:
+        missing.append("TENANTFLOW_PORTAL_API_CLIENT_ID")
+    connector, writer = credentials("DIRECTORY_CONNECTOR"), credentials("INTUNE_WRITER")
+    if missing:
+        raise MicrosoftNotConfigured(
+            "TENANTFLOW_MICROSOFT=entra needs " + ", ".join(missing) + " (see .env.example)"
+        )
+    return MicrosoftApps(
+        login_base_url=environment.get("TENANTFLOW_LOGIN_BASE_URL") or MICROSOFT_LOGIN,
+        graph_base_url=environment.get("TENANTFLOW_GRAPH_BASE_URL") or MICROSOFT_GRAPH,
+        ca_bundle=environment.get("TENANTFLOW_CA_BUNDLE") or None,
+        portal_client_id=portal,
+        directory_connector=connector,
+        intune_writer=writer,
+        provider_tenant_id=environment.get("TENANTFLOW_PROVIDER_TENANT_ID") or None,
+    )
