@@ -22,6 +22,7 @@ from tenantflow.emulator.graph_permissions import APP_ROLES
 from tenantflow.emulator.intune import intune_routes
 from tenantflow.emulator.mutations import MUTATIONS, apply
 from tenantflow.emulator.observe import FaultRule, Faults, Observe, RequestLog
+from tenantflow.emulator.routing import indexed
 from tenantflow.emulator.settings import EmulatorSettings
 from tenantflow.emulator.state import Directory, SeedTenant, Tenant
 from tenantflow.emulator.throttling import Limits, Throttling
@@ -344,16 +345,20 @@ class Emulator:
         ]
         graph = Graph(self.directory, self.keys, self.throttling)
         graph_routes = [*delta_routes(graph), *graph.routes(), *intune_routes(graph)]
-        graph_app = Starlette(routes=[*graph_routes, *unknown_graph_routes()])
-        app = Starlette(
-            routes=[
-                *control,
-                *graph_routes,
-                # each request of a batch has its own request id and its own log entry, as
-                # Graph runs each on its own; faults are picked for the batch's items apart
-                *batch_routes(Observe(graph_app, self.log, Faults(), in_batch=True), self.faults),
-                *routes(self.entra),
-                *unknown_graph_routes(),
-            ]
+        graph_app = indexed(Starlette(routes=[*graph_routes, *unknown_graph_routes()]))
+        app = indexed(
+            Starlette(
+                routes=[
+                    *control,
+                    *graph_routes,
+                    # each request of a batch has its own request id and its own log entry, as
+                    # Graph runs each on its own; faults are picked for the batch's items apart
+                    *batch_routes(
+                        Observe(graph_app, self.log, Faults(), in_batch=True), self.faults
+                    ),
+                    *routes(self.entra),
+                    *unknown_graph_routes(),
+                ]
+            )
         )
         return Observe(app, self.log, self.faults)

@@ -149,7 +149,7 @@ not have is inferred; reading, v1.0 leaves the filter properties out."""
 
 
 def _version(request: Request) -> str:
-    return request.url.path.split("/")[1]
+    return str(request.scope["path"]).split("/")[1]
 
 
 def _for_version(assignment: dict[str, Any], version: str) -> dict[str, Any]:

@@ -95,6 +95,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = RuntimeCollector(runtime)
         self.registry.register(self.collector)
+        self._histograms: dict[str, Histogram] = {}
 
     def count(
         self,
@@ -123,10 +124,13 @@ class Metrics:
         buckets: tuple[float, ...] = LATENCY_BUCKETS,
     ) -> Histogram:
         """A histogram the service observes into; its first label is ``service`` (give the
-        runtime's service as the first label value)."""
-        return Histogram(
-            name, documentation, ["service", *labels], registry=self.registry, buckets=buckets
-        )
+        runtime's service as the first label value). Asked again by the same name (an app
+        built twice on one runtime), the same histogram."""
+        if name not in self._histograms:
+            self._histograms[name] = Histogram(
+                name, documentation, ["service", *labels], registry=self.registry, buckets=buckets
+            )
+        return self._histograms[name]
 
     def graph_client(self, graph: Any) -> None:
         """A Graph client's calls (its ``answers``, counted by method, status and throttle
