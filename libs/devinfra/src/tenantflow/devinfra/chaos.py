@@ -490,20 +490,28 @@ class Chaos:
         )
 
     async def kill_kafka(self) -> None:
-        entry = self._note("SIGKILL the Kafka broker")
-        moment = time.monotonic()
-        await asyncio.to_thread(self.stack.kafka.kill)
-        await asyncio.sleep(self.plan.outage_s)  # the outage itself
-        await asyncio.to_thread(self.stack.kafka.start)
-        entry.outcome = f"down {time.monotonic() - moment:.1f} s, then started on its log"
+        await self._outage(
+            "SIGKILL the Kafka broker", self.stack.kafka.kill, self.stack.kafka.start, "its log"
+        )
 
     async def kill_postgres(self) -> None:
-        entry = self._note("SIGKILL PostgreSQL (server and backends)")
+        postgres = self.stack.postgres
+        await self._outage(
+            "SIGKILL PostgreSQL (server and backends)", postgres.kill, postgres.start, "its WAL"
+        )
+
+    async def _outage(
+        self, fault: str, kill: Callable[[], None], start: Callable[[], None], recovered: str
+    ) -> None:
+        """``kill`` a server, leave it down for the plan's outage, ``start`` it again."""
+        entry = self._note(fault)
         moment = time.monotonic()
-        await asyncio.to_thread(self.stack.postgres.kill)
+        await asyncio.to_thread(kill)
         await asyncio.sleep(self.plan.outage_s)  # the outage itself
-        await asyncio.to_thread(self.stack.postgres.start)
-        entry.outcome = f"down {time.monotonic() - moment:.1f} s, then recovered from its WAL"
+        await asyncio.to_thread(start)
+        entry.outcome = (
+            f"down {time.monotonic() - moment:.1f} s, then started again from {recovered}"
+        )
 
     async def _storm(self, fault: str, rules: list[dict[str, Any]], seconds: float) -> None:
         entry = self._note(fault)
