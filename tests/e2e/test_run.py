@@ -149,6 +149,8 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
         writer = samples["intune-writer"]
         assert writer[("tenantflow_change_seconds_count", "state", "applied")] == 2
         assert writer[("tenantflow_graph_call_seconds_count", "method", "POST")] >= 2
+        # the answers inside JSON batches: the two apps' writes went in batches
+        assert writer[("tenantflow_graph_batch_items_total", "throttle_scope", "")] >= 2
         portal = samples["portal-api"]
         assert portal[("tenantflow_http_request_seconds_count", "status", "202")] >= 2
         delivered = ("tenantflow_event_delivery_seconds_count", "consumer", "portal-api.results")

@@ -51,6 +51,8 @@ async def test_requests_go_twenty_at_a_time_and_a_throttled_one_alone() -> None:
     assert calls[2] == ["7"]  # only the throttled item again
     assert {answer.status for answer in answers.values()} == {200}
     assert answers["7"].body == {"url": "/users/7"}
+    # the metrics count each item's answer, the 429 inside a batch answered 200 included
+    assert graph.batch_items == {("GET", "200", ""): 25, ("GET", "429", ""): 1}
 
 
 async def test_a_caller_that_schedules_gets_the_429_back() -> None:

@@ -134,12 +134,19 @@ class Metrics:
 
     def graph_client(self, graph: Any) -> None:
         """A Graph client's calls (its ``answers``, counted by method, status and throttle
-        scope) and their durations (observed through its ``timed`` hook)."""
+        scope), the answers inside its JSON batches (``batch_items``), and the calls' durations
+        (observed through its ``timed`` hook)."""
         self.count(
             "tenantflow_graph_calls",
             "Calls to Entra ID and Graph, by method, status and x-ms-throttle-scope.",
             ("method", "status", "throttle_scope"),
             graph.answers,
+        )
+        self.count(
+            "tenantflow_graph_batch_items",
+            "Answers inside Graph's JSON batches, by method, status and x-ms-throttle-scope.",
+            ("method", "status", "throttle_scope"),
+            graph.batch_items,
         )
         durations = self.histogram(
             "tenantflow_graph_call_seconds",

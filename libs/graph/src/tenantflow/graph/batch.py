@@ -93,7 +93,8 @@ async def _send(
     answer = await graph.request(
         token, "POST", f"/{version}/$batch", json={"requests": [r.wire() for r in requests]}
     )
-    return {
+    methods = {request.id: request.method for request in requests}
+    answers = {
         str(item["id"]): BatchResponse(
             str(item["id"]),
             int(item["status"]),
@@ -102,3 +103,6 @@ async def _send(
         )
         for item in answer.get("responses", [])
     }
+    for response in answers.values():
+        graph.count_batch_item(methods.get(response.id, "?"), response.status, response.headers)
+    return answers

@@ -15,7 +15,7 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -106,6 +106,9 @@ class GraphClient:
         the service's metrics."""
         self.timed: Callable[[str, float], None] = lambda method, seconds: None
         """Told how long each call took to its answer or failure (the service's metrics)."""
+        self.batch_items: Counter[tuple[str, str, str]] = Counter()
+        """The answers inside JSON batches, as ``answers`` counts calls: a batch answered 200
+        can hold 429s and 5xx (``count_batch_item``)."""
         self._tokens = ThreadPoolExecutor(self.token_threads, thread_name_prefix="msal")
         self._verify: str | bool = self.ca_bundle or True
         # one session for every tenant's MSAL app: one connection pool and TLS context to
@@ -174,6 +177,11 @@ class GraphClient:
                 UUID(tenant), credentials.client_id, None, "AADSTS700016", refusal.description
             )
         raise refusal
+
+    def count_batch_item(self, method: str, status: int, headers: Mapping[str, str]) -> None:
+        """One request's answer inside a JSON batch, for the service's metrics."""
+        scope = next((v for k, v in headers.items() if k.lower() == "x-ms-throttle-scope"), "")
+        self.batch_items[(method, str(status), scope)] += 1
 
     # --- requests ------------------------------------------------------------------------
 

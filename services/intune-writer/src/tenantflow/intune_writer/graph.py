@@ -233,6 +233,7 @@ class IntuneSession:
         for request in requests:
             item = answered.get(request["id"], {"status": 500, "body": None, "headers": {}})
             status, headers = int(item["status"]), dict(item.get("headers") or {})
+            self.graph.count_batch_item(request["method"], status, headers)
             throttled = None
             if status == 429:
                 wait = retry_after_seconds(_header(headers, "retry-after"), 1.0)
