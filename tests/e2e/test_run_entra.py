@@ -102,6 +102,7 @@ async def test_run_takes_entra_and_graph_from_a_env_file(
         await eventually(ready, within=180, what="every service ready")
         assert f"Entra ID on {emulator.url}" in output()
         assert "demo tenants" not in output()  # no emulator of its own
+        assert "tokens: Entra ID issues them to your portal front end for the API" in output()
         assert not (tmp_path / "infra" / "kafka").exists()  # the .env's Kafka and PostgreSQL
 
         # a tenant linked: consent reached "Entra ID" and "Graph" with the connector's

@@ -278,6 +278,12 @@ def _print_welcome(supervised: list[Supervised], url: str, microsoft: Microsoft)
             f"curl --cacert {microsoft.ca} -X POST "
             f"{microsoft.emulator_url}/_emulator/tokens -d '{body}'"
         )
+    else:
+        client = microsoft.settings["portal-api"]["CLIENT_ID"]
+        say(
+            f"tokens: Entra ID issues them to your portal front end for the API {client} "
+            f"(scope api://{client}/.default or your App ID URI's), with the user's app roles"
+        )
     say("Ctrl-C stops everything")
 
 
