@@ -73,6 +73,8 @@ async def test_run_supervises_every_service_and_leaves_nothing_behind(tmp_path: 
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("TENANTFLOW_", "KAFKA_"))},
         "TENANTFLOW_INFRA_DIR": str(tmp_path / "infra"),
+        # the emulator, whatever a developer's own .env says
+        "TENANTFLOW_ENV_FILE": str(tmp_path / "no.env"),
         "TENANTFLOW_EMULATOR_PORT": str(free_port()),
         **{f"{s.env_prefix}PORT": str(ports[s.name]) for s in SERVICES.values()},
         **{f"{s.env_prefix}LOG_FORMAT": "json" for s in SERVICES.values()},
