@@ -24,6 +24,9 @@ so tests can run several services in one process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +34,15 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tenantflow.bus.errors import is_transient
+
 if TYPE_CHECKING:
     from tenantflow.bus.runtime import ServiceRuntime
 
+log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+READ_TIMEOUT_S = 2.0
+"""The most a scrape waits for PostgreSQL or Kafka."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 WAIT_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -157,8 +165,20 @@ class Metrics:
         graph.timed = lambda method, seconds: durations.labels(service, method).observe(seconds)
 
     async def render(self) -> bytes:
-        self.collector.backlog = await self.runtime.outbox_backlog()
-        self.collector.lags = {
-            consumer.name: await consumer.offsets.lag() for consumer in self.runtime.consumers
-        }
+        """Every series; what is read at scrape time (the outbox, the lag) is bounded by
+        ``READ_TIMEOUT_S``, and kept as last read when PostgreSQL or Kafka does not answer:
+        a scrape never hangs on them."""
+        try:
+            self.collector.backlog = await asyncio.wait_for(
+                self.runtime.outbox_backlog(), READ_TIMEOUT_S
+            )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: outbox backlog not read for /metrics: %r", self.runtime.service, exc)
+        for consumer in self.runtime.consumers:
+            with contextlib.suppress(TimeoutError):
+                self.collector.lags[consumer.name] = await asyncio.wait_for(
+                    consumer.offsets.lag(), READ_TIMEOUT_S
+                )
         return generate_latest(self.registry)
