@@ -284,6 +284,17 @@ async def test_a_round_of_many_reads_its_apps_in_batches_keeps_foreign_and_skips
     waiting = [change(tenant, admin, 1, [group(ours)], app=name) for name in names[:4]]
     waiting.append(change(tenant, admin, 1, [group(already)], app=names[4]))
     await publish(runtime.kafka, *(event for pair in waiting for event in pair))
+
+    async def all_verified_ingested() -> bool:
+        # the tenants topic is not ordered with the deployments topic: enabled before all
+        # five are stored, the writer would serve them in more than one round
+        async with runtime.sessions() as session:
+            stored = await session.exec(
+                select(Deployment).where(col(Deployment.tenant_id) == tenant)
+            )
+            return len(stored.all()) == len(names)
+
+    await eventually(all_verified_ingested, what="the five changes stored")
     await publish(runtime.kafka, enabled(tenant, admin))
     results = await outcomes(runtime.kafka, [requested for requested, _ in waiting])
 
