@@ -11,51 +11,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+from tenantflow.devinfra.testing import HIDDEN, bare_path, copy_of_repository
 
 ROOT = Path(__file__).resolve().parents[2]
-HIDDEN = ("uv", "uvx", "java", "javac", "jshell", "mvn", "mvnDebug")
 
-
-def bare_path(directory: Path) -> str:
-    """A PATH holding this machine's programs except uv, Java and Maven, and a python3."""
-    directory.mkdir()
-    for source in ("/usr/local/bin", "/usr/bin", "/bin"):
-        for program in sorted(Path(source).glob("*")) if Path(source).is_dir() else []:
-            link = directory / program.name
-            if program.name in HIDDEN or link.exists() or program.name.startswith("python"):
-                continue
-            link.symlink_to(program)
-    # the interpreter the test environment was made from (not its venv, and not pyenv's
-    # shims, which would bring uv back)
-    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    (directory / "python3").symlink_to(python)
-    return str(directory)
-
-
-def copy_of_repository(target: Path) -> Path:
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    for name in filter(None, tracked):
-        source = ROOT / name.decode()
-        if source.is_file():
-            destination = target / name.decode()
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
-    return target
+pytestmark = pytest.mark.e2e
 
 
 def test_setup_and_the_local_broker_need_only_python(tmp_path: Path) -> None:
     path = bare_path(tmp_path / "bin")
     for program in HIDDEN:
         assert shutil.which(program, path=path) is None, f"{program} is still on the bare PATH"
-    repository = copy_of_repository(tmp_path / "repository")
+    repository = copy_of_repository(tmp_path / "repository", ROOT)
     # the machine's own environment (proxies, CA bundles), without what points into this
     # checkout, its virtual environment or its infrastructure
     environment = {

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import statistics
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -133,3 +136,38 @@ def latency_summary(seconds: list[float]) -> dict[str, float]:
         "p99_ms": percentile(0.99),
         "max_ms": round(ordered[-1] * 1000, 1),
     }
+
+
+# --- a machine with nothing but Python (tests/e2e/test_bare_machine.py, bench/cold_setup.py)
+
+HIDDEN = ("uv", "uvx", "java", "javac", "jshell", "mvn", "mvnDebug")
+
+
+def bare_path(directory: Path) -> str:
+    """A PATH holding this machine's programs except uv, Java and Maven, and a python3."""
+    directory.mkdir()
+    for source in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for program in sorted(Path(source).glob("*")) if Path(source).is_dir() else []:
+            link = directory / program.name
+            if program.name in HIDDEN or link.exists() or program.name.startswith("python"):
+                continue
+            link.symlink_to(program)
+    # the interpreter the test environment was made from (not its venv, and not pyenv's
+    # shims, which would bring uv back)
+    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    (directory / "python3").symlink_to(python)
+    return str(directory)
+
+
+def copy_of_repository(target: Path, root: Path) -> Path:
+    """The tracked files of the repository at ``root``, copied to ``target``."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, tracked):
+        source = root / name.decode()
+        if source.is_file():
+            destination = target / name.decode()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+    return target
