@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tenantflow.devinfra.testing import bare_path, copy_of_repository
+from tenantflow.devinfra.testing import bare_environment, bare_path, copy_of_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +32,7 @@ def cold_setup(warm_uv_cache: bool) -> float:
     try:
         path = bare_path(workdir / "bin")
         repository = copy_of_repository(workdir / "repository", ROOT)
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if name not in ("VIRTUAL_ENV", "UV", "DATABASE_URL", "PYTHONPATH")
-            and not name.startswith(("UV_", "TENANTFLOW_", "KAFKA_", "PYTEST_", "JAVA"))
-        }
-        environment |= {"PATH": path, "TENANTFLOW_CACHE_DIR": str(workdir / "cache")}
+        environment = bare_environment(path, workdir)
         if not warm_uv_cache:
             environment["UV_CACHE_DIR"] = str(workdir / "uv-cache")
         began = time.monotonic()

@@ -8,14 +8,13 @@ and PostgreSQL are started from that copy and a record goes through the broker.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tenantflow.devinfra.testing import HIDDEN, bare_path, copy_of_repository
+from tenantflow.devinfra.testing import HIDDEN, bare_environment, bare_path, copy_of_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,20 +26,7 @@ def test_setup_and_the_local_broker_need_only_python(tmp_path: Path) -> None:
     for program in HIDDEN:
         assert shutil.which(program, path=path) is None, f"{program} is still on the bare PATH"
     repository = copy_of_repository(tmp_path / "repository", ROOT)
-    # the machine's own environment (proxies, CA bundles), without what points into this
-    # checkout, its virtual environment or its infrastructure
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("VIRTUAL_ENV", "UV")
-        and not name.startswith(("UV_", "TENANTFLOW_", "KAFKA_", "PYTEST_", "JAVA"))
-        and name not in ("DATABASE_URL", "PYTHONPATH")
-    }
-    environment |= {
-        "PATH": path,
-        "TENANTFLOW_CACHE_DIR": str(tmp_path / "cache"),
-        "TENANTFLOW_INFRA_DIR": str(tmp_path / "infra"),
-    }
+    environment = bare_environment(path, tmp_path)
 
     def run(*command: str, timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

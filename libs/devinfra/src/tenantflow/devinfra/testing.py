@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -171,3 +172,20 @@ def copy_of_repository(target: Path, root: Path) -> Path:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination)
     return target
+
+
+def bare_environment(path: str, workdir: Path) -> dict[str, str]:
+    """The machine's own environment (proxies, CA bundles) without what points into this
+    checkout, its virtual environment or its infrastructure; ``path`` as PATH (``bare_path``),
+    and a Kafka cache and infrastructure directory of its own in ``workdir``."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("VIRTUAL_ENV", "UV", "DATABASE_URL", "PYTHONPATH")
+        and not name.startswith(("UV_", "TENANTFLOW_", "KAFKA_", "PYTEST_", "JAVA"))
+    }
+    return environment | {
+        "PATH": path,
+        "TENANTFLOW_CACHE_DIR": str(workdir / "cache"),
+        "TENANTFLOW_INFRA_DIR": str(workdir / "infra"),
+    }
