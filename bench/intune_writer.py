@@ -285,6 +285,12 @@ def peak_rss_mb(process: ServiceProcess) -> float:
     return round(int(match.group(1)) / 1024, 1) if match else float("nan")
 
 
+def cpu_seconds(process: ServiceProcess) -> float:
+    """CPU time the process used so far (user and system)."""
+    fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def request_log(emulator: RunningEmulator, since: str) -> list[dict[str, Any]]:
     with emulator.client() as control:
         entries: list[dict[str, Any]] = control.get(
@@ -425,11 +431,13 @@ async def run_writer_workload(
         finally:
             await connection.close()
         since = datetime.now(UTC).isoformat()
+        cpu_before = [cpu_seconds(p) for p in running]
         started = time.monotonic()
         await publish(kafka, [enabled(t) for t in tenants])
         await outcomes.wait_for(total)
         elapsed = max(outcomes.seen_at.values()) - started
         rss = [peak_rss_mb(p) for p in running]
+        cpu = [round(cpu_seconds(p) - b, 2) for p, b in zip(running, cpu_before, strict=True)]
     per_tenant = max(len(t.apps) for t in tenants)
     minimum = (math.ceil(per_tenant / limits["intune_app_writes"]) - 1) * limits["intune_window_s"]
     entries = request_log(emulator, since)
@@ -453,6 +461,7 @@ async def run_writer_workload(
         "minimum_seconds": minimum,
         "ratio_to_minimum": round(elapsed / minimum, 3) if minimum else None,
         "writer_peak_rss_mb": rss,
+        "writer_cpu_seconds": cpu,
         **check,
     }
 
@@ -534,7 +543,8 @@ def main() -> None:
                 f"throughput: {result['changes']} changes, {result['tenants']} tenants: "
                 f"{result['seconds']} s (minimum {result['minimum_seconds']} s, "
                 f"x{result['ratio_to_minimum']}), {result['share_429_percent']}% of "
-                f"{result['graph_calls']} calls answered 429, most writes in a window "
+                f"{result['graph_calls']} calls answered 429, writer CPU "
+                f"{result['writer_cpu_seconds']} s, most writes in a window "
                 f"{result['most_writes_in_any_window']}/{result['limit_per_window']}, "
                 f"writer peak RSS {result['writer_peak_rss_mb']} MB "
                 f"(ingest {result['ingest_seconds']} s)"

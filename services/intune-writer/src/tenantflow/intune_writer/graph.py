@@ -153,6 +153,10 @@ class IntuneSession:
         assert self.markers is not None
         return self.markers.get(app)
 
+    def marked(self, app: str) -> UUID | None:
+        """The app found by its marker, when the tenant's apps were listed already."""
+        return self.markers.get(app) if self.markers is not None else None
+
     def take_found(self) -> dict[str, UUID]:
         """The apps found by their markers since last asked: recorded, no listing finds them
         again."""
@@ -270,18 +274,33 @@ class IntuneSession:
         """POST …/assign with the whole set, sent in a JSON batch with the round's other
         writes (up to 20 a call): Intune counts and throttles each on its own, and one HTTP
         call carries twenty. The change's request id is the batch's (Graph gives items none)."""
-        if not self.budget.take(self.clock(), write=True):
-            raise NoBudget(f"{APPS}/{app_id}/assign")
+        request_id = await self._queue(app_id, body)
+        if request_id:
+            calls.all.append(request_id)
+            calls.writes.append(request_id)
+
+    async def assign_many(
+        self, writes: Sequence[tuple[UUID, list[dict[str, Any]]]]
+    ) -> list[str | BaseException | None]:
+        """``assign`` for each of ``writes`` at once, with no task each: for each, its batch's
+        request id, or what it raised (``NoBudget`` for those the budget had no room for)."""
+        return await asyncio.gather(
+            *(self._queue(app_id, body) for app_id, body in writes), return_exceptions=True
+        )
+
+    def _queue(self, app_id: UUID, body: list[dict[str, Any]]) -> asyncio.Future[str | None]:
+        """A write queued for the next batch (within the budget, else ``NoBudget`` at once):
+        its batch's request id when answered."""
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        if not self.budget.take(self.clock(), write=True):
+            answer.set_exception(NoBudget(f"{APPS}/{app_id}/assign"))
+            return answer
         self._queued.append((app_id, body, answer))
         if self._flusher is None and (self._sender is None or self._sender.done()):
             # the round's other writes reach here in the same turn of the loop: send what has
             # gathered once that turn is over, waiting for nothing
             self._flusher = asyncio.get_running_loop().call_soon(self._flush)
-        request_id = await answer
-        if request_id:
-            calls.all.append(request_id)
-            calls.writes.append(request_id)
+        return answer
 
     def _flush(self) -> None:
         self._flusher = None

@@ -257,11 +257,10 @@ Outcome = Applied | Failed | Deferred
 
 @dataclass(frozen=True)
 class Claimed:
-    """A tenant this process leased, its budget, and its first round of changes."""
+    """A tenant this process leased, and its budget."""
 
     tenant_id: UUID
     budget: Budget
-    work: list[Work]
     source_of_truth: bool
 
 
@@ -338,12 +337,12 @@ class Scheduler:
         self.wake.set()  # room for another tenant, or this one has more
 
     async def _claim(self, limit: int) -> list[Claimed]:
-        """Lease up to ``limit`` due tenants, and take each one's first round of changes in the
-        same transaction (one commit less before the first write)."""
+        """Lease up to ``limit`` due tenants, in one short transaction. Each tenant's task then
+        takes its own first round (``_serve``): taking every claimed tenant's changes here would
+        hold them all back until the last one's were read."""
         now, moment = self.clock(), self.monotonic()
         async with transaction(self.runtime.sessions) as session:
-            connection = await session.connection()
-            rows = await connection.execute(
+            rows = await (await session.connection()).execute(
                 text(CLAIM),
                 {
                     "now": now,
@@ -362,12 +361,7 @@ class Scheduler:
                         row.previous_owner,
                     )
                     budget.blackout(moment)
-                work = []
-                if budget.wait(moment, write=True) == 0:
-                    # one batch's worth: the tenants claimed together start sooner
-                    first = min(self._room(budget), GATHER)
-                    work = await self._take(connection, row.tenant_id, first, now)
-                claimed.append(Claimed(row.tenant_id, budget, work, row.source_of_truth))
+                claimed.append(Claimed(row.tenant_id, budget, row.source_of_truth))
             return claimed
 
     def _room(self, budget: Budget) -> int:
@@ -399,7 +393,9 @@ class Scheduler:
             await self._release(tenant_id, budget, self.settings.backoff_initial_s, "backoff")
             return
         intune = IntuneSession(self.graph, token, tenant_id, budget, clock=self.monotonic)
-        work, source_of_truth = claimed.work, claimed.source_of_truth
+        # the first pass records nothing and takes the tenant's first round
+        work: list[Work] = []
+        source_of_truth = claimed.source_of_truth
         released = False
         try:
             while True:
@@ -464,18 +460,62 @@ class Scheduler:
                 return [Deferred(w) for w in work]
             except (GraphCallFailed, TransientError) as exc:
                 log.warning("batched reads of %s failed, per app now: %s", intune.tenant_id, exc)
-        tasks = [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in work]
+        planned, others = self._planned(intune, work, source_of_truth)
+        # the changes whose app and assignments the round knows go in one task; each other one
+        # (to create, to remove, to read on its own) in a task of its own
+        tasks: list[asyncio.Task[Any]] = (
+            [asyncio.create_task(self._write_planned(intune, planned))] if planned else []
+        )
+        tasks += [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in others]
         done, pending = await asyncio.wait(tasks, timeout=self.settings.lease_s / 2)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        outcomes: list[Outcome] = []
-        for w, task in zip(work, tasks, strict=True):
+        ended: dict[int, Outcome] = {}
+        groups = [[w for w, _, _ in planned]] if planned else []
+        groups += [[w] for w in others]
+        for group, task in zip(groups, tasks, strict=True):
             if task in done and task.exception() is None:
-                outcomes.append(task.result())
+                result = task.result()
+                results = result if isinstance(result, list) else [result]
+                ended.update(zip(map(id, group), results, strict=True))
             else:
                 error = "round cut short" if task in pending else repr(task.exception())
-                outcomes.append(Deferred(w, self._backoff(w.attempts), error))
+                ended.update((id(w), Deferred(w, self._backoff(w.attempts), error)) for w in group)
+        return [ended[id(w)] for w in work]
+
+    def _planned(
+        self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
+    ) -> tuple[list[tuple[Work, UUID, reconcile.Plan]], list[Work]]:
+        """The round's changes planned now, with no Graph call: their app is known and what
+        Intune holds for it was read (``prefetch``); and the others."""
+        planned, others = [], []
+        for w in work:
+            app_id = w.intune_app_id or intune.marked(w.app)
+            current = intune.held.get(app_id) if app_id and intune.held is not None else None
+            if app_id is None or current is None or (w.remove_app and not w.desired):
+                others.append(w)
+                continue
+            plan = reconcile.plan(w.desired, current, w.managed_keys, source_of_truth)
+            planned.append((w, app_id, plan))
+        return planned, others
+
+    async def _write_planned(
+        self, intune: IntuneSession, planned: Sequence[tuple[Work, UUID, reconcile.Plan]]
+    ) -> list[Outcome]:
+        """Planned changes written together: their /assign calls queued at once, sent in JSON
+        batches, each answer its change's outcome."""
+        writes = [(w, app_id, plan) for w, app_id, plan in planned if not plan.unchanged]
+        answers = iter(await intune.assign_many([(app_id, p.body) for _, app_id, p in writes]))
+        outcomes: list[Outcome] = []
+        for w, app_id, plan in planned:
+            answer = None if plan.unchanged else next(answers)
+            if isinstance(answer, NoBudget | Throttled | GraphCallFailed | TransientError):
+                outcomes.append(self._settled(intune, w, app_id, answer, Calls()))
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                outcomes.append(Applied(w, app_id, plan, [answer] if answer else []))
         return outcomes
 
     async def _apply(self, intune: IntuneSession, work: Work, source_of_truth: bool) -> Outcome:
@@ -498,18 +538,29 @@ class Scheduler:
                 intune.forget(work.app)
                 return Applied(work, None, plan, calls.writes)
             return Applied(work, app_id, plan, calls.writes)
-        except (NoBudget, Throttled):
-            return Deferred(work)
-        except GraphCallFailed as failure:
-            if failure.status == 404 and app_id is not None:
-                intune.forget(work.app)
-                return Deferred(work, 0.0, str(failure), forget_app=True)
-            if failure.status in (401, 403):
-                # reported to consent by the client's hook; the tenant's work waits
-                return Deferred(work, self.settings.access_denied_pause_s, str(failure))
-            return Failed(work, graph_error_of(failure), calls.all)
-        except TransientError as exc:
-            return Deferred(work, self._backoff(work.attempts), str(exc))
+        except (NoBudget, Throttled, GraphCallFailed, TransientError) as error:
+            return self._settled(intune, work, app_id, error, calls)
+
+    def _settled(
+        self,
+        intune: IntuneSession,
+        work: Work,
+        app_id: UUID | None,
+        error: NoBudget | Throttled | GraphCallFailed | TransientError,
+        calls: Calls,
+    ) -> Outcome:
+        """The outcome of a change whose Graph call raised ``error``."""
+        if isinstance(error, NoBudget | Throttled):
+            return Deferred(work)  # the tenant waits (its budget, a Retry-After)
+        if isinstance(error, TransientError):
+            return Deferred(work, self._backoff(work.attempts), str(error))
+        if error.status == 404 and app_id is not None:
+            intune.forget(work.app)
+            return Deferred(work, 0.0, str(error), forget_app=True)
+        if error.status in (401, 403):
+            # reported to consent by the client's hook; the tenant's work waits
+            return Deferred(work, self.settings.access_denied_pause_s, str(error))
+        return Failed(work, graph_error_of(error), calls.all)
 
     def _backoff(self, attempts: int) -> float:
         """Jittered: between half and all of initial * 2^attempts, at most the maximum."""
