@@ -430,10 +430,15 @@ async def run_writer_workload(
             assert await parked(), "a tenant left its parked state during the ingest"
         finally:
             await connection.close()
-        since = datetime.now(UTC).isoformat()
-        cpu_before = [cpu_seconds(p) for p in running]
-        started = time.monotonic()
-        await publish(kafka, [enabled(t) for t in tenants])
+        producer = AIOKafkaProducer(**producer_kwargs(kafka, "bench-intune-writer"))
+        await producer.start()  # connected before the clock starts: it times the writer
+        try:
+            since = datetime.now(UTC).isoformat()
+            cpu_before = [cpu_seconds(p) for p in running]
+            started = time.monotonic()
+            await publish(kafka, [enabled(t) for t in tenants], producer)
+        finally:
+            await producer.stop()
         await outcomes.wait_for(total)
         elapsed = max(outcomes.seen_at.values()) - started
         rss = [peak_rss_mb(p) for p in running]

@@ -3,6 +3,8 @@ learned from 429s and recovered slowly; on an injected clock."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tenantflow.intune_writer.throttle import Budget, Limits
@@ -206,3 +208,40 @@ def test_a_waiting_tenant_says_whether_its_quota_or_a_retry_after_holds_it() -> 
     budget.throttled(1.0, 30.0, write=False)
     assert budget.holding(2.0) == "retry_after"
     assert budget.holding(31.0) == "quota"  # the Retry-After passed; the window not yet
+
+
+def test_a_round_reserves_the_writes_the_window_frees_within_the_pace_and_each_goes_on_time() -> (
+    None
+):
+    budget = Budget(LIMITS)
+    spend(budget, 0.0, 20)
+    spend(budget, 0.4, 20)
+    spend(budget, 0.8, 60)  # the window is full; 20 free at 20 s, 20 at 20.4 s, 60 at 20.8 s
+    assert budget.writes_left(19.5) == 0
+    assert budget.writes_left(19.5, within=1.0) == 40  # the 60 of 0.8 s stay till 20.8 s
+    for _ in range(40):
+        assert budget.take(19.5, write=True, within=1.0)
+    assert not budget.take(19.5, write=True, within=1.0)  # the 41st only at 20.8 s
+    # sent in order: the first twenty at 20 s, the next twenty once the 0.4 s ones age out
+    assert budget.send_wait(19.5, unsent=20) == pytest.approx(0.5)
+    assert budget.send_wait(19.5, unsent=0) == pytest.approx(0.9)
+    assert budget.send_wait(20.0, unsent=20) == 0
+
+
+def test_a_round_never_waits_out_a_retry_after_nor_goes_beyond_a_limit_learned_meanwhile() -> None:
+    budget = Budget(LIMITS)
+    spend(budget, 0.0, 100)
+    for _ in range(10):
+        assert budget.take(19.5, write=True, within=1.0)
+    budget.take(19.5, write=False)
+    budget.throttled(19.6, 0.5, write=False)  # a read refused: a Retry-After of 0.5 s
+    assert budget.send_wait(19.7, unsent=0) == math.inf
+    assert not budget.take(19.7, write=True, within=1.0)
+    assert budget.writes_left(19.7, within=1.0) == 0
+
+    learned = Budget(LIMITS)
+    spend(learned, 0.0, 50)
+    for _ in range(50):
+        assert learned.take(0.0, write=True)
+    learned.write_limit = 40  # a 429 meanwhile taught a lower limit
+    assert learned.send_wait(0.0, unsent=0) == math.inf  # more in hand than it allows

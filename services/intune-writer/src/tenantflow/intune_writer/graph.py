@@ -111,6 +111,9 @@ class IntuneSession:
     held: dict[UUID, list[dict[str, Any]]] | None = None
     """What Intune holds for the round's apps, as ``prefetch`` read them (None, or an app
     missing: read per app)."""
+    pace_s: float = 0.0
+    """A write is queued when the budget frees room for it within this long, and sent once
+    it does (``throttle.PACE_S``); 0: only when there is room now."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _queued: list[Queued] = field(default_factory=list)
     _flusher: asyncio.Handle | None = None
@@ -119,10 +122,23 @@ class IntuneSession:
     async def call(
         self, calls: Calls, write: bool, method: str, path: str, **kwargs: Any
     ) -> GraphAnswer:
-        """One call if the budget allows it now (``NoBudget`` otherwise); a 429 hands its
-        Retry-After to the budget and is raised as ``Throttled``."""
-        if not self.budget.take(self.clock(), write):
+        """One call if the budget allows it now, or a write once the window frees its room
+        within ``pace_s`` (``NoBudget`` otherwise); a 429 hands its Retry-After to the budget
+        and is raised as ``Throttled``."""
+        if not self.budget.take(self.clock(), write, within=self.pace_s if write else 0.0):
             raise NoBudget(path)
+        wait = self.budget.send_wait(self.clock(), unsent=len(self._queued), write=write)
+        try:
+            if wait > self.pace_s:
+                raise NoBudget(path)
+            while wait > 0:
+                await asyncio.sleep(wait)  # the window frees its room then: not a Retry-After
+                wait = self.budget.send_wait(self.clock(), unsent=len(self._queued), write=write)
+                if wait > self.pace_s:
+                    raise NoBudget(path)
+        except BaseException:
+            self.budget.unused(write)
+            raise
         try:
             answer = await self.graph.call(self.token, method, path, **kwargs)
         except Throttled as throttled:
@@ -292,7 +308,7 @@ class IntuneSession:
         """A write queued for the next batch (within the budget, else ``NoBudget`` at once):
         its batch's request id when answered."""
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        if not self.budget.take(self.clock(), write=True):
+        if not self.budget.take(self.clock(), write=True, within=self.pace_s):
             answer.set_exception(NoBudget(f"{APPS}/{app_id}/assign"))
             return answer
         self._queued.append((app_id, body, answer))
@@ -310,17 +326,23 @@ class IntuneSession:
     async def _send_queued(self) -> None:
         """Every queued write, one batch at a time per tenant (when Intune's real limit is
         lower than assumed, one batch meets it, and what waits behind it is held back by the
-        Retry-After), each batch sized when it goes (``Budget.batch_size``)."""
+        Retry-After), each batch sized when it goes (``Budget.batch_size``) and sent as soon
+        as the window has room for it (within ``pace_s``; beyond that, or after a 429, what
+        is left waits for the tenant's next round)."""
         while self._queued:
             size = self.budget.batch_size(self.clock(), BATCH, unsent=len(self._queued))
             queued, self._queued = self._queued[:size], self._queued[size:]
+            wait = self.budget.send_wait(self.clock(), unsent=len(self._queued))
+            while 0 < wait <= self.pace_s:
+                await asyncio.sleep(wait)  # the window frees their room then, not a Retry-After
+                wait = self.budget.send_wait(self.clock(), unsent=len(self._queued))
             live = [q for q in queued if not q[2].done()]
             for _ in range(len(queued) - len(live)):  # their round was cut short meanwhile
                 self.budget.unused(write=True)
             queued = live
             if not queued:
                 continue
-            if self.budget.not_before > self.clock():
+            if wait > 0:  # a 429's Retry-After, or a limit learned meanwhile
                 for app_id, _, answer in queued:
                     self.budget.unused(write=True)
                     answer.set_exception(NoBudget(f"{APPS}/{app_id}/assign"))

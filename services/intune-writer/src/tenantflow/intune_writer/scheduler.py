@@ -68,7 +68,7 @@ from tenantflow.intune_writer.models import (
     TenantState,
     WriterTenant,
 )
-from tenantflow.intune_writer.throttle import Budget, Limits
+from tenantflow.intune_writer.throttle import PACE_S, Budget, Limits
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,11 @@ class SchedulerSettings:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     limits: Limits = field(default_factory=Limits)
+    pace_s: float = PACE_S
+    """A round takes the writes the window frees within this long and sends each when it does
+    (``throttle.PACE_S``)."""
+    lead_s: float = PACE_S / 2
+    """A tenant out of writes is served this long before the window frees room for them."""
 
 
 @dataclass(frozen=True)
@@ -365,7 +370,9 @@ class Scheduler:
             return claimed
 
     def _room(self, budget: Budget) -> int:
-        return max(1, min(self.settings.changes_per_round, budget.writes_left(self.monotonic())))
+        """Changes for a round: as many as the budget has writes for now or within the pace."""
+        left = budget.writes_left(self.monotonic(), within=self.settings.pace_s)
+        return max(1, min(self.settings.changes_per_round, left))
 
     async def _next_due(self) -> float:
         async with self.runtime.sessions() as session:
@@ -392,7 +399,9 @@ class Scheduler:
                 raise
             await self._release(tenant_id, budget, self.settings.backoff_initial_s, "backoff")
             return
-        intune = IntuneSession(self.graph, token, tenant_id, budget, clock=self.monotonic)
+        intune = IntuneSession(
+            self.graph, token, tenant_id, budget, clock=self.monotonic, pace_s=self.settings.pace_s
+        )
         # the first pass records nothing and takes the tenant's first round
         work: list[Work] = []
         source_of_truth = claimed.source_of_truth
@@ -430,7 +439,9 @@ class Scheduler:
         released (nothing due, out of writes, or paused) with the time it may be served again."""
         now, moment = self.clock(), self.monotonic()
         wait = pause or budget.wait(moment, write=True)
-        if not wait:
+        # the next round when its reads may go now and its writes within the pace (each sent
+        # once the window frees it); else the tenant is released until then
+        if not pause and wait <= self.settings.pace_s and not budget.wait(moment, write=False):
             work = await self._take(connection, tenant_id, self._room(budget), now)
             if work:
                 return Step(work, source_of_truth)
@@ -438,6 +449,10 @@ class Scheduler:
             # back when a batch's worth of writes fits, not a write at a time
             due = await connection.scalar(WAITING_COUNT, {"tenant": tenant_id})
             wait = budget.gathered_wait(moment, min(int(due or 0), GATHER)) or wait
+            if not budget.wait(moment, write=False):
+                # only the window holds it (no Retry-After, reads free): back a little ahead,
+                # its round read by the time the window frees room for its first writes
+                wait = max(wait - self.settings.lead_s, 0.0)
         reason = "access_denied" if pause else budget.holding(moment)
         return Step([], source_of_truth, released=True, wait_s=wait, reason=reason)
 

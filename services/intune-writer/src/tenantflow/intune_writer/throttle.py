@@ -29,6 +29,10 @@ IN_FLIGHT_WAIT_S = 0.05
 GATHER_SLACK_S = 1.0
 """How much later than the first free write a tenant out of writes comes back, to send more
 of them together."""
+PACE_S = 1.0
+"""A round takes the writes its budget frees within this long, reads for them at once, and
+sends each as soon as the window allows it, rather than coming back for every batch the window
+frees; what a write is based on was read at most about this long before."""
 
 
 def write_limit_scope(scope: str | None) -> bool:
@@ -62,17 +66,27 @@ class Window:
         self.expire(now)
         return len(self.times)
 
+    def live_at(self, at: float) -> int:
+        """How many of the calls made so far still count at ``at`` (now or later)."""
+        return sum(1 for t in self.times if t > at - self.window_s)
+
+    def freed(self, excess: int, now: float) -> float:
+        """Seconds until the ``excess`` oldest calls have left the window (inf: there are
+        fewer)."""
+        if excess <= 0:
+            return 0.0
+        self.expire(now)
+        if excess > len(self.times):
+            return math.inf
+        return max(0.0, sorted(self.times)[excess - 1] + self.window_s - now)
+
     def wait(self, limit: int, now: float, count: int = 1) -> float:
         """Seconds until ``count`` more calls fit under ``limit``."""
         self.expire(now)
         if limit <= 0:
             return IN_FLIGHT_WAIT_S  # the calls in flight fill it: look again once answered
         count = min(count, limit)
-        excess = len(self.times) + count - limit
-        if excess <= 0:
-            return 0.0
-        oldest_blocking = sorted(self.times)[excess - 1]
-        return max(0.0, oldest_blocking + self.window_s - now)
+        return self.freed(len(self.times) + count - limit, now)
 
     def add(self, at: float) -> None:
         self.times.append(at)
@@ -157,23 +171,43 @@ class Budget:
     def _sent(self, now: float, unsent: int) -> int:
         return self.writes.count(now) + self.in_flight_writes - unsent
 
-    def writes_left(self, now: float) -> int:
-        """How many writes could be sent right now."""
-        if self.wait(now, write=False) > 0:
-            return 0
-        left = self.write_limit - self.writes.count(now) - self.in_flight_writes
-        requests_left = self.limits.requests - self.requests.count(now) - self.in_flight_requests
+    def writes_left(self, now: float, within: float = 0.0) -> int:
+        """How many writes could be sent right now, or by ``within`` seconds from now."""
+        if self.not_before > now or self.wait(now, write=False) > within:
+            return 0  # a Retry-After is waited out by the tenant, never within a round
+        later = now + within
+        left = self.write_limit - self.writes.live_at(later) - self.in_flight_writes
+        requests_left = (
+            self.limits.requests - self.requests.live_at(later) - self.in_flight_requests
+        )
         return max(0, min(left, requests_left))
 
     # --- spending ------------------------------------------------------------------------
 
-    def take(self, now: float, write: bool) -> bool:
-        """Reserve a call if it may be sent now; ``answered`` (or ``throttled``) ends it."""
-        if self.wait(now, write) > 0:
+    def take(self, now: float, write: bool, within: float = 0.0) -> bool:
+        """Reserve a call if it may be sent now, or by ``within`` seconds from now (then
+        ``send_wait`` says when; never during a Retry-After); ``answered`` (or ``throttled``)
+        ends it."""
+        if self.not_before > now or self.wait(now, write) > within:
             return False
         self.in_flight_requests += 1
         self.in_flight_writes += write
         return True
+
+    def send_wait(self, now: float, unsent: int, write: bool = True) -> float:
+        """Seconds until the reserved calls but the last ``unsent`` of them may be sent (the
+        calls sent and not answered yet count as the window's); inf during a Retry-After (not
+        waited out here) or when a limit learned meanwhile leaves no room for them."""
+        if self.not_before > now:
+            return math.inf
+        wait = self.requests.freed(
+            self.requests.count(now) + self.in_flight_requests - unsent - self.limits.requests,
+            now,
+        )
+        if write:
+            excess = self.writes.count(now) + self.in_flight_writes - unsent - self.write_limit
+            wait = max(wait, self.writes.freed(excess, now))
+        return wait
 
     def unused(self, write: bool) -> None:
         """A reserved call was not sent after all."""
