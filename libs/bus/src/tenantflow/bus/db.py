@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
@@ -31,6 +32,8 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_pre_ping=False,  # a dropped connection fails one attempt, which is retried
+        # jsonb columns as msgspec reads them: several times faster than the json module
+        json_deserializer=msgspec.json.decode,
     )
 
 

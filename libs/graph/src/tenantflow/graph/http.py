@@ -10,13 +10,13 @@ most of its CPU there otherwise. httpx stays for tests that hand the client a tr
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+import msgspec
 from yarl import URL
 
 if TYPE_CHECKING:
@@ -31,7 +31,12 @@ class RawAnswer:
     content: bytes
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        """The body as JSON (msgspec: a JSON batch's answer parses several times faster than
+        with the standard library); ``ValueError`` when it is not JSON."""
+        try:
+            return msgspec.json.decode(self.content)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"the answer is not JSON: {exc}") from exc
 
 
 class Unreachable(Exception):

@@ -114,6 +114,8 @@ class IntuneSession:
     pace_s: float = 0.0
     """A write is queued when the budget frees room for it within this long, and sent once
     it does (``throttle.PACE_S``); 0: only when there is room now."""
+    pacing: bool = False
+    """The queued writes wait for the window to free room (the session has time to spare)."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _queued: list[Queued] = field(default_factory=list)
     _flusher: asyncio.Handle | None = None
@@ -295,14 +297,12 @@ class IntuneSession:
             calls.all.append(request_id)
             calls.writes.append(request_id)
 
-    async def assign_many(
+    def queue_writes(
         self, writes: Sequence[tuple[UUID, list[dict[str, Any]]]]
-    ) -> list[str | BaseException | None]:
-        """``assign`` for each of ``writes`` at once, with no task each: for each, its batch's
-        request id, or what it raised (``NoBudget`` for those the budget had no room for)."""
-        return await asyncio.gather(
-            *(self._queue(app_id, body) for app_id, body in writes), return_exceptions=True
-        )
+    ) -> list[asyncio.Future[str | None]]:
+        """``assign`` for each of ``writes``, queued at once with no task each: for each, a
+        future of its batch's request id (``NoBudget`` when the budget had no room for it)."""
+        return [self._queue(app_id, body) for app_id, body in writes]
 
     def _queue(self, app_id: UUID, body: list[dict[str, Any]]) -> asyncio.Future[str | None]:
         """A write queued for the next batch (within the budget, else ``NoBudget`` at once):
@@ -334,7 +334,11 @@ class IntuneSession:
             queued, self._queued = self._queued[:size], self._queued[size:]
             wait = self.budget.send_wait(self.clock(), unsent=len(self._queued))
             while 0 < wait <= self.pace_s:
-                await asyncio.sleep(wait)  # the window frees their room then, not a Retry-After
+                self.pacing = True
+                try:
+                    await asyncio.sleep(wait)  # the window frees their room: not a Retry-After
+                finally:
+                    self.pacing = False
                 wait = self.budget.send_wait(self.clock(), unsent=len(self._queued))
             live = [q for q in queued if not q[2].done()]
             for _ in range(len(queued) - len(live)):  # their round was cut short meanwhile

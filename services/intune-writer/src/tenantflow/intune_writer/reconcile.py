@@ -161,6 +161,10 @@ def _iso(moment: datetime | str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+UUID_HEX = 32
+"""``UUID()`` parses 32 hex digits (hyphens, braces and a ``urn:uuid:`` prefix around them)."""
+
+
 def normal(value: Any, key: str = "") -> Any:
     """``value`` in the normal form comparisons use (see the module's docstring)."""
     if isinstance(value, dict):
@@ -187,6 +191,8 @@ def normal(value: Any, key: str = "") -> Any:
                 return _iso(value)
             except ValueError:
                 return value
+        if len(value) < UUID_HEX or "." in value:
+            return value  # surely no UUID (most strings here are not): no exception raised
         try:
             return str(UUID(value))
         except ValueError:

@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,6 +173,9 @@ NEXT_DUE = """
 GATHER = 20
 """A tenant out of writes comes back when this many fit again (one JSON batch), or as many as
 it has waiting, rather than for each write the window frees."""
+RECORDING = 3
+"""Rounds one process records at once: each builds its events in memory before its commit, and
+more at once only queue on the database (many tenants ending a window together)."""
 PREFETCH_FROM = 2
 """A round of this many changes reads its apps' assignments in JSON batches instead of one
 call per app."""
@@ -302,6 +305,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = asyncio.Event()
+        self._recording = asyncio.Semaphore(RECORDING)
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
         self.ended: Counter[tuple[str]] = Counter()
         """Changes this process ended, by state, for the service's metrics."""
@@ -467,6 +471,8 @@ class Scheduler:
     async def _round(
         self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
     ) -> list[Outcome]:
+        """The round's changes applied; the outcomes not recorded yet (a round whose writes
+        wait on the window records those that ended meanwhile: ``_write_planned``)."""
         intune.held = None  # what Intune holds is read afresh each round
         if len(work) >= PREFETCH_FROM:
             try:
@@ -476,10 +482,18 @@ class Scheduler:
             except (GraphCallFailed, TransientError) as exc:
                 log.warning("batched reads of %s failed, per app now: %s", intune.tenant_id, exc)
         planned, others = self._planned(intune, work, source_of_truth)
+        recorded: set[int] = set()
+
+        async def checkpoint(outcomes: list[Outcome]) -> None:
+            await self._record(intune.tenant_id, outcomes, intune.budget, final=False)
+            recorded.update(id(outcome.work) for outcome in outcomes)
+
         # the changes whose app and assignments the round knows go in one task; each other one
         # (to create, to remove, to read on its own) in a task of its own
         tasks: list[asyncio.Task[Any]] = (
-            [asyncio.create_task(self._write_planned(intune, planned))] if planned else []
+            [asyncio.create_task(self._write_planned(intune, planned, checkpoint))]
+            if planned
+            else []
         )
         tasks += [asyncio.create_task(self._apply(intune, w, source_of_truth)) for w in others]
         done, pending = await asyncio.wait(tasks, timeout=self.settings.lease_s / 2)
@@ -493,11 +507,11 @@ class Scheduler:
             if task in done and task.exception() is None:
                 result = task.result()
                 results = result if isinstance(result, list) else [result]
-                ended.update(zip(map(id, group), results, strict=True))
+                ended.update((id(outcome.work), outcome) for outcome in results)
             else:
                 error = "round cut short" if task in pending else repr(task.exception())
                 ended.update((id(w), Deferred(w, self._backoff(w.attempts), error)) for w in group)
-        return [ended[id(w)] for w in work]
+        return [ended[id(w)] for w in work if id(w) not in recorded]
 
     def _planned(
         self, intune: IntuneSession, work: Sequence[Work], source_of_truth: bool
@@ -516,22 +530,38 @@ class Scheduler:
         return planned, others
 
     async def _write_planned(
-        self, intune: IntuneSession, planned: Sequence[tuple[Work, UUID, reconcile.Plan]]
+        self,
+        intune: IntuneSession,
+        planned: Sequence[tuple[Work, UUID, reconcile.Plan]],
+        checkpoint: Callable[[list[Outcome]], Awaitable[None]] | None = None,
     ) -> list[Outcome]:
-        """Planned changes written together: their /assign calls queued at once, sent in JSON
-        batches, each answer its change's outcome."""
+        """Planned changes written together: their /assign calls queued at once and sent in
+        JSON batches, each answer its change's outcome. While the window holds the next batch
+        back (paced), the outcomes so far are recorded (``checkpoint``), so their events leave
+        then rather than all at the round's end; the rest are returned."""
         writes = [(w, app_id, plan) for w, app_id, plan in planned if not plan.unchanged]
-        answers = iter(await intune.assign_many([(app_id, p.body) for _, app_id, p in writes]))
-        outcomes: list[Outcome] = []
-        for w, app_id, plan in planned:
-            answer = None if plan.unchanged else next(answers)
-            if isinstance(answer, NoBudget | Throttled | GraphCallFailed | TransientError):
-                outcomes.append(self._settled(intune, w, app_id, answer, Calls()))
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                outcomes.append(Applied(w, app_id, plan, [answer] if answer else []))
-        return outcomes
+        answers = intune.queue_writes([(app_id, plan.body) for _, app_id, plan in writes])
+        ended: list[Outcome] = [
+            Applied(w, app_id, plan, []) for w, app_id, plan in planned if plan.unchanged
+        ]
+        try:
+            for (w, app_id, plan), answer in zip(writes, answers, strict=True):
+                try:
+                    request_id = await answer
+                except (NoBudget, Throttled, GraphCallFailed, TransientError) as error:
+                    ended.append(self._settled(intune, w, app_id, error, Calls()))
+                else:
+                    ended.append(Applied(w, app_id, plan, [request_id] if request_id else []))
+                if checkpoint is not None and len(ended) >= GATHER and intune.pacing:
+                    await checkpoint(ended)
+                    ended = []
+        finally:
+            for answer in answers:  # a round cut short: what was not sent is not sent
+                if not answer.done():
+                    answer.cancel()
+                elif not answer.cancelled():
+                    answer.exception()  # retrieved: no warning for an exception not awaited
+        return ended
 
     async def _apply(self, intune: IntuneSession, work: Work, source_of_truth: bool) -> Outcome:
         """Make Intune hold ``work``'s desired state; Graph I/O only, no transaction."""
@@ -611,16 +641,18 @@ class Scheduler:
 
     # --- recording -----------------------------------------------------------------------
 
-    async def _record(self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget) -> Step:
+    async def _record(
+        self, tenant_id: UUID, outcomes: Sequence[Outcome], budget: Budget, final: bool = True
+    ) -> Step:
         """Every outcome of a round and its events, in one transaction of a few plain
         statements whatever the round's size (the tenant, the round's deployments and their
         waiting changes locked and read at once, each table written with one statement, the
         events stored at once), and in it the next round taken or the tenant released
-        (``_next``)."""
+        (``_next``); not ``final``: outcomes of a round still under way, the lease renewed."""
         now = self.clock()
         pause = None
         apps = sorted({outcome.work.app for outcome in outcomes})
-        async with transaction(self.runtime.sessions) as session:
+        async with self._recording, transaction(self.runtime.sessions) as session:
             connection = await session.connection()
             tenant = (await connection.execute(LOCK_TENANT, {"tenant": tenant_id})).first()
             if tenant is None or tenant.lease_owner != self.owner:
@@ -694,7 +726,11 @@ class Scheduler:
                     },
                 )
             await self.runtime.outbox.add_many(connection, events)
-            step = await self._next(connection, tenant_id, tenant.source_of_truth, budget, pause)
+            step = (
+                await self._next(connection, tenant_id, tenant.source_of_truth, budget, pause)
+                if final
+                else Step([], tenant.source_of_truth)
+            )
             held = (
                 self._released(budget, step.wait_s, self.clock())
                 if step.released
