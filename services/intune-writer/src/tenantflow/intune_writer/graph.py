@@ -115,7 +115,7 @@ class IntuneSession:
     """A write is queued when the budget frees room for it within this long, and sent once
     it does (``throttle.PACE_S``); 0: only when there is room now."""
     pacing: bool = False
-    """The queued writes wait for the window to free room (the session has time to spare)."""
+    """A write waits for the window to free its room (the session has time to spare)."""
     _listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _queued: list[Queued] = field(default_factory=list)
     _flusher: asyncio.Handle | None = None
@@ -129,15 +129,9 @@ class IntuneSession:
         and is raised as ``Throttled``."""
         if not self.budget.take(self.clock(), write, within=self.pace_s if write else 0.0):
             raise NoBudget(path)
-        wait = self.budget.send_wait(self.clock(), unsent=len(self._queued), write=write)
         try:
-            if wait > self.pace_s:
+            if not await self._room(write):
                 raise NoBudget(path)
-            while wait > 0:
-                await asyncio.sleep(wait)  # the window frees its room then: not a Retry-After
-                wait = self.budget.send_wait(self.clock(), unsent=len(self._queued), write=write)
-                if wait > self.pace_s:
-                    raise NoBudget(path)
         except BaseException:
             self.budget.unused(write)
             raise
@@ -323,6 +317,20 @@ class IntuneSession:
         if self._queued and (self._sender is None or self._sender.done()):
             self._sender = asyncio.create_task(self._send_queued())
 
+    async def _room(self, write: bool) -> bool:
+        """Whether the calls reserved and not queued may go: at once, or once the window frees
+        their room within ``pace_s`` (waited for here, ``pacing`` meanwhile); False during a
+        Retry-After, which is never waited out here, or past the pace."""
+        wait = self.budget.send_wait(self.clock(), unsent=len(self._queued), write=write)
+        while 0 < wait <= self.pace_s:
+            self.pacing = True
+            try:
+                await asyncio.sleep(wait)  # the window frees their room then
+            finally:
+                self.pacing = False
+            wait = self.budget.send_wait(self.clock(), unsent=len(self._queued), write=write)
+        return wait == 0
+
     async def _send_queued(self) -> None:
         """Every queued write, one batch at a time per tenant (when Intune's real limit is
         lower than assumed, one batch meets it, and what waits behind it is held back by the
@@ -332,21 +340,14 @@ class IntuneSession:
         while self._queued:
             size = self.budget.batch_size(self.clock(), BATCH, unsent=len(self._queued))
             queued, self._queued = self._queued[:size], self._queued[size:]
-            wait = self.budget.send_wait(self.clock(), unsent=len(self._queued))
-            while 0 < wait <= self.pace_s:
-                self.pacing = True
-                try:
-                    await asyncio.sleep(wait)  # the window frees their room: not a Retry-After
-                finally:
-                    self.pacing = False
-                wait = self.budget.send_wait(self.clock(), unsent=len(self._queued))
+            room = await self._room(write=True)
             live = [q for q in queued if not q[2].done()]
             for _ in range(len(queued) - len(live)):  # their round was cut short meanwhile
                 self.budget.unused(write=True)
             queued = live
             if not queued:
                 continue
-            if wait > 0:  # a 429's Retry-After, or a limit learned meanwhile
+            if not room:  # a 429's Retry-After, or a limit learned meanwhile
                 for app_id, _, answer in queued:
                     self.budget.unused(write=True)
                     answer.set_exception(NoBudget(f"{APPS}/{app_id}/assign"))

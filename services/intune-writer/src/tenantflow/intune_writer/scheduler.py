@@ -443,9 +443,10 @@ class Scheduler:
         released (nothing due, out of writes, or paused) with the time it may be served again."""
         now, moment = self.clock(), self.monotonic()
         wait = pause or budget.wait(moment, write=True)
+        reads_free = not budget.wait(moment, write=False)  # nor a Retry-After
         # the next round when its reads may go now and its writes within the pace (each sent
         # once the window frees it); else the tenant is released until then
-        if not pause and wait <= self.settings.pace_s and not budget.wait(moment, write=False):
+        if not pause and wait <= self.settings.pace_s and reads_free:
             work = await self._take(connection, tenant_id, self._room(budget), now)
             if work:
                 return Step(work, source_of_truth)
@@ -453,7 +454,7 @@ class Scheduler:
             # back when a batch's worth of writes fits, not a write at a time
             due = await connection.scalar(WAITING_COUNT, {"tenant": tenant_id})
             wait = budget.gathered_wait(moment, min(int(due or 0), GATHER)) or wait
-            if not budget.wait(moment, write=False):
+            if reads_free:
                 # only the window holds it (no Retry-After, reads free): back a little ahead,
                 # its round read by the time the window frees room for its first writes
                 wait = max(wait - self.settings.lead_s, 0.0)
